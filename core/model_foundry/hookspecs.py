@@ -1,0 +1,89 @@
+"""The hook specifications: the whole contract between the core and a plugin.
+
+A plugin is a module registered under the ``model_foundry`` entry-point group. It
+implements any of the hooks below with :data:`hookimpl` and nothing else. Every hook
+takes no arguments and returns a list of records from :mod:`model_foundry.specs`;
+heavy objects (model code, tokenizer trainers, collators) are named as
+``"module:function"`` strings and imported on first use, so that answering a hook is
+cheap and never imports torch.
+
+A hook that raises is reported against its plugin by ``foundry plugins`` and
+:func:`model_foundry.plugin_errors`; the other plugins are unaffected.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "model_foundry"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def foundry_config_schemas() -> list:
+    """Declare architectures and their config schemas.
+
+    Called once, when the registry is first needed (``foundry list``, ``load_config``,
+    ``create_model``...). Return a list of :class:`~model_foundry.specs.ArchitectureSchema`:
+    the architecture's ``name``, its attrs ``config_class``, its ``presets`` (name -> a
+    complete set of fields), ``family``, ``description`` and
+    :class:`~model_foundry.specs.Capabilities` (objectives, generation, modality).
+
+    The config class may define ``validate(self)`` yielding ``(relative.key.path, message)``
+    pairs for cross-field checks, ``objectives(self)`` when the objectives it can train
+    depend on its values, and ``__foundry_global_defaults__ = ("global_config",
+    ("encoder", "decoder"))`` to opt into a block of defaults shared by sub-blocks.
+    """
+
+
+@hookspec
+def foundry_model_builders() -> list:
+    """Say how to build architectures.
+
+    Called once, with the schemas. Return a list of
+    :class:`~model_foundry.specs.ModelBuilder`, each naming an architecture and a
+    ``"module:function"`` that takes a :class:`~model_foundry.config.ModelConfig` and
+    returns a ``torch.nn.Module``. The function is imported only when a model is built.
+    """
+
+
+@hookspec
+def foundry_collators() -> list:
+    """Contribute data collators (``causal_lm``, ``masked_lm``, ...).
+
+    Called once. Return a list of :class:`~model_foundry.specs.CollatorSpec`; its
+    ``factory(tokenizer, **options)`` returns a callable from a list of
+    ``{"input_ids": [...]}`` examples to a dict of tensors. Chosen by
+    ``training.objective`` or :func:`model_foundry.create_collator`.
+    """
+
+
+@hookspec
+def foundry_tokenizers() -> list:
+    """Contribute tokenizer kinds (``bpe``, ``wordpiece``, ``unigram``, ``char``, ...).
+
+    Called once. Return a list of :class:`~model_foundry.specs.TokenizerSpec`; its
+    ``train(tokenizer_config, files)`` trains a tokenizer on text files and returns a
+    ``transformers.PreTrainedTokenizerFast``. Chosen by ``tokenizer.tokenizer_type``.
+    """
+
+
+@hookspec
+def foundry_checkpoint_converters() -> list:
+    """Contribute importers of foreign checkpoints (a transformers directory, ...).
+
+    Called once. Return a list of :class:`~model_foundry.specs.CheckpointConverter`.
+    ``model_foundry.load`` tries them, in turn, on a directory that is not a Model Foundry
+    checkpoint.
+    """
+
+
+@hookspec
+def foundry_training_steps() -> list:
+    """Replace the default training step for an architecture.
+
+    Called once. Return a list of :class:`~model_foundry.specs.TrainingStep`. Only for
+    models that need more than one backward pass and one optimizer (GANs, for instance).
+    """

@@ -1,0 +1,276 @@
+"""Finding plugins and asking them what they contribute.
+
+Plugins are modules registered under the ``model_foundry`` entry-point group. Loading
+follows four rules (see docs/plugins.md):
+
+* lazy: only the entry-point modules are imported; they import attrs config classes,
+  never torch or model code;
+* isolated: a plugin that fails to import, or whose hook raises, is recorded in
+  :attr:`Registry.errors` and skipped (``FOUNDRY_STRICT_PLUGINS=1`` re-raises);
+* no silent conflicts: an architecture name claimed by two distributions is kept as a
+  conflict, reported by ``foundry list`` and refused by ``create_model``;
+* controllable: ``FOUNDRY_PLUGINS_ALLOW`` / ``FOUNDRY_PLUGINS_BLOCK`` (comma-separated
+  distribution names) decide which distributions are imported at all.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import traceback
+from importlib import metadata
+from typing import Any, Iterable
+
+import attrs
+import pluggy
+
+from model_foundry import hookspecs
+from model_foundry.specs import (
+    ArchitectureSchema,
+    CheckpointConverter,
+    CollatorSpec,
+    ModelBuilder,
+    TokenizerSpec,
+    TrainingStep,
+)
+
+GROUP = hookspecs.PROJECT
+CORE_DISTRIBUTION = "model-foundry"
+ALLOW_ENV = "FOUNDRY_PLUGINS_ALLOW"
+BLOCK_ENV = "FOUNDRY_PLUGINS_BLOCK"
+STRICT_ENV = "FOUNDRY_STRICT_PLUGINS"
+
+
+def normalize_distribution(name: str) -> str:
+    """PEP 503 normal form, so that ``Foundry_Plugin.BERT`` and ``foundry-plugin-bert`` match."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _names_from_env(variable: str) -> set[str]:
+    value = os.environ.get(variable, "")
+    return {normalize_distribution(part) for part in value.split(",") if part.strip()}
+
+
+def strict() -> bool:
+    return os.environ.get(STRICT_ENV, "").lower() in {"1", "true", "yes", "on"}
+
+
+@attrs.frozen
+class PluginInfo:
+    """One plugin module and the distribution that ships it."""
+
+    name: str
+    distribution: str
+    version: str
+    module: str
+
+
+@attrs.frozen
+class PluginError:
+    """A plugin that could not be imported, or a hook of it that raised."""
+
+    plugin: str
+    distribution: str
+    version: str
+    stage: str  # "import" or the hook's name
+    error: str
+    traceback: str = attrs.field(repr=False, default="")
+
+    def __str__(self) -> str:
+        return f"{self.distribution} {self.version} ({self.plugin}): {self.stage} failed: {self.error}"
+
+
+@attrs.frozen
+class Architecture:
+    """An installed architecture: its schema, its builder, and where it comes from."""
+
+    schema: ArchitectureSchema
+    plugin: PluginInfo
+    builder: ModelBuilder | None = None
+
+    @property
+    def name(self) -> str:
+        return self.schema.name
+
+    def as_record(self) -> dict[str, Any]:
+        caps = self.schema.capabilities
+        return {
+            "name": self.schema.name,
+            "distribution": self.plugin.distribution,
+            "version": self.plugin.version,
+            "family": self.schema.family,
+            "description": self.schema.description,
+            "presets": list(self.schema.presets),
+            "objectives": list(caps.objectives),
+            "supports_generation": caps.supports_generation,
+            "modality": caps.modality,
+            "buildable": self.builder is not None,
+        }
+
+
+@attrs.define
+class Registry:
+    """Everything the installed (and allowed) plugins contribute."""
+
+    plugins: list[PluginInfo] = attrs.field(factory=list)
+    errors: list[PluginError] = attrs.field(factory=list)
+    blocked: list[PluginInfo] = attrs.field(factory=list)
+    architectures: dict[str, list[Architecture]] = attrs.field(factory=dict)
+    collators: dict[str, list[tuple[CollatorSpec, PluginInfo]]] = attrs.field(factory=dict)
+    tokenizers: dict[str, list[tuple[TokenizerSpec, PluginInfo]]] = attrs.field(factory=dict)
+    converters: list[tuple[CheckpointConverter, PluginInfo]] = attrs.field(factory=list)
+    training_steps: dict[str, list[tuple[TrainingStep, PluginInfo]]] = attrs.field(factory=dict)
+
+    def conflicts(self) -> dict[str, list[str]]:
+        """Names contributed by more than one distribution, with those distributions."""
+        found: dict[str, list[str]] = {}
+        for kind, table in (
+            ("architecture", self.architectures),
+            ("collator", self.collators),
+            ("tokenizer", self.tokenizers),
+        ):
+            for name, entries in table.items():
+                dists = [_plugin_of(entry).distribution for entry in entries]
+                if len(set(dists)) > 1:
+                    found[f"{kind} {name}"] = dists
+        return found
+
+    def contributions(self, plugin: PluginInfo) -> dict[str, list[str]]:
+        """What one plugin contributes, by kind (for ``foundry plugins``)."""
+        def names(table: dict[str, list[Any]]) -> list[str]:
+            return sorted(n for n, entries in table.items() if any(_plugin_of(e) == plugin for e in entries))
+
+        return {
+            "architectures": names(self.architectures),
+            "collators": names(self.collators),
+            "tokenizers": names(self.tokenizers),
+            "checkpoint_converters": sorted(c.name for c, p in self.converters if p == plugin),
+            "training_steps": names(self.training_steps),
+        }
+
+
+def _plugin_of(entry: Any) -> PluginInfo:
+    return entry.plugin if isinstance(entry, Architecture) else entry[1]
+
+
+def make_plugin_manager() -> pluggy.PluginManager:
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    return manager
+
+
+def _distribution_of(entry_point: metadata.EntryPoint) -> tuple[str, str]:
+    dist = getattr(entry_point, "dist", None)
+    if dist is None:
+        return "unknown", "?"
+    return normalize_distribution(dist.metadata["Name"] or dist.name), dist.version
+
+
+def discover(manager: pluggy.PluginManager, registry: Registry) -> None:
+    """Import and register every allowed entry point of the ``model_foundry`` group."""
+    allow, block = _names_from_env(ALLOW_ENV), _names_from_env(BLOCK_ENV)
+    seen: set[tuple[str, str]] = set()
+    for entry_point in metadata.entry_points(group=GROUP):
+        distribution, version = _distribution_of(entry_point)
+        if (distribution, entry_point.name) in seen:  # the same dist found twice on sys.path
+            continue
+        seen.add((distribution, entry_point.name))
+        info = PluginInfo(entry_point.name, distribution, version, entry_point.value)
+        is_core = distribution == CORE_DISTRIBUTION
+        if distribution in block or (allow and not is_core and distribution not in allow):
+            registry.blocked.append(info)
+            continue
+        try:
+            module = entry_point.load()
+        except Exception as exc:
+            if strict():
+                raise
+            registry.errors.append(_error(info, "import", exc))
+            continue
+        register(manager, registry, module, info)
+
+
+def register(manager: pluggy.PluginManager, registry: Registry, plugin: object, info: PluginInfo) -> None:
+    """Register one plugin object (a module or any object with hook implementations)."""
+    try:
+        manager.register(plugin, name=f"{info.distribution}:{info.name}")
+    except Exception as exc:  # e.g. a hook implementation that matches no spec
+        if strict():
+            raise
+        registry.errors.append(_error(info, "register", exc))
+        return
+    registry.plugins.append(info)
+
+
+def _error(info: PluginInfo, stage: str, exc: BaseException) -> PluginError:
+    return PluginError(
+        plugin=info.name,
+        distribution=info.distribution,
+        version=info.version,
+        stage=stage,
+        error=f"{type(exc).__name__}: {exc}",
+        traceback="".join(traceback.format_exception(exc)),
+    )
+
+
+def _answers(manager: pluggy.PluginManager, registry: Registry, hook_name: str) -> Iterable[tuple[Any, PluginInfo]]:
+    """Call one hook plugin by plugin, so that one plugin raising never hides the others."""
+    by_name = {f"{p.distribution}:{p.name}": p for p in registry.plugins}
+    for impl in reversed(getattr(manager.hook, hook_name).get_hookimpls()):
+        info = by_name[impl.plugin_name]
+        try:
+            answer = impl.function()
+            for item in answer or ():
+                yield item, info
+        except Exception as exc:
+            if strict():
+                raise
+            registry.errors.append(_error(info, hook_name, exc))
+
+
+def collect(manager: pluggy.PluginManager, registry: Registry) -> Registry:
+    """Ask every registered plugin for its contributions and index them by name."""
+    builders: dict[str, ModelBuilder] = {}
+    for builder, info in _answers(manager, registry, "foundry_model_builders"):
+        builders[f"{info.distribution}:{builder.architecture}"] = builder
+    for schema, info in _answers(manager, registry, "foundry_config_schemas"):
+        builder = builders.get(f"{info.distribution}:{schema.name}")
+        registry.architectures.setdefault(schema.name, []).append(Architecture(schema, info, builder))
+    for spec, info in _answers(manager, registry, "foundry_collators"):
+        registry.collators.setdefault(spec.name, []).append((spec, info))
+    for spec, info in _answers(manager, registry, "foundry_tokenizers"):
+        registry.tokenizers.setdefault(spec.name, []).append((spec, info))
+    for spec, info in _answers(manager, registry, "foundry_checkpoint_converters"):
+        registry.converters.append((spec, info))
+    for spec, info in _answers(manager, registry, "foundry_training_steps"):
+        registry.training_steps.setdefault(spec.architecture, []).append((spec, info))
+    return registry
+
+
+def build_registry(plugins: Iterable[tuple[object, PluginInfo]] = (), discover_entry_points: bool = True) -> Registry:
+    """Build a registry from the installed entry points and/or plugin objects given directly."""
+    manager = make_plugin_manager()
+    registry = Registry()
+    if discover_entry_points:
+        discover(manager, registry)
+    for plugin, info in plugins:
+        register(manager, registry, plugin, info)
+    return collect(manager, registry)
+
+
+_current: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, built on first use."""
+    global _current
+    if _current is None:
+        _current = build_registry()
+    return _current
+
+
+def set_registry(registry: Registry | None) -> Registry | None:
+    """Install ``registry`` as the process-wide one (``None`` rebuilds on next use); returns the old one."""
+    global _current
+    previous, _current = _current, registry
+    return previous

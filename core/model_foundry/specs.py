@@ -1,0 +1,124 @@
+"""The records a plugin hands to the core through its hooks.
+
+They are small frozen attrs classes with no torch in sight, so that answering a
+hook never imports model code. Anything heavy is named as a ``"module:attribute"``
+string and imported only when it is first used (see :func:`resolve`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Mapping
+
+import attrs
+
+OBJECTIVES = ("causal_lm", "masked_lm", "hybrid")
+
+
+def resolve(reference: str | Callable[..., Any]) -> Any:
+    """Import ``"package.module:attribute"`` and return the attribute (callables pass through)."""
+    if callable(reference):
+        return reference
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"expected 'package.module:attribute', got {reference!r}")
+    target: Any = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def _is_reference(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if callable(value):
+        return
+    if not isinstance(value, str) or value.count(":") != 1:
+        raise ValueError(f"{attribute.name} must be 'package.module:attribute' or a callable, got {value!r}")
+
+
+@attrs.frozen
+class Capabilities:
+    """What an architecture can do; shown by ``foundry list`` and checked at validation."""
+
+    objectives: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    supports_generation: bool = False
+    modality: str = "text"
+
+
+@attrs.frozen
+class ArchitectureSchema:
+    """A config schema: answer to :func:`~model_foundry.hookspecs.foundry_config_schemas`.
+
+    ``config_class`` is an attrs class holding the architecture's own fields (everything in
+    the ``model`` section besides ``architecture`` and ``preset``). ``presets`` maps a preset
+    name to a complete set of those fields as plain YAML-like data.
+    """
+
+    name: str
+    config_class: type
+    family: str = ""
+    description: str = ""
+    presets: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    capabilities: Capabilities = attrs.field(factory=Capabilities)
+
+
+@attrs.frozen
+class ModelBuilder:
+    """How to build an architecture: answer to :func:`~model_foundry.hookspecs.foundry_model_builders`.
+
+    ``build`` names a function ``build(model_config) -> torch.nn.Module``.
+    """
+
+    architecture: str
+    build: str | Callable[..., Any] = attrs.field(validator=_is_reference)
+
+
+@attrs.frozen
+class CollatorSpec:
+    """A data collator: answer to :func:`~model_foundry.hookspecs.foundry_collators`.
+
+    ``factory`` names a function ``factory(tokenizer, **options) -> callable`` whose result
+    turns a list of ``{"input_ids": [...]}`` examples into a dict of tensors.
+    """
+
+    name: str
+    factory: str | Callable[..., Any] = attrs.field(validator=_is_reference)
+    description: str = ""
+
+
+@attrs.frozen
+class TokenizerSpec:
+    """A tokenizer kind: answer to :func:`~model_foundry.hookspecs.foundry_tokenizers`.
+
+    ``train`` names a function ``train(tokenizer_config, files) -> PreTrainedTokenizerFast``.
+    """
+
+    name: str
+    train: str | Callable[..., Any] = attrs.field(validator=_is_reference)
+    description: str = ""
+
+
+@attrs.frozen
+class CheckpointConverter:
+    """Imports a foreign checkpoint: answer to :func:`~model_foundry.hookspecs.foundry_checkpoint_converters`.
+
+    ``detect`` names ``detect(path) -> bool``; ``convert`` names ``convert(path) -> model``
+    (a model of ``architecture``, with its config and weights).
+    """
+
+    name: str
+    architecture: str
+    detect: str | Callable[..., Any] = attrs.field(validator=_is_reference)
+    convert: str | Callable[..., Any] = attrs.field(validator=_is_reference)
+    description: str = ""
+
+
+@attrs.frozen
+class TrainingStep:
+    """A custom training step: answer to :func:`~model_foundry.hookspecs.foundry_training_steps`.
+
+    For models that need more than ``loss.backward(); optimizer.step()`` (several optimizers,
+    for instance). ``step`` names ``step(model, batch, context) -> dict[str, float]``.
+    """
+
+    architecture: str
+    step: str | Callable[..., Any] = attrs.field(validator=_is_reference)
