@@ -1,0 +1,67 @@
+"""The ``foundry`` command line.
+
+Each command lives in :mod:`model_foundry.commands` as a module with ``add_parser`` and
+``run``; this module only wires them up. User errors (:class:`FoundryError`) are printed
+without a traceback and exit with code 2; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from model_foundry.errors import FoundryError
+
+COMMANDS = [
+    "list", "plugins", "info", "schema", "validate", "build",
+    "train", "generate", "eval", "export", "new_plugin",
+]
+
+
+def _available_commands() -> list:
+    modules = []
+    for name in COMMANDS:
+        try:
+            modules.append(importlib.import_module(f"model_foundry.commands.{name}"))
+        except ModuleNotFoundError as exc:
+            if exc.name != f"model_foundry.commands.{name}":
+                raise
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from model_foundry import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="foundry",
+        description="Define, compare and train PyTorch architectures from typed YAML configs.",
+    )
+    parser.add_argument("--version", action="version", version=f"model-foundry {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in _available_commands():
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except FoundryError as exc:
+        print(f"error: {exc}" if "\n" not in str(exc) else f"error:\n{exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""``foundry info ARCH [--json]``: an architecture's fields (types, defaults, docs) and presets."""
+
+from __future__ import annotations
+
+from model_foundry.commands._output import print_json, print_table
+from model_foundry.config import find_architecture
+from model_foundry.errors import ConfigError, Problem
+from model_foundry.plugins import get_registry
+from model_foundry.schema import iter_fields, type_name, unstructure
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("info", help="show an architecture's fields and presets", description=__doc__)
+    parser.add_argument("architecture")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    found = find_architecture(args.architecture, get_registry())
+    if isinstance(found, str):
+        raise ConfigError(Problem(found))
+    schema = found.schema
+    fields = [
+        {"name": name, "type": type_name(kind), "default": unstructure(default), "doc": doc}
+        for name, kind, default, doc in iter_fields(schema.config_class)
+    ]
+    if args.json:
+        print_json({**found.as_record(), "fields": fields, "preset_values": {k: dict(v) for k, v in schema.presets.items()}})
+        return 0
+    record = found.as_record()
+    print(f"{schema.name} — {schema.description}")
+    print(f"family: {schema.family or '-'}   from: {record['distribution']} {record['version']}")
+    print(f"objectives: {', '.join(record['objectives']) or '-'}   generation: {'yes' if record['supports_generation'] else 'no'}"
+          f"   modality: {record['modality']}")
+    print(f"presets: {', '.join(schema.presets) or '-'}\n")
+    print_table(
+        [[f["name"], f["type"], "" if f["default"] is None and f["type"].endswith("None") is False else repr(f["default"])
+          if f["default"] is not None else "null", f["doc"]] for f in fields],
+        ["field", "type", "default", "description"],
+    )
+    return 0

@@ -1,0 +1,41 @@
+"""``foundry list [PATTERN] [--json]``: the installed architectures."""
+
+from __future__ import annotations
+
+import sys
+
+from model_foundry.commands._output import print_json, print_table
+from model_foundry.registry import list_architectures, plugin_errors
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("list", help="list installed architectures", description=__doc__)
+    parser.add_argument("pattern", nargs="?", help="fnmatch-style filter, e.g. 'gpt*'")
+    parser.add_argument("--json", action="store_true", help="print JSON records")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    records = list_architectures(args.pattern)
+    if args.json:
+        print_json(records)
+        return 0
+    if not records:
+        print("no architectures installed" + (f" matching {args.pattern!r}" if args.pattern else ""))
+    rows = [
+        [
+            r["name"] + (" (conflict)" if r["conflict"] else ""),
+            r["family"],
+            ",".join(r["objectives"]) or "-",
+            "yes" if r["supports_generation"] else "no",
+            ",".join(r["presets"]) or "-",
+            f"{r['distribution']} {r['version']}",
+        ]
+        for r in records
+    ]
+    if rows:
+        print_table(rows, ["architecture", "family", "objectives", "generate", "presets", "distribution"])
+    failures = plugin_errors()
+    if failures:
+        print(f"\n{len(failures)} plugin(s) failed to load; see `foundry plugins`", file=sys.stderr)
+    return 0

@@ -1,0 +1,449 @@
+"""Reading config files: YAML with locations, presets, ``--set`` overrides, typed sections.
+
+A config file has up to four sections — ``model``, ``tokenizer``, ``data``, ``training``.
+:func:`load_config` reads it and returns a :class:`FoundryConfig`, or raises
+:class:`~model_foundry.errors.ConfigError` listing every problem as
+``FILE:LINE:COL: dotted.key: message``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Iterable, Mapping, Sequence
+
+import attrs
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from model_foundry.errors import ConfigError, Location, Problem, did_you_mean, one_of
+from model_foundry.plugins import Architecture, Registry, get_registry
+from model_foundry.schema import (
+    Located,
+    Path,
+    Structurer,
+    apply_global_defaults,
+    check_mapping_keys,
+    class_schema,
+    dotted,
+    global_defaults,
+    json_schema,
+    unstructure,
+)
+from model_foundry.sections import DataConfig, TokenizerConfig, TrainingConfig
+
+SECTIONS = ("model", "tokenizer", "data", "training")
+MODEL_KEYS = ("architecture", "preset")
+
+
+@attrs.frozen
+class ModelConfig:
+    """The ``model`` section: an architecture name and that architecture's typed fields.
+
+    The fields of ``params`` (the architecture's attrs config) read as attributes of this
+    object too: ``config.model.transformer.layers``.
+    """
+
+    architecture: str
+    params: Any
+    preset: str | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.params, name)
+
+    def evolve(self, **changes: Any) -> "ModelConfig":
+        """A copy with some of the architecture's fields changed (validators run again)."""
+        return attrs.evolve(self, params=attrs.evolve(self.params, **changes))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for YAML/JSON: the resolved fields, no preset (they are already applied)."""
+        return {"architecture": self.architecture, **unstructure(self.params)}
+
+
+@attrs.frozen
+class FoundryConfig:
+    """A whole config file: each section is ``None`` when the file did not have it."""
+
+    model: ModelConfig | None = None
+    tokenizer: TokenizerConfig | None = None
+    data: DataConfig | None = None
+    training: TrainingConfig | None = None
+    path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.model is not None:
+            out["model"] = self.model.to_dict()
+        for name in ("tokenizer", "data", "training"):
+            section = getattr(self, name)
+            if section is not None:
+                out[name] = unstructure(section)
+        return out
+
+
+# --- reading YAML ---------------------------------------------------------------------------
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    return yaml
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Located:
+    """Parse a YAML file into plain data with the location of every key and value."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ConfigError(Problem(f"config file not found: {path!r}; check the path"))
+    if os.path.isdir(path):
+        raise ConfigError(Problem(f"{path!r} is a directory; expected a YAML config file"))
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(Problem(f"cannot read {path!r}: {exc}")) from None
+    return parse_yaml(text, path)
+
+
+def parse_yaml(text: str, filename: str = "<string>") -> Located:
+    try:
+        root = _yaml().load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        message = _yaml_message(exc, text, mark)
+        location = Location(filename, mark.line + 1, mark.column + 1) if mark else Location(filename)
+        raise ConfigError(Problem(message, location=location)) from None
+    except YAMLError as exc:
+        raise ConfigError(Problem(f"invalid YAML: {exc}", location=Location(filename))) from None
+    if root is None:
+        raise ConfigError(
+            Problem(f"the file is empty; expected a mapping with sections {', '.join(SECTIONS)}", location=Location(filename))
+        )
+    if not isinstance(root, CommentedMap):
+        raise ConfigError(
+            Problem(
+                f"the top level must be a mapping of sections ({', '.join(SECTIONS)}), got {type(root).__name__}",
+                location=Location(filename, 1, 1),
+            )
+        )
+    located = Located(None)
+    located.values[()] = Location(filename, 1, 1)
+    located.data = _plain(root, (), located, filename)
+    return located
+
+
+def _yaml_message(exc: MarkedYAMLError, text: str, mark: Any) -> str:
+    problem = (exc.problem or str(exc)).strip()
+    if "found duplicate key" in problem or "duplicate key" in str(exc):
+        key = problem.split('"')[1] if '"' in problem else ""
+        return f"duplicate key {key!r}; each key may appear once in a mapping".replace(" ''", "")
+    if mark is not None and "\t" in (text.splitlines()[mark.line] if mark.line < len(text.splitlines()) else ""):
+        return "tab character in indentation; YAML indents with spaces only"
+    context = f" {exc.context}" if exc.context else ""
+    return f"invalid YAML: {problem}{context}"
+
+
+def _plain(node: Any, path: Path, located: Located, filename: str) -> Any:
+    if isinstance(node, CommentedMap):
+        out = {}
+        for key, value in node.items():
+            line, col = node.lc.key(key)
+            vline, vcol = node.lc.value(key)
+            key = str(key) if not isinstance(key, str) else key
+            located.keys[path + (key,)] = Location(filename, line + 1, col + 1)
+            located.values[path + (key,)] = Location(filename, vline + 1, vcol + 1)
+            out[key] = _plain(value, path + (key,), located, filename)
+        return out
+    if isinstance(node, CommentedSeq):
+        out_list = []
+        for index, value in enumerate(node):
+            line, col = node.lc.item(index)
+            located.values[path + (index,)] = Location(filename, line + 1, col + 1)
+            out_list.append(_plain(value, path + (index,), located, filename))
+        return out_list
+    if hasattr(node, "__float__") and type(node).__module__.startswith("ruamel"):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    if isinstance(node, bool) or node is None:
+        return node
+    if isinstance(node, int):
+        return int(node)
+    return node
+
+
+# --- overrides and presets ------------------------------------------------------------------
+
+
+def parse_override(text: str) -> tuple[Path, Any, Location]:
+    """``"model.transformer.layers=4"`` -> path, value parsed as a YAML scalar, its location."""
+    where = Location(f"--set {text}", 1, 1)
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(Problem("expected --set dotted.key=value, e.g. --set training.max_steps=100", location=where))
+    try:
+        value = _yaml().load(raw) if raw.strip() else ""
+    except YAMLError:
+        value = raw
+    if isinstance(value, (CommentedMap, CommentedSeq)):
+        value = _plain(value, (), Located(None), where.file)
+    elif hasattr(value, "__float__") and type(value).__module__.startswith("ruamel"):
+        value = float(value)
+    return tuple(key.split(".")), value, Location(where.file, 1, len(key) + 2)
+
+
+def apply_overrides(source: Located, overrides: Iterable[str]) -> list[Problem]:
+    problems = []
+    for text in overrides:
+        try:
+            path, value, where = parse_override(text)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        target = source.data
+        for depth, part in enumerate(path[:-1]):
+            if not isinstance(target.get(part), dict):
+                if part in target:
+                    problems.append(Problem(f"cannot set a key inside {dotted(path[:depth + 1])}, which is not a mapping", dotted(path), where))
+                    break
+                target[part] = {}
+                source.keys[path[: depth + 1]] = source.values[path[: depth + 1]] = where
+            target = target[part]
+        else:
+            target[path[-1]] = value
+            source.keys[path] = source.values[path] = where
+            for stale in [p for p in source.values if p[: len(path)] == path and len(p) > len(path)]:
+                source.values.pop(stale, None)
+                source.keys.pop(stale, None)
+    return problems
+
+
+def merge_preset(source: Located, path: Path, preset: Mapping[str, Any], label: str) -> None:
+    """Lay a preset under the section at ``path``: the file's own keys win."""
+    section = source.data
+    for part in path:
+        section = section[part]
+
+    def lay(base: Mapping[str, Any], own: dict[str, Any], at: Path) -> None:
+        for key, value in base.items():
+            if key not in own:
+                own[key] = copy.deepcopy(value)
+                source.keys[at + (key,)] = source.values[at + (key,)] = Location(label)
+            elif isinstance(value, Mapping) and isinstance(own[key], dict):
+                lay(value, own[key], at + (key,))
+
+    lay(preset, section, path)
+
+
+# --- sections -------------------------------------------------------------------------------
+
+
+def find_architecture(name: Any, registry: Registry) -> Architecture | str:
+    """The installed architecture called ``name``, or a message saying why there is none."""
+    entries = registry.architectures.get(name) if isinstance(name, str) else None
+    if not entries:
+        installed = sorted(registry.architectures)
+        hint = did_you_mean(str(name), installed)
+        return f"unknown architecture {name!r}{hint}; installed: {one_of(installed)} (pip install the plugin that provides it)"
+    if len({e.plugin.distribution for e in entries}) > 1:
+        dists = [e.plugin.distribution for e in entries]
+        return (
+            f"architecture {name!r} is provided by several distributions: {', '.join(dists)}; "
+            f"choose one by blocking the others, e.g. FOUNDRY_PLUGINS_BLOCK={dists[1]}, or uninstall one"
+        )
+    return entries[0]
+
+
+def _structure_model(source: Located, structurer: Structurer, registry: Registry, path: Path = ("model",)) -> ModelConfig | None:
+    data = source.data
+    for part in path:
+        data = data[part]
+    if not isinstance(data, dict):
+        structurer.problem(path, "expected a mapping with 'architecture' and the architecture's fields")
+        return None
+    if "architecture" not in data:
+        structurer.problem(path, f"missing required key 'architecture'; installed: {one_of(registry.architectures)}")
+        return None
+    found = find_architecture(data["architecture"], registry)
+    if isinstance(found, str):
+        structurer.problem(path + ("architecture",), found)
+        return None
+    schema = found.schema
+    preset = data.get("preset")
+    if preset is not None:
+        if preset not in schema.presets:
+            hint = did_you_mean(str(preset), schema.presets)
+            structurer.problem(path + ("preset",), f"unknown preset {preset!r} for {schema.name}{hint}; presets: {one_of(schema.presets)}")
+            return None
+        merge_preset(source, path, schema.presets[preset], f"preset {preset!r} of {schema.name}")
+    fields = {k: v for k, v in data.items() if k not in MODEL_KEYS}
+    # Structure a copy rooted at the same path so that locations still apply.
+    view = Located(_with(source.data, path, fields), source.values, source.keys)
+    sub = Structurer(view)
+    apply_global_defaults(schema.config_class, view, path, sub)
+    params = sub.structure(_at(view.data, path), schema.config_class, path)
+    structurer.problems.extend(sub.problems)
+    if params is attrs.NOTHING:
+        return None
+    return ModelConfig(architecture=schema.name, params=params, preset=preset)
+
+
+def _at(data: Any, path: Path) -> Any:
+    for part in path:
+        data = data[part]
+    return data
+
+
+def _with(data: dict[str, Any], path: Path, value: Any) -> dict[str, Any]:
+    """A shallow copy of ``data`` with ``value`` placed at ``path``."""
+    if not path:
+        return value
+    out = dict(data)
+    out[path[0]] = _with(data[path[0]], path[1:], value) if len(path) > 1 else value
+    return out
+
+
+def objectives_of(model: ModelConfig, registry: Registry) -> tuple[str, ...]:
+    """The objectives a model config can train (the config may narrow its schema's list)."""
+    narrowed = getattr(model.params, "objectives", None)
+    if callable(narrowed):
+        return tuple(narrowed())
+    found = find_architecture(model.architecture, registry)
+    return found.schema.capabilities.objectives if isinstance(found, Architecture) else ()
+
+
+def structure(source: Located, sections: Sequence[str] = SECTIONS, registry: Registry | None = None) -> FoundryConfig:
+    """Turn located data into a :class:`FoundryConfig`, raising one ConfigError for all problems."""
+    registry = registry or get_registry()
+    structurer = Structurer(source)
+    data = source.data
+    if sections == SECTIONS:
+        check_mapping_keys(structurer, data, set(SECTIONS), (), "section")
+    values: dict[str, Any] = {}
+    if "model" in sections and "model" in data:
+        values["model"] = _structure_model(source, structurer, registry)
+    for name, cls in (("tokenizer", TokenizerConfig), ("data", DataConfig), ("training", TrainingConfig)):
+        if name in sections and name in data:
+            section = structurer.structure(data[name], cls, (name,))
+            values[name] = None if section is attrs.NOTHING else section
+    if "model" in sections and "model" not in data and sections != SECTIONS:
+        structurer.problem((), "no 'model' section in this file")
+    if "data" in sections and "data" not in data and sections != SECTIONS:
+        structurer.problem((), f"no 'data' section in this file (found: {', '.join(map(str, data)) or 'nothing'})")
+    _check_choices(structurer, values, registry)
+    if structurer.problems:
+        raise ConfigError(structurer.problems)
+    return FoundryConfig(**values, path=source.values[()].file if () in source.values else None)
+
+
+def _check_choices(structurer: Structurer, values: Mapping[str, Any], registry: Registry) -> None:
+    """Checks that need the registry or span sections: tokenizer kinds, objectives."""
+    tokenizer, training, model = values.get("tokenizer"), values.get("training"), values.get("model")
+    if tokenizer is not None and tokenizer.path is None and tokenizer.tokenizer_type not in registry.tokenizers:
+        hint = did_you_mean(tokenizer.tokenizer_type, registry.tokenizers)
+        structurer.problem(
+            ("tokenizer", "tokenizer_type"),
+            f"unknown tokenizer type {tokenizer.tokenizer_type!r}{hint}; available: {one_of(registry.tokenizers)}",
+        )
+    if training is not None and training.objective not in registry.collators:
+        hint = did_you_mean(training.objective, registry.collators)
+        structurer.problem(
+            ("training", "objective"), f"unknown objective {training.objective!r}{hint}; available: {one_of(registry.collators)}"
+        )
+    elif training is not None and model is not None:
+        allowed = objectives_of(model, registry)
+        if allowed and training.objective not in allowed:
+            structurer.problem(
+                ("training", "objective"),
+                f"{model.architecture} cannot train {training.objective!r} with this config; it supports: {', '.join(allowed)}",
+            )
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    overrides: Iterable[str] = (),
+    sections: Sequence[str] = SECTIONS,
+    registry: Registry | None = None,
+) -> FoundryConfig:
+    """Read, override and type-check a config file.
+
+    ``overrides`` are ``"dotted.key=value"`` strings (values read as YAML scalars).
+    ``sections`` limits parsing to some sections (e.g. ``("model",)``); other top-level keys
+    are then ignored. Raises :class:`ConfigError` carrying every problem found.
+    """
+    source = read_yaml(path)
+    problems = apply_overrides(source, overrides)
+    if problems:
+        raise ConfigError(problems)
+    return structure(source, tuple(sections), registry)
+
+
+def load_model_config(data: Mapping[str, Any], registry: Registry | None = None, label: str = "<dict>") -> ModelConfig:
+    """Type-check a ``model`` section given as plain data (e.g. from a checkpoint's config.yaml)."""
+    source = Located({"model": copy.deepcopy(dict(data))}, {(): Location(label)})
+    config = structure(source, ("model",), registry)
+    assert config.model is not None
+    return config.model
+
+
+def architecture_schema(name: str, registry: Registry | None = None) -> dict[str, Any]:
+    """JSON Schema of an architecture's ``model`` section."""
+    registry = registry or get_registry()
+    found = find_architecture(name, registry)
+    if isinstance(found, str):
+        raise ConfigError(Problem(found))
+    schema = found.schema
+    body = class_schema(schema.config_class, require=not schema.presets)
+    body["properties"] = {
+        "architecture": {"const": schema.name, "description": "the architecture to build"},
+        "preset": {"enum": list(schema.presets), "description": "a complete config that the fields here override"},
+        **body["properties"],
+    }
+    body.setdefault("required", [])
+    body["required"] = ["architecture", *body["required"]]
+    spec = global_defaults(schema.config_class)
+    if spec:
+        block, targets = spec
+        merged: dict[str, Any] = {}
+        for target in targets:
+            merged.update(json_schema_of_target(body, target))
+        body["properties"][block] = {
+            "type": "object",
+            "properties": merged,
+            "additionalProperties": False,
+            "description": f"defaults for {', '.join(targets)} (their own keys win)",
+        }
+    body["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    body["title"] = f"{schema.name} model section"
+    return body
+
+
+def json_schema_of_target(body: Mapping[str, Any], target: str) -> dict[str, Any]:
+    prop = body["properties"].get(target, {})
+    for candidate in [prop, *prop.get("anyOf", [])]:
+        if candidate.get("type") == "object":
+            return {k: v for k, v in candidate.get("properties", {}).items()}
+    return {}
+
+
+def config_schema(registry: Registry | None = None) -> dict[str, Any]:
+    """JSON Schema of a whole config file, with the model section as any installed architecture."""
+    registry = registry or get_registry()
+    models = [architecture_schema(name, registry) for name in sorted(registry.architectures)]
+    for model in models:
+        model.pop("$schema", None)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "model": {"oneOf": models},
+            "tokenizer": json_schema(TokenizerConfig),
+            "data": json_schema(DataConfig),
+            "training": json_schema(TrainingConfig),
+        },
+    }

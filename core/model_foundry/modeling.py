@@ -1,0 +1,201 @@
+"""The interface every language model shares, and the pieces they all need.
+
+A plugin's model subclasses :class:`LanguageModel`, implements ``forward``,
+``get_input_embeddings`` and ``resize_token_embeddings``, sets ``supports_generation``,
+and — for fast generation — overrides :meth:`LanguageModel.next_token_logits` to carry a
+cache or recurrent state from one step to the next.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from model_foundry.config import ModelConfig
+from model_foundry.errors import FoundryError
+
+
+class ModelOutput(dict):
+    """A model's output: read fields as attributes or as keys (``out.loss``, ``out["loss"]``).
+
+    Only fields that are set are keys; the usual ones read as ``None`` when absent.
+    """
+
+    _FIELDS = ("loss", "logits", "hidden_states", "attentions")
+
+    def __init__(self, **fields: Any):
+        super().__init__((k, v) for k, v in fields.items() if v is not None)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self:
+            return self[name]
+        if name in self._FIELDS:
+            return None
+        raise AttributeError(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        return tuple(self.values())
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy: position t predicts label t+1; -100 labels are ignored."""
+    shifted = logits[:, :-1, :].reshape(-1, logits.size(-1))
+    return nn.functional.cross_entropy(shifted.float(), labels[:, 1:].reshape(-1), ignore_index=-100)
+
+
+def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on the positions whose label is not -100."""
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=-100)
+
+
+def sample_next_token(
+    logits: torch.Tensor,
+    *,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Pick the next token from ``(batch, vocab)`` logits: greedy, or sampled with temperature/top-k/top-p."""
+    if not do_sample:
+        return logits.argmax(dim=-1)
+    if temperature <= 0:
+        raise FoundryError(f"temperature must be > 0, got {temperature}")
+    logits = logits.float() / temperature
+    if top_k is not None and top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[..., -1, None]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and 0 < top_p < 1:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cumulative - sorted_logits.softmax(-1) >= top_p  # keep the smallest set reaching top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probabilities = logits.softmax(dim=-1)
+    return torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
+
+
+class LanguageModel(nn.Module):
+    """Base class of language models built by plugins.
+
+    ``forward(input_ids, attention_mask=None, labels=None, **kw)`` returns a
+    :class:`ModelOutput` with ``logits`` and, when labels are given, ``loss``.
+    """
+
+    supports_generation: bool = False
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+
+    @property
+    def architecture(self) -> str:
+        return self.config.architecture
+
+    # -- to implement -------------------------------------------------------------------------
+    def get_input_embeddings(self) -> nn.Module:
+        raise NotImplementedError
+
+    def resize_token_embeddings(self, new_num_tokens: int) -> nn.Module:
+        raise NotImplementedError
+
+    # -- sizes --------------------------------------------------------------------------------
+    def num_parameters(self, trainable_only: bool = False, exclude_embeddings: bool = False) -> int:
+        """Parameter count; tied (shared) tensors count once."""
+        seen: set[int] = set()
+        embedding_ids = {id(p) for p in self.get_input_embeddings().parameters()} if exclude_embeddings else set()
+        total = 0
+        for parameter in self.parameters():
+            if id(parameter) in seen or id(parameter) in embedding_ids:
+                continue
+            if trainable_only and not parameter.requires_grad:
+                continue
+            seen.add(id(parameter))
+            total += parameter.numel()
+        return total
+
+    def memory_footprint(self) -> dict[str, int]:
+        """Bytes: ``parameters``, ``buffers``, ``total``, and ``training_adamw`` (weights, grads, two moments)."""
+        params = sum(p.numel() * p.element_size() for p in _unique(self.parameters()))
+        buffers = sum(b.numel() * b.element_size() for b in self.buffers())
+        trainable = sum(p.numel() * p.element_size() for p in _unique(self.parameters()) if p.requires_grad)
+        return {
+            "parameters": params,
+            "buffers": buffers,
+            "total": params + buffers,
+            "training_adamw": params + buffers + trainable * 3,
+        }
+
+    # -- saving -------------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike[str], tokenizer: Any = None, metrics: Any = None) -> str:
+        """Write a checkpoint directory (config.yaml, model.safetensors, foundry.json); see :func:`model_foundry.save`."""
+        from model_foundry.checkpoint import save
+
+        return save(self, directory, tokenizer=tokenizer, metrics=metrics)
+
+    # -- generation ---------------------------------------------------------------------------
+    def next_token_logits(self, input_ids: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+        """Logits for the token after ``input_ids``, and the state for the next call.
+
+        The first call gets the whole prompt and ``state=None``; later calls get only the
+        newest token with the state returned before. This default reruns the full
+        sequence each time (the state is the sequence so far); models with a KV cache or a
+        recurrent state override it to do constant work per token.
+        """
+        sequence = input_ids if state is None else torch.cat([state, input_ids], dim=1)
+        logits = self(input_ids=sequence).logits
+        return logits[:, -1, :], sequence
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int = 20,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        eos_token_id: int | None = None,
+        generator: torch.Generator | None = None,
+        **_: Any,
+    ) -> torch.Tensor:
+        """Continue ``input_ids`` (batch, length) by up to ``max_new_tokens`` tokens; returns prompt + continuation."""
+        if not self.supports_generation:
+            raise FoundryError(f"{self.architecture} does not support generation (it is not a causal model)")
+        if input_ids.dim() == 1:
+            input_ids = input_ids.unsqueeze(0)
+        was_training = self.training
+        self.eval()
+        try:
+            output = input_ids
+            finished = torch.zeros(input_ids.size(0), dtype=torch.bool, device=input_ids.device)
+            logits, state = self.next_token_logits(input_ids, None)
+            for step in range(max_new_tokens):
+                token = sample_next_token(
+                    logits, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+                )
+                if eos_token_id is not None:
+                    token = token.masked_fill(finished, eos_token_id)
+                    finished |= token == eos_token_id
+                output = torch.cat([output, token[:, None]], dim=1)
+                if (eos_token_id is not None and bool(finished.all())) or step == max_new_tokens - 1:
+                    break
+                logits, state = self.next_token_logits(token[:, None], state)
+            return output
+        finally:
+            self.train(was_training)
+
+
+def _unique(parameters: Iterator[nn.Parameter]) -> Iterator[nn.Parameter]:
+    seen: set[int] = set()
+    for parameter in parameters:
+        if id(parameter) not in seen:
+            seen.add(id(parameter))
+            yield parameter

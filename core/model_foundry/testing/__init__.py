@@ -1,0 +1,52 @@
+"""Test helpers for plugin authors (also exposed to pytest through the ``model_foundry`` pytest plugin).
+
+* :func:`isolated_registry` — a registry with entry-point discovery blocked and plugin
+  objects registered directly, installed process-wide for the duration of a ``with``;
+* :func:`check_architecture` — the conformance checks every architecture should pass
+  (see :mod:`model_foundry.testing.conformance`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from model_foundry.plugins import PluginInfo, Registry, build_registry, set_registry
+
+
+def plugin_info(name: str = "test-plugin", distribution: str = "test-plugin", version: str = "0.0.0") -> PluginInfo:
+    return PluginInfo(name=name, distribution=distribution, version=version, module="<registered directly>")
+
+
+@contextlib.contextmanager
+def isolated_registry(*plugins: object | tuple[object, PluginInfo], builtins: bool = True) -> Iterator[Registry]:
+    """Install a registry made only of ``plugins`` (plus the core's built-ins) while the block runs.
+
+    Each plugin is an object with hook implementations (a module or an instance), or a
+    ``(plugin, PluginInfo)`` pair to set the distribution name it is reported under.
+    """
+    entries = []
+    if builtins:
+        from model_foundry import builtins as core_builtins
+
+        entries.append((core_builtins, plugin_info("builtins", "model-foundry", "0.1.0")))
+    for index, plugin in enumerate(plugins):
+        if isinstance(plugin, tuple):
+            entries.append(plugin)
+        else:
+            name = getattr(plugin, "__name__", type(plugin).__name__)
+            entries.append((plugin, plugin_info(f"{name}-{index}", f"test-plugin-{index}")))
+    registry = build_registry(entries, discover_entry_points=False)
+    previous = set_registry(registry)
+    try:
+        yield registry
+    finally:
+        set_registry(previous)
+
+
+def __getattr__(name: str):
+    if name in {"check_architecture", "conformance_checks"}:
+        from model_foundry.testing import conformance
+
+        return getattr(conformance, name)
+    raise AttributeError(name)
