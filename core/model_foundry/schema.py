@@ -191,7 +191,7 @@ class Structurer:
             if name in value:
                 kwargs[name] = self.structure(value[name], hints[name], path + (name,))
             elif field.default is attrs.NOTHING:
-                self.problem(path, f"missing required key {name!r} ({describe(hints[name])})")
+                self.problem(path, f"missing required key {name!r} ({describe(hints[name])})", key=True)
         for name, value in kwargs.items():
             field = fields[name]
             if field.validator is None or value is attrs.NOTHING:

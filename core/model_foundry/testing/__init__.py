@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import os
+import textwrap
+from typing import Iterator, Mapping
 
 from model_foundry.plugins import PluginInfo, Registry, build_registry, set_registry
 
@@ -42,6 +44,33 @@ def isolated_registry(*plugins: object | tuple[object, PluginInfo], builtins: bo
         yield registry
     finally:
         set_registry(previous)
+
+
+def write_distribution(
+    directory: str | os.PathLike[str],
+    name: str,
+    version: str = "0.1.0",
+    modules: Mapping[str, str] | None = None,
+    entry_points: Mapping[str, str] | None = None,
+) -> str:
+    """Write a throwaway installed distribution into ``directory`` (a ``*.dist-info`` and its modules).
+
+    ``modules`` maps module names to source; ``entry_points`` maps entry-point names to
+    ``"module"`` values in the ``model_foundry`` group. Put ``directory`` on ``sys.path`` (or
+    ``PYTHONPATH`` of a subprocess) and ``importlib.metadata`` finds it like a pip-installed
+    distribution. Returns ``directory``.
+    """
+    directory = os.fspath(directory)
+    for module, source in (modules or {}).items():
+        with open(os.path.join(directory, f"{module}.py"), "w", encoding="utf-8") as handle:
+            handle.write(textwrap.dedent(source))
+    info = os.path.join(directory, f"{name.replace('-', '_')}-{version}.dist-info")
+    os.makedirs(info, exist_ok=True)
+    with open(os.path.join(info, "METADATA"), "w", encoding="utf-8") as handle:
+        handle.write(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    with open(os.path.join(info, "entry_points.txt"), "w", encoding="utf-8") as handle:
+        handle.write("[model_foundry]\n" + "".join(f"{k} = {v}\n" for k, v in (entry_points or {}).items()))
+    return directory
 
 
 def __getattr__(name: str):

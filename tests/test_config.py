@@ -1,0 +1,188 @@
+"""Config files: every class of user error is reported with file, line, column and key path."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from model_foundry import ConfigError, load_config
+from model_foundry.config import architecture_schema, config_schema
+from model_foundry.testing import isolated_registry
+from toy_plugin import ToyPlugin
+
+
+@pytest.fixture(autouse=True)
+def registry():
+    with isolated_registry(ToyPlugin()) as reg:
+        yield reg
+
+
+def write(tmp_path, text: str, name: str = "config.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return str(path)
+
+
+def problems(path, overrides=(), **kw) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides, **kw)
+    return [str(p) for p in info.value.problems]
+
+
+GOOD = """
+model:
+  architecture: toy
+  preset: tiny
+  block:
+    hidden_size: 32
+training:
+  max_steps: 10
+  warmup_steps: 2
+"""
+
+
+def test_good_config_with_preset_and_override(tmp_path):
+    config = load_config(write(tmp_path, GOOD))
+    assert config.model.architecture == "toy"
+    assert config.model.block.layers == 1  # from the preset
+    assert config.model.block.hidden_size == 32  # the file wins over the preset
+    assert config.training.max_steps == 10
+    assert config.tokenizer is None and config.data is None
+
+
+def test_overrides_are_typed_and_win(tmp_path):
+    config = load_config(write(tmp_path, GOOD), ["model.block.layers=3", "training.learning_rate=1e-3"])
+    assert config.model.block.layers == 3
+    assert config.training.learning_rate == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("model:\n  architecture: toy\n  preset: tiny\n  blok: {}\n", ":4:3: model.blok: unknown key 'blok'; did you mean 'block'?"),
+        ("modle:\n  architecture: toy\n", ":1:1: modle: unknown section 'modle'; did you mean 'model'?"),
+        ("model:\n  architecture: toi\n", ":2:17: model.architecture: unknown architecture 'toi'; did you mean 'toy'?"),
+        ("model:\n  architecture: toy\n  preset: tinny\n", ":3:11: model.preset: unknown preset 'tinny' for toy; did you mean 'tiny'?"),
+        ("model:\n  architecture: toy\n  preset: tiny\n  block:\n    activation: gelu_new\n",
+         ":5:17: model.block.activation: 'gelu_new' is not one of: gelu, relu; did you mean 'gelu'?"),
+        ("model:\n  architecture: toy\n  preset: tiny\n  block:\n    layers: two\n",
+         ":5:13: model.block.layers: expected an integer, got str 'two'"),
+        ("model:\n  architecture: toy\n  block:\n    hidden_size: 8\n", ":3:3: model.block: missing required key 'layers'"),
+        ("model:\n  architecture: toy\n  preset: tiny\n  block:\n    hidden_size: 30\n",
+         ":5:18: model.block.hidden_size: must be divisible by block.heads (4)"),
+        ("model:\n  architecture: toy\n  preset: tiny\n  block:\n    dropout: 1.5\n",
+         ":5:14: model.block.dropout: must be in [0, 1), got 1.5"),
+        ("training:\n  objective: causal_llm\n", ":2:14: training.objective: unknown objective 'causal_llm'; did you mean 'causal_lm'?"),
+        ("model:\n  architecture: toy\n  preset: tiny\n  bidirectional: true\ntraining:\n  objective: causal_lm\n",
+         ":6:14: training.objective: toy cannot train 'causal_lm' with this config; it supports: masked_lm"),
+        ("tokenizer:\n  tokenizer_type: wordpeice\n", ":2:19: tokenizer.tokenizer_type: unknown tokenizer type 'wordpeice'; did you mean 'wordpiece'?"),
+        ("training:\n  max_steps: 5\n  warmup_steps: 10\n", ":3:17: training.warmup_steps: must not exceed max_steps (5)"),
+        ("model:\n  architecture: toy\n  preset: tiny\nmodel:\n  architecture: toy\n", ":4:1: duplicate key 'model'"),
+        ("model:\n\tarchitecture: toy\n", ":2:1: tab character in indentation"),
+        ("model: [unclosed\n", ":2:1: invalid YAML"),
+        ("", ":1:1: the file is empty"),
+        ("- model\n- data\n", ":1:1: the top level must be a mapping"),
+    ],
+)
+def test_error_is_located(tmp_path, text, expected):
+    path = write(tmp_path, text)
+    found = problems(path)
+    assert any(p.startswith(path) and expected in p for p in found), found
+
+
+def test_all_problems_reported_at_once(tmp_path):
+    path = write(tmp_path, """
+        model:
+          architecture: toy
+          preset: tiny
+          block:
+            layrs: 2
+            dropout: 2.0
+        training:
+          max_stepz: 3
+        """)
+    found = problems(path)
+    assert len(found) == 3, found
+
+
+def test_missing_file_and_directory(tmp_path):
+    assert "config file not found" in problems(str(tmp_path / "nope.yaml"))[0]
+    assert "is a directory" in problems(str(tmp_path))[0]
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("model.block.layers=three", "--set model.block.layers=three:1:20: model.block.layers: expected an integer"),
+        ("model.blok.layers=3", "model.blok: unknown key 'blok'; did you mean 'block'?"),
+        ("training.objective=masked_llm", "did you mean 'masked_lm'?"),
+        ("nokey", "expected --set dotted.key=value"),
+        ("model.preset.x=1", "cannot set a key inside model.preset"),
+    ],
+)
+def test_override_errors(tmp_path, override, expected):
+    found = problems(write(tmp_path, GOOD), [override])
+    assert any(expected in p for p in found), found
+
+
+def test_sections_parse_alone(tmp_path):
+    path = write(tmp_path, GOOD + "datasets:\n  - name: librispeech\n")
+    assert load_config(path, sections=("model",)).training is None
+    assert "unknown section 'datasets'" in problems(path)[0]
+    assert "no 'data' section" in problems(path, sections=("data",))[0]
+
+
+def test_global_defaults_fill_unset_fields(tmp_path):
+    path = write(tmp_path, """
+        model:
+          architecture: twopart
+          global_config:
+            dropout: 0.2
+            device: cuda
+          encoder:
+            width: 4
+          decoder:
+            dropout: 0.3
+        """)
+    model = load_config(path).model
+    assert model.encoder.dropout == 0.2 and model.encoder.device == "cuda"
+    assert model.decoder.dropout == 0.3 and model.decoder.device == "cuda"
+
+
+def test_global_defaults_errors_are_located(tmp_path):
+    path = write(tmp_path, """
+        model:
+          architecture: twopart
+          global_config:
+            dropuot: 0.2
+            dropout: 1.2
+          encoder: {}
+        """)
+    found = problems(path)
+    assert any(":4:5: model.global_config.dropuot: unknown key 'dropuot'; did you mean 'dropout'?" in p for p in found), found
+    # A bad shared value is reported where it is written, not on the block that inherits it.
+    assert any(":5:14: model.encoder.dropout: must be in [0, 1)" in p for p in found), found
+
+
+def test_json_schema_export():
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = architecture_schema("toy")
+    assert schema["properties"]["preset"]["enum"] == ["tiny", "small"]
+    assert schema["properties"]["block"]["properties"]["activation"]["enum"] == ["gelu", "relu"]
+    jsonschema.validate({"architecture": "toy", "preset": "tiny", "block": {"layers": 2}}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"architecture": "toy", "block": {"layrs": 2}}, schema)
+    two = architecture_schema("twopart")
+    assert set(two["properties"]["global_config"]["properties"]) == {"width", "dropout", "device"}
+    whole = config_schema()
+    jsonschema.validate({"model": {"architecture": "toy", "preset": "tiny"}, "training": {"max_steps": 3}}, whole)
+
+
+def test_model_config_round_trips(tmp_path):
+    from model_foundry.config import load_model_config
+
+    model = load_config(write(tmp_path, GOOD)).model
+    again = load_model_config(model.to_dict())
+    assert again.params == model.params
+    assert model.evolve(vocab_size=100).vocab_size == 100

@@ -1,0 +1,164 @@
+"""Plugin discovery through real entry points: isolation, conflicts, blocking, laziness."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import model_foundry
+from model_foundry import ConfigError
+from model_foundry.plugins import set_registry
+from model_foundry.testing import write_distribution
+
+GOOD_PLUGIN = """
+    import attrs
+    from model_foundry import hookimpl
+    from model_foundry.schema import option
+    from model_foundry.specs import ArchitectureSchema, Capabilities, ModelBuilder
+
+    @attrs.frozen
+    class Config:
+        width: int = option(8)
+
+    @hookimpl
+    def foundry_config_schemas():
+        return [ArchitectureSchema("{arch}", Config, family="third-party", description="from {dist}",
+                                   presets={{"tiny": {{"width": 4}}}}, capabilities=Capabilities(("causal_lm",)))]
+
+    @hookimpl
+    def foundry_model_builders():
+        return [ModelBuilder("{arch}", "{module}:build")]
+
+    def build(config):
+        raise RuntimeError("not built in these tests")
+"""
+
+
+def good(directory, dist, arch, module):
+    source = GOOD_PLUGIN.format(arch=arch, dist=dist, module=module)
+    return write_distribution(directory, dist, "1.2.3", {module: source}, {arch: module})
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A directory on sys.path for throwaway distributions; the registry is rebuilt from it."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    previous = set_registry(None)
+    yield tmp_path
+    for name in [m for m in sys.modules if m.startswith("tp_")]:
+        del sys.modules[name]
+    set_registry(previous)
+
+
+def test_third_party_plugin_is_discovered(site):
+    good(site, "foundry-plugin-widget", "widget", "tp_widget")
+    [record] = model_foundry.list_architectures("widg*")
+    assert record["name"] == "widget"
+    assert record["distribution"] == "foundry-plugin-widget" and record["version"] == "1.2.3"
+    assert record["family"] == "third-party" and record["presets"] == ["tiny"]
+    assert record["objectives"] == ["causal_lm"] and record["conflict"] is False
+
+
+def test_broken_plugin_is_isolated(site):
+    good(site, "foundry-plugin-widget", "widget", "tp_widget")
+    write_distribution(site, "foundry-plugin-broken", "0.0.1", {"tp_broken": "raise ImportError('no such thing')\n"},
+                       {"broken": "tp_broken"})
+    write_distribution(site, "foundry-plugin-raising", "0.0.2", {"tp_raising": """
+        from model_foundry import hookimpl
+        @hookimpl
+        def foundry_config_schemas():
+            raise ValueError("hook exploded")
+    """}, {"raising": "tp_raising"})
+    names = [a["name"] for a in model_foundry.list_architectures()]
+    assert "widget" in names
+    errors = {e["distribution"]: e for e in model_foundry.plugin_errors()}
+    assert errors["foundry-plugin-broken"]["version"] == "0.0.1"
+    assert "no such thing" in errors["foundry-plugin-broken"]["error"]
+    assert errors["foundry-plugin-raising"]["stage"] == "foundry_config_schemas"
+    assert "hook exploded" in errors["foundry-plugin-raising"]["error"]
+    rows = {r["distribution"]: r for r in model_foundry.list_plugins()}
+    assert rows["foundry-plugin-broken"]["status"] == "error"
+    assert rows["foundry-plugin-widget"]["contributes"]["architectures"] == ["widget"]
+
+
+def test_strict_mode_reraises(site, monkeypatch):
+    write_distribution(site, "foundry-plugin-broken", "0.0.1", {"tp_broken": "raise ImportError('no such thing')\n"},
+                       {"broken": "tp_broken"})
+    monkeypatch.setenv("FOUNDRY_STRICT_PLUGINS", "1")
+    with pytest.raises(ImportError, match="no such thing"):
+        model_foundry.list_architectures()
+
+
+def test_conflict_is_listed_and_building_names_both(site, tmp_path):
+    good(site, "foundry-plugin-one", "clash", "tp_one")
+    good(site, "foundry-plugin-two", "clash", "tp_two")
+    records = model_foundry.list_architectures("clash")
+    assert {r["distribution"] for r in records} == {"foundry-plugin-one", "foundry-plugin-two"}
+    assert all(r["conflict"] for r in records)
+    with pytest.raises(ConfigError) as info:
+        model_foundry.create_model({"architecture": "clash"})
+    message = str(info.value)
+    assert "foundry-plugin-one" in message and "foundry-plugin-two" in message and "FOUNDRY_PLUGINS_BLOCK" in message
+
+
+def test_blocked_plugin_is_never_imported(site, monkeypatch):
+    write_distribution(site, "foundry-plugin-bomb", "0.1", {"tp_bomb": "raise SystemExit('imported!')\n"}, {"bomb": "tp_bomb"})
+    good(site, "foundry-plugin-widget", "widget", "tp_widget")
+    monkeypatch.setenv("FOUNDRY_PLUGINS_BLOCK", "Foundry_Plugin.Bomb")
+    assert "widget" in [a["name"] for a in model_foundry.list_architectures()]
+    assert "tp_bomb" not in sys.modules
+    assert {r["distribution"]: r["status"] for r in model_foundry.list_plugins()}["foundry-plugin-bomb"] == "blocked"
+
+
+def test_allow_list_keeps_only_named_distributions(site, monkeypatch):
+    write_distribution(site, "foundry-plugin-bomb", "0.1", {"tp_bomb": "raise SystemExit('imported!')\n"}, {"bomb": "tp_bomb"})
+    good(site, "foundry-plugin-widget", "widget", "tp_widget")
+    monkeypatch.setenv("FOUNDRY_PLUGINS_ALLOW", "foundry-plugin-widget")
+    assert [a["name"] for a in model_foundry.list_architectures()] == ["widget"]
+    assert "tp_bomb" not in sys.modules
+    # The core's own built-ins are always there.
+    assert any(r["distribution"] == "model-foundry" and r["status"] == "loaded" for r in model_foundry.list_plugins())
+
+
+def test_listing_imports_no_torch_in_a_fresh_process(tmp_path):
+    code = (
+        "import sys, json, model_foundry\n"
+        "records = model_foundry.list_architectures()\n"
+        "from model_foundry.cli import main\n"
+        "main(['list'])\n"
+        "main(['plugins'])\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'tokenizers', 'accelerate') if m in sys.modules)\n"
+        "print(json.dumps(heavy))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_foundry_plugins_reports_a_broken_third_party_plugin(tmp_path):
+    write_distribution(tmp_path, "foundry-plugin-broken", "0.0.1", {"tp_broken2": "import not_a_module\n"},
+                       {"broken": "tp_broken2"})
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "model_foundry.cli", "plugins", "--json"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = {r["distribution"]: r for r in json.loads(result.stdout)}
+    assert rows["foundry-plugin-broken"]["status"] == "error"
+    assert "not_a_module" in rows["foundry-plugin-broken"]["errors"][0]
+    listing = subprocess.run([sys.executable, "-m", "model_foundry.cli", "list"],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert listing.returncode == 0 and "failed to load" in listing.stderr
+
+
+def test_registry_fixture_registers_plugins_directly(foundry_registry):
+    from toy_plugin import ToyPlugin
+
+    registry = foundry_registry(ToyPlugin())
+    assert set(registry.architectures) == {"toy", "twopart"}
+    assert "causal_lm" in registry.collators and "bpe" in registry.tokenizers
