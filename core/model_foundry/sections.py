@@ -12,7 +12,10 @@ from typing import Literal, Optional
 
 import attrs
 
+from model_foundry.errors import did_you_mean
 from model_foundry.schema import non_negative, option, positive, probability, unit_interval
+
+SPECIAL_TOKEN_ROLES = ("bos_token", "eos_token", "unk_token", "pad_token", "cls_token", "sep_token", "mask_token")
 
 
 @attrs.frozen
@@ -28,6 +31,14 @@ class TokenizerConfig:
     lowercase: bool = option(False, doc="lowercase text before tokenizing")
     path: Optional[str] = option(None, doc="load a saved tokenizer directory instead of training one")
     model_max_length: int = option(1024, doc="longest sequence the tokenizer reports", validator=positive)
+
+    def validate(self):
+        for role, token in (self.special_tokens or {}).items():
+            if role not in SPECIAL_TOKEN_ROLES:
+                hint = did_you_mean(role, SPECIAL_TOKEN_ROLES) or f"; roles: {', '.join(SPECIAL_TOKEN_ROLES)}"
+                yield f"special_tokens.{role}", f"unknown special token role {role!r}{hint}"
+            elif not token:
+                yield f"special_tokens.{role}", "must not be empty"
 
 
 @attrs.frozen
