@@ -81,6 +81,19 @@ def foundry_checkpoint_converters() -> list:
 
 
 @hookspec
+def foundry_exporters() -> list:
+    """Say how to write an architecture's models in foreign formats (a transformers directory, ...).
+
+    Called once. Return a list of :class:`~model_foundry.specs.Exporter`, each naming an
+    architecture, a format (``"hf"``, ...) and a ``"module:function"``
+    ``export(model, directory, tokenizer=None)`` that writes the model (and the tokenizer,
+    when the checkpoint has one) into ``directory``. ``foundry export CKPT --to FORMAT OUT``
+    picks the exporter of the checkpoint's architecture and format, and makes the write
+    atomic around it.
+    """
+
+
+@hookspec
 def foundry_training_steps() -> list:
     """Replace the default training step for an architecture.
 

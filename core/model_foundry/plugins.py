@@ -29,6 +29,7 @@ from model_foundry.specs import (
     ArchitectureSchema,
     CheckpointConverter,
     CollatorSpec,
+    Exporter,
     ModelBuilder,
     TokenizerSpec,
     TrainingStep,
@@ -119,6 +120,7 @@ class Registry:
     collators: dict[str, list[tuple[CollatorSpec, PluginInfo]]] = attrs.field(factory=dict)
     tokenizers: dict[str, list[tuple[TokenizerSpec, PluginInfo]]] = attrs.field(factory=dict)
     converters: list[tuple[CheckpointConverter, PluginInfo]] = attrs.field(factory=list)
+    exporters: list[tuple[Exporter, PluginInfo]] = attrs.field(factory=list)
     training_steps: dict[str, list[tuple[TrainingStep, PluginInfo]]] = attrs.field(factory=dict)
 
     def conflicts(self) -> dict[str, list[str]]:
@@ -145,6 +147,7 @@ class Registry:
             "collators": names(self.collators),
             "tokenizers": names(self.tokenizers),
             "checkpoint_converters": sorted(c.name for c, p in self.converters if p == plugin),
+            "exporters": sorted(f"{e.architecture}->{e.format}" for e, p in self.exporters if p == plugin),
             "training_steps": names(self.training_steps),
         }
 
@@ -242,6 +245,8 @@ def collect(manager: pluggy.PluginManager, registry: Registry) -> Registry:
         registry.tokenizers.setdefault(spec.name, []).append((spec, info))
     for spec, info in _answers(manager, registry, "foundry_checkpoint_converters"):
         registry.converters.append((spec, info))
+    for spec, info in _answers(manager, registry, "foundry_exporters"):
+        registry.exporters.append((spec, info))
     for spec, info in _answers(manager, registry, "foundry_training_steps"):
         registry.training_steps.setdefault(spec.architecture, []).append((spec, info))
     return registry

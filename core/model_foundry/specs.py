@@ -113,6 +113,21 @@ class CheckpointConverter:
 
 
 @attrs.frozen
+class Exporter:
+    """Writes a model in a foreign format: answer to :func:`~model_foundry.hookspecs.foundry_exporters`.
+
+    ``export`` names ``export(model, directory, tokenizer=None) -> None``, which writes the
+    ``architecture``'s ``model`` (and the tokenizer, when given) into ``directory`` in the
+    format called ``format`` (``"hf"`` for a transformers directory, ...).
+    """
+
+    architecture: str
+    format: str
+    export: str | Callable[..., Any] = attrs.field(validator=_is_reference)
+    description: str = ""
+
+
+@attrs.frozen
 class TrainingStep:
     """A custom training step: answer to :func:`~model_foundry.hookspecs.foundry_training_steps`.
 
