@@ -5,7 +5,6 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-
 from model_foundry import ConfigError, load_config
 from model_foundry.config import architecture_schema, config_schema
 from model_foundry.testing import isolated_registry

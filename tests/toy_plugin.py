@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Literal, Optional
 
 import attrs
-
 from model_foundry import hookimpl
 from model_foundry.schema import option, positive, probability
 from model_foundry.specs import ArchitectureSchema, Capabilities, ModelBuilder
@@ -53,9 +52,8 @@ class TwoPartConfig:
 
 
 def build(model_config):
-    from torch import nn
-
     from model_foundry.modeling import LanguageModel, ModelOutput, causal_lm_loss
+    from torch import nn
 
     class Toy(LanguageModel):
         supports_generation = True

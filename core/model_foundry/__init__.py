@@ -10,7 +10,7 @@ from typing import Any
 
 from model_foundry.errors import ConfigError, FoundryError, Location, Problem
 from model_foundry.hookspecs import hookimpl
-from model_foundry.registry import list_architectures, plugin_errors, list_plugins
+from model_foundry.registry import list_architectures, list_plugins, plugin_errors
 
 __version__ = "0.1.0"
 
