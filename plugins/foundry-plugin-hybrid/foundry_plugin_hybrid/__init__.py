@@ -1,0 +1,1 @@
+"""Model Foundry plugin: the GPT/BERT ``hybrid`` architecture and its ``hybrid`` collator."""
