@@ -5,10 +5,11 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from toy_plugin import ToyPlugin
+
 from model_foundry import ConfigError, load_config
 from model_foundry.config import architecture_schema, config_schema
 from model_foundry.testing import isolated_registry
-from toy_plugin import ToyPlugin
 
 
 @pytest.fixture(autouse=True)

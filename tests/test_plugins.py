@@ -8,8 +8,9 @@ import os
 import subprocess
 import sys
 
-import model_foundry
 import pytest
+
+import model_foundry
 from model_foundry import ConfigError
 from model_foundry.plugins import set_registry
 from model_foundry.testing import write_distribution

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal, Optional
 
 import attrs
+
 from model_foundry import hookimpl
 from model_foundry.schema import option, positive, probability
 from model_foundry.specs import ArchitectureSchema, Capabilities, ModelBuilder
@@ -52,8 +53,9 @@ class TwoPartConfig:
 
 
 def build(model_config):
-    from model_foundry.modeling import LanguageModel, ModelOutput, causal_lm_loss
     from torch import nn
+
+    from model_foundry.modeling import LanguageModel, ModelOutput, causal_lm_loss
 
     class Toy(LanguageModel):
         supports_generation = True
@@ -93,3 +95,6 @@ class ToyPlugin:
     @hookimpl
     def foundry_model_builders(self):
         return [ModelBuilder("toy", build)]
+
+
+PLUGIN = ToyPlugin()  # what an entry point "toy_plugin:PLUGIN" loads

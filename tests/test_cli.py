@@ -1,0 +1,114 @@
+"""The `foundry` command line, run as a user runs it: exit codes, messages, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from model_foundry.cli import COMMANDS
+from model_foundry.testing import write_distribution
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """An environment where the toy architecture is an installed third-party distribution."""
+    site = tmp_path_factory.mktemp("site")
+    shutil.copy(TESTS / "toy_plugin.py", site / "toy_plugin.py")
+    write_distribution(site, "foundry-plugin-toy", "0.3.0", entry_points={"toy": "toy_plugin:PLUGIN"})
+    return {**os.environ, "PYTHONPATH": str(site)}
+
+
+def foundry(env, *args):
+    return subprocess.run([sys.executable, "-m", "model_foundry.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def write(tmp_path, text, name="config.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return str(path)
+
+
+def test_help_everywhere(env):
+    assert foundry(env, "--help").returncode == 0
+    for command in COMMANDS:
+        name = command.replace("_", "-")
+        result = foundry(env, name, "--help")
+        if "invalid choice" in result.stderr:  # a command whose module is not part of this install
+            continue
+        assert result.returncode == 0, (name, result.stderr)
+        assert "usage: foundry" in result.stdout
+
+
+def test_validate_good_and_bad(env, tmp_path):
+    good = write(tmp_path, "model:\n  architecture: toy\n  preset: tiny\ntraining:\n  max_steps: 10\n  warmup_steps: 1\n")
+    result = foundry(env, "validate", good)
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr
+    bad = write(tmp_path, "model:\n  architecture: toy\n  preset: tiny\n  block:\n    layrs: 2\n", "bad.yaml")
+    result = foundry(env, "validate", bad, "--set", "training.max_steps=zero")
+    assert result.returncode == 2
+    assert f"{bad}:5:5: model.block.layrs: unknown key 'layrs'; did you mean 'layers'?" in result.stderr
+    assert "training.max_steps: expected an integer" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_validate_resolved_json_and_sections(env, tmp_path):
+    path = write(tmp_path, "model:\n  architecture: toy\n  preset: tiny\ndatasets:\n  - name: x\n")
+    assert foundry(env, "validate", path).returncode == 2
+    result = foundry(env, "validate", path, "--model-only", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["model"]["block"]["layers"] == 1
+    result = foundry(env, "validate", path, "--data-only")
+    assert result.returncode == 2 and "no 'data' section" in result.stderr
+
+
+@pytest.mark.parametrize("text", ["", "model: [", "model:\n\tarchitecture: toy\n", "- a\n", "a: 1\na: 2\n"])
+def test_malformed_yaml_exits_2_with_location(env, tmp_path, text):
+    path = write(tmp_path, text)
+    result = foundry(env, "validate", path)
+    assert result.returncode == 2
+    assert f"{path}:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_config_file(env, tmp_path):
+    result = foundry(env, "validate", str(tmp_path / "missing.yaml"))
+    assert result.returncode == 2 and "not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_list_info_schema(env):
+    records = json.loads(foundry(env, "list", "--json").stdout)
+    toy = next(r for r in records if r["name"] == "toy")
+    assert toy["distribution"] == "foundry-plugin-toy" and toy["version"] == "0.3.0"
+    assert foundry(env, "list", "to?").stdout.count("toy") >= 1
+    info = foundry(env, "info", "toy")
+    assert info.returncode == 0 and "block.layers" in info.stdout and "tiny" in info.stdout
+    assert json.loads(foundry(env, "info", "toy", "--json").stdout)["preset_values"]["tiny"]["block"]["layers"] == 1
+    schema = json.loads(foundry(env, "schema", "toy").stdout)
+    assert schema["properties"]["architecture"]["const"] == "toy"
+    unknown = foundry(env, "info", "tyo")
+    assert unknown.returncode == 2 and "did you mean 'toy'?" in unknown.stderr
+
+
+def test_new_plugin_template_is_a_working_plugin(env, tmp_path):
+    result = foundry(env, "new-plugin", "mygru", "--dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    root = tmp_path / "foundry-plugin-mygru"
+    assert (root / "pyproject.toml").exists() and (root / "foundry_plugin_mygru" / "plugin.py").exists()
+    again = foundry(env, "new-plugin", "mygru", "--dir", str(tmp_path))
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert foundry(env, "new-plugin", "My-Plugin").returncode == 2
+    # Make it "installed" (a dist-info with its entry point) and run its own tests.
+    write_distribution(root, "foundry-plugin-mygru", "0.1.0", entry_points={"mygru": "foundry_plugin_mygru.plugin"})
+    run_env = {**env, "PYTHONPATH": f"{root}{os.pathsep}{env['PYTHONPATH']}"}
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests")],
+                           capture_output=True, text=True, env=run_env, cwd=root, timeout=300)
+    assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
