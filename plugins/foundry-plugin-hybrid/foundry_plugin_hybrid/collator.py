@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 import torch
+
 from model_foundry.collators import CausalLMCollator, MaskedLMCollator
 
 

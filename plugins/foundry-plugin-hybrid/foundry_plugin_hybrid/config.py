@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Iterator, Literal, Optional
 
 import attrs
+
 from model_foundry.schema import non_negative, option, positive, probability
 
 TASK_OBJECTIVES = {

@@ -12,13 +12,13 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import torch
-from model_foundry.config import ModelConfig
-from model_foundry.errors import FoundryError
-from model_foundry.modeling import LanguageModel, ModelOutput, causal_lm_loss, masked_lm_loss
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from foundry_plugin_hybrid.config import HybridConfig
+from model_foundry.config import ModelConfig
+from model_foundry.errors import FoundryError
+from model_foundry.modeling import LanguageModel, ModelOutput, causal_lm_loss, masked_lm_loss
 
 TASKS = ("mlm", "clm", "both")
 KeyValue = tuple[Tensor, Tensor]  # one layer's cached keys and values: (batch, heads, length, head_size)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from foundry_plugin_hybrid.config import PRESETS, HybridConfig
 from model_foundry.hookspecs import hookimpl
 from model_foundry.specs import ArchitectureSchema, Capabilities, CollatorSpec, ModelBuilder
-
-from foundry_plugin_hybrid.config import PRESETS, HybridConfig
 
 
 @hookimpl
