@@ -150,7 +150,9 @@ def train_char(tokenizer_config: TokenizerConfig, files: list[str]) -> PreTraine
     return _wrap(backend, tokens, tokenizer_config)
 
 
-def tokenizer_from_config(tokenizer_config: TokenizerConfig, files: Iterable[str | os.PathLike[str]]) -> PreTrainedTokenizerFast:
+def tokenizer_from_config(
+    tokenizer_config: TokenizerConfig, files: Iterable[str | os.PathLike[str]]
+) -> PreTrainedTokenizerFast:
     """The tokenizer a ``tokenizer`` section asks for: loaded from ``path`` when set, else trained on ``files``."""
     from model_foundry.factory import load_tokenizer, train_tokenizer
 
