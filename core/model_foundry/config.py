@@ -35,6 +35,13 @@ from model_foundry.sections import DataConfig, TokenizerConfig, TrainingConfig
 
 SECTIONS = ("model", "tokenizer", "data", "training")
 MODEL_KEYS = ("architecture", "preset")
+# Top-level keys of a data manager's combined model + dataset file (the Performer guide's): say what to do instead.
+FOREIGN_SECTIONS = {
+    "datasets": "a data manager's dataset list is not read by Model Foundry; describe text data in a 'data' "
+    "section (train_files, validation_files), or check only the model with --model-only",
+    "global_config": "a data manager's global_config is not read by Model Foundry (defaults shared by encoder "
+    "and decoder go in model.global_config); check only the model with --model-only",
+}
 
 
 @attrs.frozen
@@ -322,7 +329,9 @@ def structure(source: Located, sections: Sequence[str] = SECTIONS, registry: Reg
     structurer = Structurer(source)
     data = source.data
     if sections == SECTIONS:
-        check_mapping_keys(structurer, data, set(SECTIONS), (), "section")
+        check_mapping_keys(structurer, {k: v for k, v in data.items() if k not in FOREIGN_SECTIONS}, set(SECTIONS), (), "section")
+        for key in [k for k in data if k in FOREIGN_SECTIONS]:
+            structurer.problem((key,), f"unknown section {key!r}: {FOREIGN_SECTIONS[key]}", key=True)
     values: dict[str, Any] = {}
     if "model" in sections and "model" in data:
         values["model"] = _structure_model(source, structurer, registry)
