@@ -1,0 +1,1 @@
+"""foundry-plugin-performer: Performer (FAVOR+) models for Model Foundry."""

@@ -1,0 +1,28 @@
+"""Hook implementations of foundry-plugin-performer: the ``performer`` architecture."""
+
+from __future__ import annotations
+
+from model_foundry.hookspecs import hookimpl
+from model_foundry.specs import ArchitectureSchema, Capabilities, ModelBuilder
+
+from foundry_plugin_performer.config import PRESETS, PerformerConfig
+
+
+@hookimpl
+def foundry_config_schemas() -> list[ArchitectureSchema]:
+    return [
+        ArchitectureSchema(
+            name="performer",
+            config_class=PerformerConfig,
+            family="transformer",
+            description="Performer (FAVOR+ linear attention): encoder (masked LM), decoder (causal LM with "
+            "constant-time generation) or encoder-decoder, in the model factory guide's config shape",
+            presets=PRESETS,
+            capabilities=Capabilities(objectives=("causal_lm", "masked_lm"), supports_generation=True),
+        )
+    ]
+
+
+@hookimpl
+def foundry_model_builders() -> list[ModelBuilder]:
+    return [ModelBuilder("performer", "foundry_plugin_performer.model:build")]
