@@ -23,12 +23,17 @@ class HybridCollator:
         tokenizer: Any,
         mlm_probability: float = 0.15,
         pad_to_multiple_of: Optional[int] = None,
-        generator: Optional[torch.Generator] = None,
+        generator: torch.Generator | int | None = None,
     ):
         self.causal = CausalLMCollator(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
         self.masked = MaskedLMCollator(
             tokenizer, mlm_probability=mlm_probability, pad_to_multiple_of=pad_to_multiple_of, generator=generator
         )
+
+    @property
+    def generator(self) -> Optional[torch.Generator]:
+        """The masking's random generator (the masked collator's), for saving and restoring its state."""
+        return self.masked.generator
 
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = dict(self.causal(examples))
