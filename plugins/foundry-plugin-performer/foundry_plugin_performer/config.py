@@ -13,6 +13,7 @@ import re
 from typing import Iterator, Literal, Optional
 
 import attrs
+
 from model_foundry.schema import option, positive, probability
 
 ModelType = Literal["encoder", "decoder", "encoder_decoder"]
