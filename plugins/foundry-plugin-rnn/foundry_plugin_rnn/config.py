@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import ClassVar, Literal
 
 import attrs
+
 from model_foundry.schema import option, positive, probability
 
 CellType = Literal["rnn", "lstm", "gru"]

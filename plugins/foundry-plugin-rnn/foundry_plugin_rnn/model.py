@@ -15,11 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
 from model_foundry.config import ModelConfig
 from model_foundry.errors import FoundryError
 from model_foundry.modeling import LanguageModel, ModelOutput, causal_lm_loss, masked_lm_loss
-from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 RECURRENT_LAYERS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
