@@ -110,9 +110,18 @@ def read_yaml(path: str | os.PathLike[str]) -> Located:
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(Problem(f"cannot read {path!r}: {exc}")) from None
+    except UnicodeDecodeError as exc:
+        line = text_line_of(path, exc.start)
+        raise ConfigError(Problem(f"not UTF-8 text ({exc.reason}); save the file as UTF-8",
+                                  location=Location(path, line, 1))) from None
+    except OSError as exc:
+        raise ConfigError(Problem(f"cannot read {path!r}: {exc.strerror or exc}")) from None
     return parse_yaml(text, path)
+
+
+def text_line_of(path: str, offset: int) -> int:
+    with open(path, "rb") as handle:
+        return handle.read(offset).count(b"\n") + 1
 
 
 def parse_yaml(text: str, filename: str = "<string>") -> Located:
@@ -157,8 +166,13 @@ def _plain(node: Any, path: Path, located: Located, filename: str) -> Any:
     if isinstance(node, CommentedMap):
         out = {}
         for key, value in node.items():
-            line, col = node.lc.key(key)
-            vline, vcol = node.lc.value(key)
+            try:
+                line, col = node.lc.key(key)
+                vline, vcol = node.lc.value(key)
+            except (KeyError, TypeError):  # a key merged in with `<<:` is located at its mapping
+                line, col = vline, vcol = node.lc.line, node.lc.col
+            if value is None:  # ruamel places a missing value at the next token; point at the key
+                vline, vcol = line, col
             key = str(key) if not isinstance(key, str) else key
             located.keys[path + (key,)] = Location(filename, line + 1, col + 1)
             located.values[path + (key,)] = Location(filename, vline + 1, vcol + 1)
@@ -251,7 +265,9 @@ def merge_preset(source: Located, path: Path, preset: Mapping[str, Any], label: 
 
 def find_architecture(name: Any, registry: Registry) -> Architecture | str:
     """The installed architecture called ``name``, or a message saying why there is none."""
-    entries = registry.architectures.get(name) if isinstance(name, str) else None
+    if not isinstance(name, str):
+        return f"expected an architecture name, got {name!r}; installed: {one_of(registry.architectures)}"
+    entries = registry.architectures.get(name)
     if not entries:
         installed = sorted(registry.architectures)
         hint = did_you_mean(str(name), installed)
@@ -282,6 +298,9 @@ def _structure_model(source: Located, structurer: Structurer, registry: Registry
     schema = found.schema
     preset = data.get("preset")
     if preset is not None:
+        if not isinstance(preset, str):
+            structurer.problem(path + ("preset",), f"expected a preset name, got {preset!r}; presets: {one_of(schema.presets)}")
+            return None
         if preset not in schema.presets:
             hint = did_you_mean(str(preset), schema.presets)
             structurer.problem(path + ("preset",), f"unknown preset {preset!r} for {schema.name}{hint}; presets: {one_of(schema.presets)}")
