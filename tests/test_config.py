@@ -82,6 +82,10 @@ def test_overrides_are_typed_and_win(tmp_path):
         ("model:\n\tarchitecture: toy\n", ":2:1: tab character in indentation"),
         ("model: [unclosed\n", ":2:1: invalid YAML"),
         ("", ":1:1: the file is empty"),
+        ("model:\n  architecture: toy\n  preset: [tiny]\n", ":3:11: model.preset: expected a preset name, got ['tiny']"),
+        ("model:\n  architecture: [toy]\n", ":2:17: model.architecture: expected an architecture name"),
+        ("model:\n", ":1:1: model: expected a mapping with 'architecture'"),
+        ("base: &b {layers: x}\n", ":1:1: base: unknown section 'base'"),
         ("- model\n- data\n", ":1:1: the top level must be a mapping"),
     ],
 )
@@ -186,3 +190,19 @@ def test_model_config_round_trips(tmp_path):
     again = load_model_config(model.to_dict())
     assert again.params == model.params
     assert model.evolve(vocab_size=100).vocab_size == 100
+
+
+def test_not_utf8(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("model:\n  architecture: caf\xe9\n".encode("latin-1"))
+    assert problems(str(path)) == [f"{path}:2:1: not UTF-8 text (invalid continuation byte); save the file as UTF-8"]
+
+
+def test_merge_keys_are_followed(tmp_path):
+    path = write(tmp_path, """
+        base: &base {architecture: toy, preset: tiny}
+        model:
+          <<: *base
+          block: {layers: 3}
+        """)
+    assert load_config(path, sections=("model",)).model.block.layers == 3
