@@ -1,0 +1,1 @@
+"""BERT for Model Foundry: config and presets in :mod:`.config`, the model in :mod:`.model`."""

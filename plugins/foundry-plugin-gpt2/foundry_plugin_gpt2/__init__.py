@@ -1,0 +1,1 @@
+"""GPT-2 for Model Foundry: config and presets in :mod:`.config`, the model in :mod:`.model`."""
