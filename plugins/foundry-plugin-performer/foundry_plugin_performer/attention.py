@@ -1,0 +1,408 @@
+"""FAVOR+ attention: positive orthogonal random features for the softmax kernel (Choromanski et al., 2021).
+
+Reading order: the random projection, the feature map, bidirectional linear attention, causal
+linear attention (chunkwise, with the final recurrent state), one-token recurrent decoding, and
+:class:`FavorAttention`, the module the Performer layers hold.
+
+Softmax attention weighs key ``j`` for query ``i`` by ``exp(q_i . k_j / sqrt(d))``. FAVOR+ writes
+that kernel as an expectation ``E[phi(q_i) . phi(k_j)]`` over random projections, with
+
+    phi(x) = exp(W x / d**0.25 - |x|**2 / (2 sqrt(d))) / sqrt(m)
+
+(``W``: ``m`` rows of dimension ``d``), so that attention becomes two products with an
+``(m, d)`` summary of the keys and costs O(n m d) instead of O(n**2 d).
+
+**Numerical stabilisation, and why it is exact and causal.** ``phi`` overflows for large inputs,
+so every position's features are stored as ``features * exp(log_scale)`` with ``features``
+shifted so that their largest entry is 1 (see :class:`FavorFeatures`). A query's scale is
+common to its numerator and its denominator and cancels. A key's scale does not: subtracting a
+per-key maximum without putting it back would re-weight the keys (a biased kernel), and
+subtracting one maximum taken over the whole sequence, as performer-pytorch does, lets a
+large-norm *future* key shrink every past key until they underflow, so past outputs change (and
+its additive ``eps`` no longer cancels). Here the key scales are put back relative to a *running*
+maximum ``M_i = max_{j <= i} log_scale_j``: query ``i`` weighs key ``j`` by
+``exp(log_scale_j - M_i) <= 1``, one common factor for all its keys that cancels exactly and
+depends only on positions up to ``i`` -- the online-softmax trick of flash attention. The
+bidirectional case uses the maximum over the (unpadded) keys.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+__all__ = [
+    "CausalLinearState",
+    "FavorAttention",
+    "FavorFeatures",
+    "causal_linear_attention",
+    "causal_linear_attention_step",
+    "causal_linear_attention_with_state",
+    "default_nb_features",
+    "favor_features",
+    "linear_attention",
+    "orthogonal_gaussian_projection",
+]
+
+
+def default_nb_features(dim_head: int) -> int:
+    """The FAVOR+ paper's default number of random features, ``d log d``."""
+    return max(1, int(dim_head * math.log(dim_head)))
+
+
+# --- random projection ------------------------------------------------------------------------
+
+
+def orthogonal_gaussian_projection(
+    nb_features: int,
+    dim: int,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Draw ``(nb_features, dim)`` orthogonal random features.
+
+    Rows come in blocks of ``dim`` mutually orthogonal directions (QR of a Gaussian matrix; the
+    last block is truncated), and each row is rescaled by the norm of an independent
+    ``dim``-dimensional Gaussian vector, so that every row is marginally ``N(0, I_dim)`` -- which
+    keeps the kernel estimator unbiased -- while orthogonality within a block lowers its variance.
+    """
+    if nb_features < 1 or dim < 1:
+        raise ValueError(f"nb_features and dim must be positive, got {nb_features} and {dim}")
+    device = torch.empty(0, device=device).device  # honours a surrounding `with torch.device(...)`
+    dtype = dtype or torch.get_default_dtype()
+    if device.type == "meta":
+        return torch.empty(nb_features, dim, device=device, dtype=dtype)
+    draw_device = generator.device if generator is not None else torch.device("cpu")
+    nb_blocks = -(-nb_features // dim)
+    gaussian = torch.randn(nb_blocks, dim, dim, generator=generator, device=draw_device, dtype=torch.float64)
+    # Q of the QR decomposition is Haar-distributed only once its column signs follow R's diagonal.
+    q, r = torch.linalg.qr(gaussian)
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+    directions = q.transpose(-1, -2).reshape(nb_blocks * dim, dim)[:nb_features]
+    norms = torch.randn(nb_features, dim, generator=generator, device=draw_device, dtype=torch.float64).norm(dim=-1)
+    return (directions * norms[:, None]).to(device=device, dtype=dtype)
+
+
+# --- feature map ------------------------------------------------------------------------------
+
+
+class FavorFeatures(NamedTuple):
+    """Positive random features of a batch of positions, kept in a numerically safe form.
+
+    ``phi(x) = features * exp(log_scale)``, up to the stabiliser ``eps``: ``features``
+    (..., n, m) has its largest entry per position equal to ``1 + eps`` and ``log_scale``
+    (..., n) carries the rest, gradient included (the |x|**2 term depends on x).
+    """
+
+    features: torch.Tensor
+    log_scale: torch.Tensor
+
+
+def favor_features(x: torch.Tensor, projection: torch.Tensor, *, eps: float = 1e-4) -> FavorFeatures:
+    """The positive softmax-kernel features of ``x`` (..., n, d) for ``projection`` (m, d).
+
+    ``eps`` is added to the shifted features (so a position's largest entry is ``1 + eps``): it
+    keeps every denominator positive whatever the inputs. It is relative to each position's own
+    scale, so it never couples positions; ``eps=0`` gives the exact, unbiased estimator.
+    Queries and keys use the same map; only what attention does with ``log_scale`` differs.
+    """
+    dim = x.shape[-1]
+    projection = projection.to(x.dtype) * dim**-0.25
+    logits = x @ projection.transpose(-1, -2)
+    # The shift is a stabiliser: it is detached, and added back exactly through log_scale.
+    shift = logits.detach().amax(dim=-1)
+    features = torch.exp(logits - shift.unsqueeze(-1))
+    if eps:
+        features = features + eps
+    squared_norm = x.square().sum(dim=-1)
+    log_scale = shift - squared_norm / (2 * math.sqrt(dim)) - 0.5 * math.log(projection.shape[0])
+    return FavorFeatures(features, log_scale)
+
+
+# --- attention over features ------------------------------------------------------------------
+
+
+def _lowest(dtype: torch.dtype) -> float:
+    """A finite "log of zero": padded keys get it, so they never win a running maximum, and
+    differences of two such values stay 0 instead of the NaN that ``-inf - -inf`` would give."""
+    return torch.finfo(dtype).min
+
+
+def _prepare_keys(
+    v: torch.Tensor, k_log_scale: torch.Tensor | None, key_padding_mask: torch.Tensor | None, shape: torch.Size
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Values with a ones column appended (numerator and normaliser in one product) and key log-scales.
+
+    Padded keys get zero values and ones -- out of numerator and denominator -- and the lowest
+    log-scale, so they never set the running maximum.
+    """
+    ones = torch.ones(v.shape[:-1] + (1,), dtype=v.dtype, device=v.device)
+    values = torch.cat([v, ones], dim=-1)
+    log_scale = torch.zeros(shape[:-1], dtype=v.dtype, device=v.device) if k_log_scale is None else k_log_scale
+    if key_padding_mask is not None:
+        if key_padding_mask.dtype != torch.bool:
+            raise TypeError("key_padding_mask must be a bool tensor, True on padded keys")
+        padded = key_padding_mask.view(key_padding_mask.shape[0], *([1] * (values.dim() - 3)), -1)
+        values = values.masked_fill(padded.unsqueeze(-1), 0.0)
+        log_scale = log_scale.masked_fill(padded, _lowest(log_scale.dtype))
+    return values, log_scale
+
+
+def _normalise(numerator_and_denominator: torch.Tensor) -> torch.Tensor:
+    """Split the ones column back off and divide; a query with no (unpadded) key gets zeros."""
+    numerator, denominator = numerator_and_denominator[..., :-1], numerator_and_denominator[..., -1:]
+    return numerator / denominator.clamp_min(torch.finfo(denominator.dtype).tiny)
+
+
+def linear_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_padding_mask: torch.Tensor | None = None,
+    *,
+    k_log_scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Bidirectional linear attention ``D^-1 phi(Q) (phi(K)^T V)``.
+
+    ``q`` (..., n_q, m) and ``k`` (..., n_k, m) are non-negative features, ``v`` (..., n_k, d);
+    ``k_log_scale`` (..., n_k) are the keys' log-scales (:class:`FavorFeatures`), zero if omitted;
+    ``key_padding_mask`` (batch, n_k) is True on padded keys, which are removed from both the
+    numerator and the denominator.
+    """
+    values, log_scale = _prepare_keys(v, k_log_scale, key_padding_mask, k.shape)
+    weights = torch.exp(log_scale - log_scale.detach().amax(dim=-1, keepdim=True))
+    summary = (k * weights.unsqueeze(-1)).transpose(-1, -2) @ values  # (..., m, d + 1)
+    return _normalise(q @ summary)
+
+
+@dataclass
+class CausalLinearState:
+    """Everything causal linear attention remembers about the keys seen so far.
+
+    ``summary`` (..., m, d + 1) holds ``S = sum_j w_j phi(k_j) v_j^T`` in its first ``d`` columns
+    and ``z = sum_j w_j phi(k_j)`` in the last, with ``w_j = exp(log_scale_j - max_log_scale)``;
+    ``max_log_scale`` (...) is the running maximum of the key log-scales. Its size does not grow
+    with the sequence.
+    """
+
+    summary: torch.Tensor
+    max_log_scale: torch.Tensor
+
+    @classmethod
+    def empty(
+        cls, batch_shape: torch.Size | tuple[int, ...], nb_features: int, dim_value: int, *,
+        dtype: torch.dtype, device: torch.device | str | None = None,
+    ) -> CausalLinearState:
+        summary = torch.zeros(*batch_shape, nb_features, dim_value + 1, dtype=dtype, device=device)
+        return cls(summary, torch.full(tuple(batch_shape), _lowest(dtype), dtype=dtype, device=device))
+
+    @property
+    def context(self) -> torch.Tensor:
+        """``S = sum_j w_j phi(k_j) v_j^T`` (..., m, d)."""
+        return self.summary[..., :-1]
+
+    @property
+    def normalizer(self) -> torch.Tensor:
+        """``z = sum_j w_j phi(k_j)`` (..., m)."""
+        return self.summary[..., -1]
+
+
+def causal_linear_attention_with_state(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    chunk_size: int = 64,
+    *,
+    k_log_scale: torch.Tensor | None = None,
+    key_padding_mask: torch.Tensor | None = None,
+    state: CausalLinearState | None = None,
+) -> tuple[torch.Tensor, CausalLinearState]:
+    """Causal linear attention over ``n`` new positions, after the keys already in ``state``.
+
+    Computed chunk by chunk: within a chunk of ``C`` positions a masked ``C x C`` product, across
+    chunks a prefix summary ``(m, d + 1)``. Only those summaries (one per chunk), the ``C x C``
+    blocks and O(n m) features are kept for the backward pass -- O(n (m + C + m d / C)) in all,
+    never the O(n m d) per-position prefix sums. Returns the outputs (..., n, d) and the state
+    after the last position, from which :func:`causal_linear_attention_step` continues.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    values, log_scale = _prepare_keys(v, k_log_scale, key_padding_mask, k.shape)
+    if state is None:
+        state = CausalLinearState.empty(k.shape[:-2], k.shape[-1], v.shape[-1], dtype=values.dtype, device=v.device)
+    n = q.shape[-2]
+    size = max(1, min(chunk_size, n))
+    padding = -n % size
+    if padding:
+        q, k, values = (nn.functional.pad(t, (0, 0, 0, padding)) for t in (q, k, values))
+        log_scale = nn.functional.pad(log_scale, (0, padding), value=_lowest(log_scale.dtype))
+    chunks = (n + padding) // size
+    q, k, values = (t.unflatten(-2, (chunks, size)) for t in (q, k, values))
+    log_scale = log_scale.unflatten(-1, (chunks, size))
+    stable = log_scale.detach()
+
+    # Running maxima: before each chunk (incl. the state's keys), and at each position.
+    chunk_max = stable.amax(dim=-1)
+    before = torch.cat([state.max_log_scale.unsqueeze(-1), chunk_max], dim=-1).cummax(dim=-1).values
+    running = torch.maximum(stable.cummax(dim=-1).values, before[..., :-1].unsqueeze(-1))
+
+    # Within a chunk: query i weighs key j <= i by exp(log_scale_j - running_i) <= 1.
+    causal = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
+    exponent = (log_scale.unsqueeze(-2) - running.unsqueeze(-1)).masked_fill(~causal, -math.inf)
+    out = ((q @ k.transpose(-1, -2)) * exponent.exp()) @ values
+
+    # Across chunks: each chunk's keys summarised at its own maximum, then summed in order.
+    chunk_summaries = (k * torch.exp(log_scale - chunk_max.unsqueeze(-1)).unsqueeze(-1)).transpose(-1, -2) @ values
+    carry = torch.exp(before[..., :-1] - before[..., 1:])[..., None, None]
+    gain = torch.exp(chunk_max - before[..., 1:])[..., None, None]
+    summary, summaries = state.summary, []
+    for index in range(chunks):
+        summaries.append(summary)
+        summary = torch.addcmul(summary * carry[..., index, :, :], chunk_summaries[..., index, :, :], gain[..., index, :, :])
+    previous = torch.stack(summaries, dim=-3)
+    out = out + (q @ previous) * torch.exp(before[..., :-1].unsqueeze(-1) - running).unsqueeze(-1)
+
+    out = _normalise(out).flatten(-3, -2)[..., :n, :]
+    return out, CausalLinearState(summary, before[..., -1])
+
+
+def causal_linear_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    chunk_size: int = 64,
+    *,
+    k_log_scale: torch.Tensor | None = None,
+    key_padding_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Causal linear attention: position ``i`` attends to keys ``j <= i`` only (see
+    :func:`causal_linear_attention_with_state`; same arguments, outputs (..., n, d))."""
+    return causal_linear_attention_with_state(
+        q, k, v, chunk_size, k_log_scale=k_log_scale, key_padding_mask=key_padding_mask
+    )[0]
+
+
+def causal_linear_attention_step(
+    q_t: torch.Tensor,
+    k_t: torch.Tensor,
+    v_t: torch.Tensor,
+    state: CausalLinearState,
+    *,
+    k_log_scale_t: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, CausalLinearState]:
+    """One new position: ``q_t``, ``k_t`` (..., m), ``v_t`` (..., d) -> output (..., d), new state.
+
+    Constant time and memory per token: the state is updated in place of a growing cache.
+    """
+    values = torch.cat([v_t, torch.ones_like(v_t[..., :1])], dim=-1)
+    log_scale = torch.zeros_like(v_t[..., 0]) if k_log_scale_t is None else k_log_scale_t
+    new_max = torch.maximum(state.max_log_scale, log_scale.detach())
+    carry = torch.exp(state.max_log_scale - new_max)[..., None, None]
+    gain = torch.exp(log_scale - new_max)[..., None, None]
+    summary = torch.addcmul(state.summary * carry, k_t.unsqueeze(-1) * values.unsqueeze(-2), gain)
+    out = _normalise((q_t.unsqueeze(-2) @ summary).squeeze(-2))
+    return out, CausalLinearState(summary, new_max)
+
+
+# --- module ------------------------------------------------------------------------------------
+
+
+class FavorAttention(nn.Module):
+    """FAVOR+ attention over per-head queries, keys and values of shape (batch, heads, n, dim_head).
+
+    Holds its random projection as a buffer (one state-dict entry, saved with the model) and
+    redraws it on request (:meth:`redraw_projection`); a model decides when. Features and the
+    attention itself are computed in float32 (float64 stays float64), also under autocast, and
+    the output comes back in the values' dtype.
+    """
+
+    projection: torch.Tensor
+
+    def __init__(
+        self,
+        dim_head: int,
+        nb_features: int | None = None,
+        *,
+        causal: bool = False,
+        chunk_size: int = 64,
+        eps: float = 1e-4,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        self.dim_head = dim_head
+        self.nb_features = nb_features or default_nb_features(dim_head)
+        self.causal = causal
+        self.chunk_size = chunk_size
+        self.eps = eps
+        self.register_buffer(
+            "projection",
+            orthogonal_gaussian_projection(self.nb_features, dim_head, generator=generator, dtype=torch.float32),
+        )
+
+    def extra_repr(self) -> str:
+        return f"dim_head={self.dim_head}, nb_features={self.nb_features}, causal={self.causal}"
+
+    @torch.no_grad()
+    def redraw_projection(self, generator: torch.Generator | None = None) -> None:
+        """Draw a new projection into the existing buffer (same tensor, device and dtype)."""
+        self.projection.copy_(
+            orthogonal_gaussian_projection(self.nb_features, self.dim_head, generator=generator, device=self.projection.device)
+        )
+
+    def _features(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, FavorFeatures]:
+        dtype = torch.promote_types(q.dtype, torch.float32)
+        projection = self.projection.to(dtype)
+        query = favor_features(q.to(dtype), projection, eps=self.eps)
+        return query.features, favor_features(k.to(dtype), projection, eps=self.eps)
+
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Attend; ``key_padding_mask`` (batch, n_k) is True on padded keys."""
+        with torch.autocast(q.device.type, enabled=False):
+            query, key = self._features(q, k)
+            values = v.to(query.dtype)
+            if self.causal:
+                out = causal_linear_attention(
+                    query, key.features, values, self.chunk_size,
+                    k_log_scale=key.log_scale, key_padding_mask=key_padding_mask,
+                )
+            else:
+                out = linear_attention(query, key.features, values, key_padding_mask, k_log_scale=key.log_scale)
+        return out.to(v.dtype)
+
+    def step(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: CausalLinearState | None = None
+    ) -> tuple[torch.Tensor, CausalLinearState]:
+        """Continue causal attention over new positions (batch, heads, t, dim_head) after ``state``.
+
+        ``state=None`` starts a sequence. One position (t = 1) costs the same time and memory
+        however long the sequence already is; a longer block (a prompt) goes chunkwise.
+        The outputs equal those of :meth:`forward` over the whole sequence.
+        """
+        with torch.autocast(q.device.type, enabled=False):
+            query, key = self._features(q, k)
+            values = v.to(query.dtype)
+            if state is None:
+                state = CausalLinearState.empty(
+                    k.shape[:-2], self.nb_features, v.shape[-1], dtype=query.dtype, device=v.device
+                )
+            if q.shape[-2] == 1:
+                out, state = causal_linear_attention_step(
+                    query[..., 0, :], key.features[..., 0, :], values[..., 0, :], state,
+                    k_log_scale_t=key.log_scale[..., 0],
+                )
+                out = out.unsqueeze(-2)
+            else:
+                out, state = causal_linear_attention_with_state(
+                    query, key.features, values, self.chunk_size, k_log_scale=key.log_scale, state=state
+                )
+        return out.to(v.dtype), state
