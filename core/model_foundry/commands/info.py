@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from model_foundry.commands._output import print_json, print_table
 from model_foundry.config import find_architecture
 from model_foundry.errors import ConfigError, Problem
@@ -35,8 +37,14 @@ def run(args) -> int:
           f"   modality: {record['modality']}")
     print(f"presets: {', '.join(schema.presets) or '-'}\n")
     print_table(
-        [[f["name"], f["type"], "" if f["default"] is None and f["type"].endswith("None") is False else repr(f["default"])
-          if f["default"] is not None else "null", f["doc"]] for f in fields],
+        [[f["name"], f["type"], _yaml_value(f["default"]), f["doc"]] for f in fields],
         ["field", "type", "default", "description"],
     )
     return 0
+
+
+def _yaml_value(value) -> str:
+    """A default as it would be written in YAML (nested blocks show nothing)."""
+    if isinstance(value, dict):
+        return ""
+    return json.dumps(value)
