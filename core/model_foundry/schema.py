@@ -298,7 +298,7 @@ def iter_fields(cls: type, prefix: str = "") -> Iterator[tuple[str, Any, Any, st
         name = f"{prefix}{field.name}"
         nested = _nested_class(kind)
         if nested is not None:
-            yield name, kind, None, field.metadata.get(DOC, "")
+            yield name, kind, {}, field.metadata.get(DOC, "")  # a block: its fields follow
             yield from iter_fields(nested, name + ".")
             continue
         default = field.default
