@@ -114,5 +114,5 @@ PRESETS: dict[str, dict[str, object]] = {
     "tiny": _preset(32, 32, 2, 0.0, tie=True),  # for tests: tied, and deep enough for inter-layer dropout
     "small": _preset(256, 512, 2, 0.1, tie=False),
     "base": _preset(512, 1024, 3, 0.2, tie=False),
-    "large": _preset(1024, 1024, 4, 0.3, tie=True),
+    "large": _preset(1024, 1536, 4, 0.3, tie=True),  # tied through a 1536 -> 1024 projection
 }
