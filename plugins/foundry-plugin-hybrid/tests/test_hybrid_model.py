@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from foundry_plugin_hybrid.model import attention_mask
@@ -12,6 +14,7 @@ from model_foundry.config import load_config, load_model_config
 from model_foundry.modeling import causal_lm_loss, masked_lm_loss
 
 VOCAB = 40
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "hybrid-small.yaml"
 
 
 def tiny_config(**fields):
@@ -100,6 +103,12 @@ def test_objectives_follow_the_task(tmp_path, task, objective, allowed):
     else:
         with pytest.raises(ConfigError, match=f"hybrid cannot train '{objective}' with this config"):
             load_config(path)
+
+
+def test_example_config_validates_and_trains_the_hybrid_objective():
+    config = load_config(EXAMPLE_CONFIG)
+    assert (config.model.architecture, config.model.preset, config.training.objective) == ("hybrid", "small", "hybrid")
+    assert config.data.block_size <= config.model.max_length
 
 
 def test_building_without_vocab_size_says_what_to_set():
