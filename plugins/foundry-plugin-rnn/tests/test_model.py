@@ -68,6 +68,14 @@ def test_padding_never_changes_real_outputs(architecture: str, bidirectional: bo
             torch.testing.assert_close(batched[row, :length], alone, rtol=1e-5, atol=1e-5)
 
 
+def test_a_row_of_padding_only_leaves_the_other_rows_alone() -> None:
+    model = build("lstm", bidirectional=True)
+    ids = random_ids(2, 6)
+    mask = torch.tensor([[1] * 6, [0] * 6])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids, attention_mask=mask).logits[0], model(ids[:1]).logits[0])
+
+
 def test_left_padding_is_refused_with_a_clear_message() -> None:
     model = build("gru")
     mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
