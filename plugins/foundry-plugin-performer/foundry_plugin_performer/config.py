@@ -134,7 +134,7 @@ class PerformerConfig:
         for role in ("encoder", "decoder"):
             block = getattr(self, role)
             if role in self.roles and block is None:
-                yield "model_type", f"model_type {self.model_type!r} needs a '{role}' block (with at least d_model)"
+                yield "model_type", f"model_type {self.model_type!r} needs its '{role}' block (with at least d_model)"
             elif role not in self.roles and block is not None:
                 yield role, (
                     f"model_type {self.model_type!r} has no {role}; remove this block or set model_type: encoder_decoder"
