@@ -1,0 +1,264 @@
+"""FAVOR+ maths: the estimator, the projection, chunked causal attention, causality, padding, decoding."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from foundry_plugin_performer.attention import (
+    CausalLinearState,
+    FavorAttention,
+    causal_linear_attention,
+    causal_linear_attention_step,
+    causal_linear_attention_with_state,
+    favor_features,
+    linear_attention,
+    orthogonal_gaussian_projection,
+)
+
+F64 = torch.float64
+
+
+def generator(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def softmax_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if causal:
+        n = q.shape[-2]
+        scores = scores.masked_fill(~torch.ones(n, n, dtype=torch.bool).tril(), -math.inf)
+    return scores.softmax(dim=-1) @ v
+
+
+def masked_reference(q, k, v, log_scale, causal: bool) -> torch.Tensor:
+    """Linear attention written out as an explicit (n x n) weighted average."""
+    weights = (q @ k.transpose(-1, -2)) * log_scale.exp().unsqueeze(-2)
+    if causal:
+        weights = weights.tril()
+    return (weights @ v) / weights.sum(dim=-1, keepdim=True)
+
+
+def random_features(*shape: int, seed: int = 0, dtype=F64, requires_grad=False):
+    """Positive features (batch, heads, n, m), values (.., n, d) and key log-scales spanning e^-6..e^6."""
+    batch, heads, n, m, d = shape
+    g = generator(seed)
+    q = torch.rand(batch, heads, n, m, generator=g, dtype=dtype) + 0.01
+    k = torch.rand(batch, heads, n, m, generator=g, dtype=dtype) + 0.01
+    v = torch.randn(batch, heads, n, d, generator=g, dtype=dtype)
+    log_scale = 2 * torch.randn(batch, heads, n, generator=g, dtype=dtype)
+    return tuple(t.requires_grad_(requires_grad) for t in (q, k, v, log_scale))
+
+
+# --- the estimator and the projection ------------------------------------------------------------
+
+
+def test_projection_blocks_are_orthogonal_with_chi_norms():
+    dim, nb_features = 16, 3 * 16 + 5
+    projection = orthogonal_gaussian_projection(nb_features, dim, generator=generator(), dtype=F64)
+    assert projection.shape == (nb_features, dim)
+    directions = projection / projection.norm(dim=-1, keepdim=True)
+    for start in range(0, nb_features, dim):
+        block = directions[start : start + dim]
+        torch.testing.assert_close(block @ block.T, torch.eye(len(block), dtype=F64), atol=1e-10, rtol=0)
+    # Rows are rescaled by independent chi(dim) norms, not all sqrt(dim), and not orthogonal across blocks.
+    norms = projection.norm(dim=-1)
+    assert norms.std() > 0.1 and abs(norms.mean().item() - math.sqrt(dim)) < 1.0
+    assert (directions[:dim] @ directions[dim : 2 * dim].T).abs().max() > 0.1
+
+
+def test_projection_is_reproducible_and_builds_on_meta():
+    first = orthogonal_gaussian_projection(40, 8, generator=generator(3))
+    assert torch.equal(first, orthogonal_gaussian_projection(40, 8, generator=generator(3)))
+    assert not torch.equal(first, orthogonal_gaussian_projection(40, 8, generator=generator(4)))
+    with torch.device("meta"):
+        assert FavorAttention(64).projection.is_meta
+    with pytest.raises(ValueError):
+        orthogonal_gaussian_projection(0, 8)
+
+
+def test_kernel_estimate_is_unbiased():
+    """Without eps, the mean of phi(q).phi(k) over independent draws is exp(q.k / sqrt(d)) within 3 sigma."""
+    dim, draws = 16, 4000
+    g = generator(1)
+    pairs = torch.randn(4, 2, dim, generator=g, dtype=F64) * 0.5
+    # Each block of `dim` orthogonal rows is one independent draw of a `dim`-feature estimator.
+    projection = orthogonal_gaussian_projection(dim * draws, dim, generator=g, dtype=F64)
+    for q, k in pairs:
+        fq, fk = favor_features(q, projection, eps=0.0), favor_features(k, projection, eps=0.0)
+        per_feature = fq.features * fk.features * torch.exp(fq.log_scale + fk.log_scale) * projection.shape[0]
+        estimates = per_feature.view(draws, dim).mean(dim=-1)
+        exact = torch.exp(q @ k / math.sqrt(dim))
+        sigma = estimates.std() / math.sqrt(draws)
+        assert abs(estimates.mean() - exact) < 3 * sigma, (estimates.mean().item(), exact.item(), sigma.item())
+
+
+def test_approximation_error_falls_as_features_grow():
+    dim, n = 16, 32
+    g = generator(2)
+    q, k, v = (torch.randn(4, 2, n, dim, generator=g, dtype=F64) * 0.6 for _ in range(3))
+    exact = softmax_reference(q, k, v, causal=False)
+    errors = []
+    for nb_features in (8, 32, 128, 512):
+        trials = [FavorAttention(dim, nb_features, eps=0.0, generator=generator(seed)).double() for seed in range(4)]
+        errors.append(sum((favor(q, k, v) - exact).square().mean().item() for favor in trials) / len(trials))
+    assert errors == sorted(errors, reverse=True), errors
+    assert errors[-1] < errors[0] / 8, errors  # roughly 1/nb_features
+
+
+# --- chunked causal attention ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 64, 50])
+def test_chunked_causal_equals_explicit_masked_reference(chunk_size):
+    q, k, v, log_scale = random_features(2, 3, 50, 12, 5)
+    out = causal_linear_attention(q, k, v, chunk_size, k_log_scale=log_scale)
+    torch.testing.assert_close(out, masked_reference(q, k, v, log_scale, causal=True), atol=1e-12, rtol=1e-10)
+
+
+def test_bidirectional_equals_explicit_reference():
+    q, k, v, log_scale = random_features(2, 3, 30, 12, 5)
+    out = linear_attention(q, k, v, k_log_scale=log_scale)
+    torch.testing.assert_close(out, masked_reference(q, k, v, log_scale, causal=False), atol=1e-12, rtol=1e-10)
+
+
+def test_gradients_pass_gradcheck():
+    inputs = random_features(1, 2, 11, 5, 3, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda q, k, v, s: causal_linear_attention(q, k, v, 4, k_log_scale=s), inputs)
+    assert torch.autograd.gradcheck(lambda q, k, v, s: linear_attention(q, k, v, k_log_scale=s), inputs)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_whole_favor_attention_passes_gradcheck(causal):
+    """Without eps the stabilisers cancel exactly, so detaching them leaves the true gradient."""
+    favor = FavorAttention(4, 6, causal=causal, chunk_size=3, eps=0.0, generator=generator()).double()
+    g = generator(5)
+    inputs = tuple(torch.randn(1, 2, 7, 4, generator=g, dtype=F64, requires_grad=True) for _ in range(3))
+    assert torch.autograd.gradcheck(favor, inputs)
+
+
+# --- causality, padding, decoding ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk_size", [1, 16, 64])
+def test_large_norm_future_never_changes_the_past(chunk_size):
+    favor = FavorAttention(16, 32, causal=True, chunk_size=chunk_size, generator=generator())
+    g = generator(6)
+    q, k, v = (torch.randn(2, 2, 40, 16, generator=g) for _ in range(3))
+    future = (slice(None), slice(None), slice(25, None))
+    huge = [t.clone() for t in (q, k, v)]
+    for t in huge:
+        t[future] = 1e4 * torch.randn(t[future].shape, generator=g)
+    before, after = favor(q, k, v), favor(*huge)
+    assert torch.isfinite(after).all()
+    assert torch.equal(before[:, :, :25], after[:, :, :25])
+    assert not torch.allclose(before[:, :, 25:], after[:, :, 25:])
+
+
+def test_huge_keys_keep_unbiased_weights():
+    """A per-key stabiliser would reweight keys by their norm; the running maximum does not."""
+    q, k, v, log_scale = random_features(1, 1, 20, 8, 4)
+    log_scale = log_scale * 200  # scales from e^-1000 to e^+1000: far outside float range
+    out = causal_linear_attention(q, k, v, 6, k_log_scale=log_scale)
+    # Where one key dominates the running maximum, a query's output is that key's value.
+    winners = log_scale.cummax(dim=-1).indices[0, 0]
+    torch.testing.assert_close(out[0, 0], v[0, 0, winners], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_padding_masked_equals_truncated(causal):
+    favor = FavorAttention(16, 32, causal=causal, chunk_size=8, generator=generator())
+    g = generator(7)
+    q, k, v = (torch.randn(2, 2, 30, 16, generator=g) for _ in range(3))
+    lengths = (30, 19)
+    for t in (q, k, v):  # garbage with a huge norm where the second sequence is padded
+        t[1, :, 19:] = 1e3 * torch.randn(t[1, :, 19:].shape, generator=g)
+    padded = torch.arange(30)[None, :] >= torch.tensor(lengths)[:, None]
+    out = favor(q, k, v, key_padding_mask=padded)
+    assert torch.isfinite(out).all()
+    for row, length in enumerate(lengths):
+        alone = favor(*(t[row : row + 1, :, :length] for t in (q, k, v)))
+        torch.testing.assert_close(out[row : row + 1, :, :length], alone, atol=1e-6, rtol=1e-5)
+
+
+def test_left_padding_in_causal_mode_equals_truncated():
+    favor = FavorAttention(8, 16, causal=True, chunk_size=4, generator=generator())
+    g = generator(8)
+    q, k, v = (torch.randn(1, 2, 12, 8, generator=g) for _ in range(3))
+    padded = torch.arange(12)[None, :] < 5
+    out = favor(q, k, v, key_padding_mask=padded)
+    torch.testing.assert_close(out[:, :, 5:], favor(q[:, :, 5:], k[:, :, 5:], v[:, :, 5:]), atol=1e-6, rtol=1e-5)
+
+
+def test_key_padding_mask_must_be_bool():
+    favor = FavorAttention(8, 16)
+    x = torch.randn(1, 1, 4, 8)
+    with pytest.raises(TypeError, match="bool"):
+        favor(x, x, x, key_padding_mask=torch.ones(1, 4, dtype=torch.long))
+
+
+def test_step_by_step_decoding_equals_full_pass():
+    favor = FavorAttention(16, 32, causal=True, chunk_size=8, generator=generator())
+    g = generator(9)
+    q, k, v = (torch.randn(2, 2, 21, 16, generator=g) for _ in range(3))
+    full = favor(q, k, v)
+    state, outs = None, []
+    for t in range(21):
+        out, state = favor.step(q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], state)
+        outs.append(out)
+    torch.testing.assert_close(torch.cat(outs, dim=-2), full, atol=1e-6, rtol=1e-5)
+    # A prompt goes in as one block; decoding continues from its state.
+    prompt_out, state = favor.step(q[:, :, :13], k[:, :, :13], v[:, :, :13], None)
+    rest_out, _ = favor.step(q[:, :, 13:], k[:, :, 13:], v[:, :, 13:], state)
+    torch.testing.assert_close(torch.cat([prompt_out, rest_out], dim=-2), full, atol=1e-6, rtol=1e-5)
+
+
+def test_functional_step_state_matches_chunked_final_state():
+    q, k, v, log_scale = random_features(1, 2, 9, 6, 3)
+    _, chunked = causal_linear_attention_with_state(q, k, v, 4, k_log_scale=log_scale)
+    state = CausalLinearState.empty((1, 2), 6, 3, dtype=F64)
+    for t in range(9):
+        _, state = causal_linear_attention_step(q[..., t, :], k[..., t, :], v[..., t, :], state, k_log_scale_t=log_scale[..., t])
+    torch.testing.assert_close(state.max_log_scale, chunked.max_log_scale)
+    torch.testing.assert_close(state.context, chunked.context)
+    torch.testing.assert_close(state.normalizer, chunked.normalizer)
+
+
+# --- robustness and state -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_large_norm_inputs_stay_finite_forward_and_backward(causal):
+    favor = FavorAttention(16, 32, causal=causal, chunk_size=8, generator=generator())
+    g = generator(10)
+    q, k, v = ((1e3 * torch.randn(2, 2, 24, 16, generator=g)).requires_grad_() for _ in range(3))
+    out = favor(q, k, v)
+    out.square().sum().backward()
+    assert torch.isfinite(out).all()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_bf16_autocast_matches_float32(causal):
+    favor = FavorAttention(32, 64, causal=causal, chunk_size=16, generator=generator())
+    g = generator(11)
+    q, k, v = ((3 * torch.randn(2, 2, 40, 32, generator=g)).bfloat16() for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = favor(q, k, v)
+    assert low.dtype == torch.bfloat16 and torch.isfinite(low).all()
+    # Only the output's rounding to bf16 differs from float32 maths on the same inputs.
+    torch.testing.assert_close(low.float(), favor(q.float(), k.float(), v.float()), atol=0.02, rtol=0.01)
+
+
+def test_projection_is_one_state_dict_entry_and_redraws_in_place():
+    favor = FavorAttention(8, 20)
+    assert list(favor.state_dict()) == ["projection"]
+    buffer, before = favor.projection, favor.projection.clone()
+    favor.redraw_projection(generator(12))
+    assert favor.projection is buffer and not torch.equal(before, favor.projection)
+    copy = FavorAttention(8, 20)
+    copy.load_state_dict(favor.state_dict())
+    x = torch.randn(1, 2, 5, 8)
+    assert torch.equal(copy(x, x, x), favor(x, x, x))
+    assert FavorAttention(64).nb_features == int(64 * math.log(64))
