@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
+from foundry_plugin_hybrid.config import PRESETS
 from foundry_plugin_hybrid.model import attention_mask
 
 import model_foundry
-from model_foundry import ConfigError, FoundryError
+from model_foundry import ConfigError, FoundryError, cli
 from model_foundry.config import load_config, load_model_config
 from model_foundry.modeling import causal_lm_loss, masked_lm_loss
 
@@ -51,14 +53,6 @@ def test_presets_have_the_documented_sizes():
             config.hidden_size, config.num_layers, config.num_heads, config.intermediate_size, config.max_length
         ) == sizes
         assert (config.task, config.mlm_weight, config.clm_weight) == ("both", 0.5, 0.5)
-
-
-def test_base_preset_has_two_stacks_and_two_heads_as_the_design_counts():
-    config = load_model_config({"architecture": "hybrid", "preset": "base", "vocab_size": 32000})
-    model = model_foundry.create_model(config, device="meta")
-    # The design document: embeddings 24.5M (shared) + encoder 84M + decoder 84M + heads 2 x 24M.
-    assert 235e6 < model.num_parameters() < 250e6
-    assert next(model.parameters()).device.type == "meta"
 
 
 def test_heads_must_divide_hidden_size_located(tmp_path):
@@ -114,6 +108,41 @@ def test_example_config_validates_and_trains_the_hybrid_objective():
 def test_building_without_vocab_size_says_what_to_set():
     with pytest.raises(FoundryError, match="set model.vocab_size"):
         model_foundry.create_model({"architecture": "hybrid", "preset": "tiny"})
+
+
+def expected_parameters(preset: str, vocab: int, tied: bool = False) -> int:
+    """The count the design implies: shared embeddings, two stacks of pre-LN blocks, two heads."""
+    p = PRESETS[preset]
+    hidden, inner = p["hidden_size"], p["intermediate_size"]
+    block = 4 * hidden * hidden + 4 * hidden + 2 * hidden * inner + inner + hidden + 4 * hidden
+    stack = p["num_layers"] * block + 2 * hidden
+    heads = 2 * vocab if tied else 2 * (hidden * vocab + vocab)
+    return (vocab + p["max_length"]) * hidden + 2 * stack + heads
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small", "base", "large"])
+def test_foundry_build_json_of_the_presets(tmp_path, capsys, preset):
+    path = write(tmp_path, f"model:\n  architecture: hybrid\n  preset: {preset}\n")
+    assert cli.main(["build", str(path), "--json", "--set", "model.vocab_size=32000"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["architecture"], summary["preset"], summary["device"]) == ("hybrid", preset, "meta")
+    assert summary["vocab_size"] == 32000
+    assert summary["num_parameters"] == expected_parameters(preset, 32000)
+    assert summary["memory"]["parameters"] == 4 * summary["num_parameters"]
+
+
+def test_foundry_build_shows_tied_heads(tmp_path, capsys):
+    path = write(tmp_path, "model:\n  architecture: hybrid\n  preset: small\n  vocab_size: 1000\n  tie_word_embeddings: true\n")
+    assert cli.main(["build", str(path), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["num_parameters"] == expected_parameters("small", 1000, tied=True)
+    assert {row["name"]: row["shared"] for row in summary["modules"]}["lm_head"] == ["token_embeddings"]
+
+
+def test_foundry_build_without_vocab_size_is_a_user_error(tmp_path, capsys):
+    path = write(tmp_path, "model:\n  architecture: hybrid\n  preset: tiny\n")
+    assert cli.main(["build", str(path)]) == 2
+    assert "set model.vocab_size" in capsys.readouterr().err
 
 
 # --- causality and padding -------------------------------------------------------------------
