@@ -1,0 +1,114 @@
+"""What a run tells the world: ``metrics.jsonl``, a progress bar or log lines, the loss-curve PNG."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from typing import Any, Mapping
+
+METRICS_FILE = "metrics.jsonl"
+LOSS_CURVE_FILE = "loss_curve.png"
+
+
+class MetricsLog:
+    """Appends one JSON object per line to ``metrics.jsonl`` in the output directory."""
+
+    def __init__(self, output_dir: str, resume_step: int | None):
+        self.path = os.path.join(output_dir, METRICS_FILE)
+        if resume_step is None:
+            self.records: list[dict[str, Any]] = []
+        else:
+            # Records after the checkpoint were logged by the interrupted run and will be logged again.
+            self.records = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
+        with open(self.path, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(record) + "\n" for record in self.records)
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        self.records.append(dict(record))
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def read_metrics(path: str) -> list[dict[str, Any]]:
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def format_record(record: Mapping[str, Any]) -> str:
+    """``step 40 | loss 5.1234 | lr 3.00e-04 | 1,234 tok/s``, or the eval line."""
+    if "eval_loss" in record:
+        return f"step {record['step']} | eval_loss {record['eval_loss']:.4f} | perplexity {record['perplexity']:.2f}"
+    return (
+        f"step {record['step']} | loss {record['loss']:.4f} | lr {record['lr']:.2e} | "
+        f"{record['tokens_per_sec']:,.0f} tok/s"
+    )
+
+
+class Progress:
+    """A tqdm bar (loss and tokens/s) on a terminal; plain log lines otherwise. Silent off the main process."""
+
+    def __init__(self, total: int, initial: int, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc="training", unit="step", dynamic_ncols=True)
+
+    def step(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def record(self, record: Mapping[str, Any]) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            print(format_record(record), flush=True)
+        elif "eval_loss" in record:
+            self.bar.write(format_record(record))
+        else:
+            self.bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_sec']:,.0f}")
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def plot_loss_curve(records: list[Mapping[str, Any]], path: str) -> str | None:
+    """Training and validation loss against steps, as a PNG; ``None`` when there is nothing to plot."""
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r and math.isfinite(r["eval_loss"])]
+    if not train and not evals:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
+    if train:
+        axes.plot([s for s, _ in train], [v for _, v in train], label="training loss")
+    if evals:
+        axes.plot([s for s, _ in evals], [v for _, v in evals], marker="o", label="validation loss")
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    staging = path + ".tmp.png"
+    figure.savefig(staging)
+    plt.close(figure)
+    os.replace(staging, path)
+    return path
