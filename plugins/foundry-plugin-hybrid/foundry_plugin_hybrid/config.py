@@ -39,7 +39,7 @@ class HybridConfig:
         False, doc="use the token embedding matrix as the weight of both output heads"
     )
     task: Literal["mlm", "clm", "both"] = option(
-        "both", doc="which branches forward runs and trains: mlm (encoder), clm (decoder) or both"
+        "both", doc="branches built and trained: mlm (encoder only; cannot generate), clm (decoder only) or both"
     )
     mlm_weight: float = option(0.5, doc="weight of the masked-LM loss when task is both", validator=non_negative)
     clm_weight: float = option(0.5, doc="weight of the causal-LM loss when task is both", validator=non_negative)

@@ -2,7 +2,7 @@
 
 Shared token and position embeddings feed two stacks of pre-LN transformer blocks: a
 bidirectional encoder with a masked-LM head and a causal decoder with a next-token LM
-head. ``task`` chooses the branches that run; with both, the loss is
+head. ``task`` chooses the branches that are built and run; with both, the loss is
 ``mlm_weight * mlm_loss + clm_weight * clm_loss``. Generation goes through the decoder
 with a key/value cache.
 """
@@ -20,7 +20,7 @@ from model_foundry.config import ModelConfig
 from model_foundry.errors import FoundryError
 from model_foundry.modeling import LanguageModel, ModelOutput, causal_lm_loss, masked_lm_loss
 
-TASKS = ("mlm", "clm", "both")
+BRANCHES = {"mlm": ("encoder",), "clm": ("decoder",), "both": ("encoder", "decoder")}  # what each task runs
 KeyValue = tuple[Tensor, Tensor]  # one layer's cached keys and values: (batch, heads, length, head_size)
 
 
@@ -119,13 +119,11 @@ class TransformerStack(nn.Module):
 class HybridModel(LanguageModel):
     """Shared embeddings -> (bidirectional encoder -> MLM head) and (causal decoder -> LM head).
 
-    ``forward`` takes the causal batch (``input_ids``, ``attention_mask``, ``labels``) and,
-    for the encoder, ``mlm_input_ids`` / ``mlm_labels`` (the ``hybrid`` collator makes
-    both). ``logits`` are the decoder's next-token logits (the encoder's when only the MLM
+    The config's ``task`` decides which branches exist. ``forward`` takes the causal batch
+    (``input_ids``, ``attention_mask``, ``labels``) and, for the encoder, ``mlm_input_ids`` /
+    ``mlm_labels`` (the ``hybrid`` collator makes both). ``logits`` are the decoder's next-token logits (the encoder's when only the MLM
     branch runs); ``mlm_logits``, ``clm_loss`` and ``mlm_loss`` are added when computed.
     """
-
-    supports_generation = True
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
@@ -133,10 +131,14 @@ class HybridModel(LanguageModel):
         self.token_embeddings = nn.Embedding(params.vocab_size, params.hidden_size)
         self.position_embeddings = nn.Embedding(params.max_length, params.hidden_size)
         self.embedding_dropout = nn.Dropout(params.dropout)
-        self.encoder = TransformerStack(params, causal=False)
-        self.decoder = TransformerStack(params, causal=True)
-        self.mlm_head = nn.Linear(params.hidden_size, params.vocab_size)
-        self.lm_head = nn.Linear(params.hidden_size, params.vocab_size)
+        # Only the task's branches are built: no idle parameters (which DDP rejects), and a
+        # model without a decoder honestly cannot generate.
+        branches = BRANCHES[params.task]
+        self.encoder = TransformerStack(params, causal=False) if "encoder" in branches else None
+        self.mlm_head = nn.Linear(params.hidden_size, params.vocab_size) if "encoder" in branches else None
+        self.decoder = TransformerStack(params, causal=True) if "decoder" in branches else None
+        self.lm_head = nn.Linear(params.hidden_size, params.vocab_size) if "decoder" in branches else None
+        self.supports_generation = self.decoder is not None
         self.apply(self._init_weights)
         self._tie_heads()
 
@@ -150,10 +152,13 @@ class HybridModel(LanguageModel):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
+    def _heads(self) -> list[str]:
+        return [name for name in ("mlm_head", "lm_head") if getattr(self, name) is not None]
+
     def _tie_heads(self) -> None:
         if self.config.tie_word_embeddings:
-            self.mlm_head.weight = self.token_embeddings.weight
-            self.lm_head.weight = self.token_embeddings.weight
+            for name in self._heads():
+                getattr(self, name).weight = self.token_embeddings.weight
 
     def embed(self, input_ids: Tensor, padding_mask: Optional[Tensor] = None, offset: int = 0) -> Tensor:
         """Token plus position embeddings; positions count real tokens only, so left padding shifts nothing."""
@@ -185,17 +190,22 @@ class HybridModel(LanguageModel):
         works); the decoder reads ``input_ids`` and is scored against ``labels``.
         """
         task = task or self.config.task
-        if task not in TASKS:
-            raise FoundryError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+        if task not in BRANCHES:
+            raise FoundryError(f"task must be one of {', '.join(BRANCHES)}, got {task!r}")
+        for branch in BRANCHES[task]:
+            if getattr(self, branch) is None:
+                raise FoundryError(
+                    f"task {task!r} needs the {branch}, which this model (built with task {self.config.task!r}) does not have"
+                )
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None  # no padding: keep SDPA's fast paths
         clm_logits = clm_loss = mlm_logits = mlm_loss = None
-        if task in ("clm", "both"):
+        if "decoder" in BRANCHES[task]:
             hidden, _ = self.decoder(self.embed(input_ids, attention_mask), attention_mask)
             clm_logits = self.lm_head(hidden)
             if labels is not None:
                 clm_loss = causal_lm_loss(clm_logits, labels)
-        if task in ("mlm", "both"):
+        if "encoder" in BRANCHES[task]:
             encoder_input = input_ids if mlm_input_ids is None else mlm_input_ids
             hidden, _ = self.encoder(self.embed(encoder_input, attention_mask), attention_mask)
             mlm_logits = self.mlm_head(hidden)
@@ -226,8 +236,8 @@ class HybridModel(LanguageModel):
     def resize_token_embeddings(self, new_num_tokens: int) -> nn.Embedding:
         """Grow or shrink the vocabulary; existing rows are kept, new rows freshly initialised."""
         self.token_embeddings = self._with_rows(self.token_embeddings, new_num_tokens)
-        self.mlm_head = self._with_rows(self.mlm_head, new_num_tokens)
-        self.lm_head = self._with_rows(self.lm_head, new_num_tokens)
+        for name in self._heads():
+            setattr(self, name, self._with_rows(getattr(self, name), new_num_tokens))
         self.config = self.config.evolve(vocab_size=new_num_tokens)
         self._tie_heads()
         return self.token_embeddings

@@ -260,20 +260,33 @@ def test_the_encoder_reads_the_masked_input():
     assert not torch.allclose(plain.mlm_logits, with_masked.mlm_logits)
 
 
-def test_single_task_trains_only_its_branch():
-    model = tiny_model(task="mlm").train()
+def test_a_single_task_builds_only_its_branch():
     ids = random_ids()
-    out = model(ids, labels=ids)  # a masked_lm batch: labels are the MLM targets
+    mlm = tiny_model(task="mlm")
+    assert mlm.decoder is None and mlm.lm_head is None and not mlm.supports_generation
+    out = mlm(ids, labels=ids)  # a masked_lm batch: labels are the MLM targets
     assert set(out) == {"loss", "logits", "mlm_logits", "mlm_loss"}
     torch.testing.assert_close(out.loss, masked_lm_loss(out.logits, ids))
-    out.loss.backward()
-    assert all(p.grad is None for p in model.decoder.parameters())
-    assert all(p.grad is not None for p in model.encoder.parameters())
+    with pytest.raises(FoundryError, match="does not support generation"):
+        mlm.generate(ids[:, :3], max_new_tokens=2)
+    with pytest.raises(FoundryError, match="task 'clm' needs the decoder, which this model .* does not have"):
+        mlm(ids, task="clm")
 
     clm = tiny_model(task="clm")
+    assert clm.encoder is None and clm.mlm_head is None and clm.supports_generation
     out = clm(ids, labels=ids)
     assert set(out) == {"loss", "logits", "clm_loss"}
     torch.testing.assert_close(out.loss, causal_lm_loss(out.logits, ids))
+    both = tiny_model()  # the two single-task models each hold a copy of the shared embeddings
+    assert mlm.num_parameters() + clm.num_parameters() == both.num_parameters() + both.get_input_embeddings().weight.numel() + 64 * 32
+
+
+def test_a_call_can_run_one_branch_of_a_both_model():
+    model = tiny_model().train()
+    ids = random_ids()
+    model(ids, labels=ids, task="mlm").loss.backward()
+    assert all(p.grad is None for p in model.decoder.parameters())
+    assert all(p.grad is not None for p in model.encoder.parameters())
 
 
 def test_unknown_task_in_forward_is_a_user_error():
