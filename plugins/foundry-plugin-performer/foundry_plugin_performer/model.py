@@ -394,11 +394,15 @@ def _bool_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
     return None if mask is None else mask.bool()
 
 
-def _causal_flag(stack: PerformerStack, use_causal_mask: bool) -> bool:
-    if not use_causal_mask and stack.block.attention_type == "causal_linear":
+def _causal_flag(stack: PerformerStack, use_causal_mask: bool | None) -> bool | None:
+    """Check a ``use_causal_mask`` request against the stack's attention (None keeps the stack's own)."""
+    kind = stack.block.attention_type
+    if use_causal_mask is False and kind == "causal_linear":
         raise FoundryError(
             "causal_linear attention is causal by construction; use_causal_mask=False needs attention_type softmax"
         )
+    if use_causal_mask and kind == "linear":
+        raise FoundryError("linear attention is bidirectional; a causal pass needs attention_type causal_linear or softmax")
     return use_causal_mask
 
 
@@ -452,9 +456,12 @@ class PerformerTokenModel(PerformerModel):
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-        **_: Any,
+        use_causal_mask: bool | None = None, **_: Any,
     ) -> ModelOutput:
-        hidden = self.stack(self.embedding_dropout(self.embeddings(input_ids)), mask=_bool_mask(attention_mask))
+        """``attention_mask`` is 1 on tokens, 0 on padding; ``use_causal_mask`` as in :class:`PerformerDecoder`."""
+        embedded = self.embedding_dropout(self.embeddings(input_ids))
+        causal = _causal_flag(self.stack, use_causal_mask)
+        hidden = self.stack(embedded, mask=_bool_mask(attention_mask), causal=causal)
         logits = self.lm_head(hidden)
         loss = None if labels is None else self.loss(logits, labels)
         return ModelOutput(loss=loss, logits=logits, hidden_states=hidden)

@@ -94,6 +94,19 @@ def test_use_causal_mask():
     assert not torch.allclose(causal[:, :5], bidirectional[:, :5], atol=1e-3)
     with pytest.raises(FoundryError, match="causal_linear attention is causal by construction"):
         build()(x, use_causal_mask=False)
+    with pytest.raises(FoundryError, match="linear attention is bidirectional"):
+        build("tiny-encoder", vocab_size=VOCAB)(torch.tensor([[1, 2]]), use_causal_mask=True)
+    lm = build(vocab_size=VOCAB)
+    ids = torch.randint(0, VOCAB, (1, 6))
+    assert torch.equal(lm(ids, use_causal_mask=True).logits, lm(ids).logits)
+
+
+def test_bf16_autocast_stays_finite():
+    model = build(vocab_size=VOCAB).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = model(torch.randint(0, VOCAB, (2, 33)), labels=torch.randint(0, VOCAB, (2, 33)))
+    assert torch.isfinite(output.logits.float()).all() and torch.isfinite(output.loss)
+    output.loss.backward()
 
 
 # --- padding ------------------------------------------------------------------------------------
