@@ -348,7 +348,7 @@ class PerformerEncoder(PerformerModel):
 
     def forward(self, input_embeddings: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``mask`` (batch, length) is True (or 1) on real positions; padded ones are never attended to."""
-        return self.encoder(input_embeddings, mask=_bool_mask(mask))
+        return self.encoder(_embeddings(input_embeddings, self.encoder, "input_embeddings"), mask=_bool_mask(mask))
 
 
 class PerformerDecoder(PerformerModel):
@@ -365,7 +365,8 @@ class PerformerDecoder(PerformerModel):
         self, x: torch.Tensor, use_causal_mask: bool = True, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``use_causal_mask=False`` runs softmax attention bidirectionally; causal_linear is always causal."""
-        return self.decoder(x, mask=_bool_mask(mask), causal=_causal_flag(self.decoder, use_causal_mask))
+        causal = _causal_flag(self.decoder, use_causal_mask)
+        return self.decoder(_embeddings(x, self.decoder, "x"), mask=_bool_mask(mask), causal=causal)
 
 
 class PerformerEncoderDecoder(PerformerModel):
@@ -385,9 +386,21 @@ class PerformerEncoderDecoder(PerformerModel):
         target_mask: torch.Tensor | None = None, use_causal_mask: bool = True,
     ) -> torch.Tensor:
         source_mask, target_mask = _bool_mask(source_mask), _bool_mask(target_mask)
-        memory = self.encoder(source, mask=source_mask)
+        memory = self.encoder(_embeddings(source, self.encoder, "source"), mask=source_mask)
         causal = _causal_flag(self.decoder, use_causal_mask)
+        target = _embeddings(target, self.decoder, "target")
         return self.decoder(target, mask=target_mask, context=memory, context_mask=source_mask, causal=causal)
+
+
+def _embeddings(x: torch.Tensor, stack: PerformerStack, name: str) -> torch.Tensor:
+    """``x`` itself, once it is checked to be float embeddings ``(batch, length, d_model)``."""
+    d_model = stack.block.d_model
+    if not torch.is_floating_point(x) or x.dim() != 3 or x.size(-1) != d_model:
+        raise FoundryError(
+            f"{name} must be float embeddings of shape (batch, length, {d_model}), got {x.dtype} {tuple(x.shape)}; "
+            "this model has no vocabulary: set model.vocab_size (or a tokenizer) to feed token ids"
+        )
+    return x
 
 
 def _bool_mask(mask: torch.Tensor | None) -> torch.Tensor | None:

@@ -298,6 +298,10 @@ def test_token_level_encoder_decoder_is_refused_by_the_builder():
 def test_embedding_level_model_has_no_token_embeddings():
     with pytest.raises(FoundryError, match="set model.vocab_size"):
         build().get_input_embeddings()
+    with pytest.raises(FoundryError, match=r"x must be float embeddings of shape \(batch, length, 32\), got torch.int64"):
+        build()(torch.tensor([[1, 2, 3]]), use_causal_mask=True)
+    with pytest.raises(FoundryError, match=r"input_embeddings must be .* got torch.float32 \(1, 3, 16\)"):
+        build("tiny-encoder")(torch.randn(1, 3, 16))
 
 
 def test_resize_token_embeddings_keeps_rows_and_ties():
