@@ -104,6 +104,32 @@ class FavorFeatures(NamedTuple):
     log_scale: torch.Tensor
 
 
+class _ShiftedExp(torch.autograd.Function):
+    """``exp(logits - max(logits)) + eps`` over the last dimension, computed in place.
+
+    The logits are a fresh product that nothing else needs, so the three element-wise passes
+    reuse their memory, and only the result is kept for the backward pass (which the attention
+    products keep anyway): ``d features / d logits = features - eps`` with the shift detached.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        shift = logits.amax(dim=-1, keepdim=True)
+        features = logits.sub_(shift).exp_()
+        if eps:
+            features.add_(eps)
+        ctx.mark_dirty(logits)
+        ctx.mark_non_differentiable(shift)
+        ctx.save_for_backward(features)
+        ctx.eps = eps
+        return features, shift.squeeze(-1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor, _: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (features,) = ctx.saved_tensors
+        return (features - ctx.eps).mul_(grad), None
+
+
 def favor_features(x: torch.Tensor, projection: torch.Tensor, *, eps: float = 1e-4) -> FavorFeatures:
     """The positive softmax-kernel features of ``x`` (..., n, d) for ``projection`` (m, d).
 
@@ -113,13 +139,9 @@ def favor_features(x: torch.Tensor, projection: torch.Tensor, *, eps: float = 1e
     Queries and keys use the same map; only what attention does with ``log_scale`` differs.
     """
     dim = x.shape[-1]
-    projection = projection.to(x.dtype) * dim**-0.25
-    logits = x @ projection.transpose(-1, -2)
+    logits = x @ (projection.to(x.dtype) * dim**-0.25).transpose(-1, -2)
     # The shift is a stabiliser: it is detached, and added back exactly through log_scale.
-    shift = logits.detach().amax(dim=-1)
-    features = torch.exp(logits - shift.unsqueeze(-1))
-    if eps:
-        features = features + eps
+    features, shift = _ShiftedExp.apply(logits, eps)
     squared_norm = x.square().sum(dim=-1)
     log_scale = shift - squared_norm / (2 * math.sqrt(dim)) - 0.5 * math.log(projection.shape[0])
     return FavorFeatures(features, log_scale)
@@ -177,7 +199,7 @@ def linear_attention(
     """
     values, log_scale = _prepare_keys(v, k_log_scale, key_padding_mask, k.shape)
     weights = torch.exp(log_scale - log_scale.detach().amax(dim=-1, keepdim=True))
-    summary = (k * weights.unsqueeze(-1)).transpose(-1, -2) @ values  # (..., m, d + 1)
+    summary = k.transpose(-1, -2) @ (values * weights.unsqueeze(-1))  # (..., m, d + 1)
     return _normalise(q @ summary)
 
 
@@ -211,6 +233,43 @@ class CausalLinearState:
     def normalizer(self) -> torch.Tensor:
         """``z = sum_j w_j phi(k_j)`` (..., m)."""
         return self.summary[..., -1]
+
+
+class _PrefixSummaries(torch.autograd.Function):
+    """The summaries before each chunk: ``S_0 = initial``, ``S_{c+1} = carry_c S_c + gain_c K_c``.
+
+    ``carry`` and ``gain`` (..., chunks) are stabiliser rescalings, constants for autograd. A
+    scan with its own backward (the same recurrence run in reverse) writes all summaries into one
+    tensor and keeps nothing else, where autograd would also keep every intermediate.
+    Returns the summaries before each chunk (..., chunks, m, e) and the one after the last.
+    """
+
+    @staticmethod
+    def forward(
+        ctx, initial: torch.Tensor, chunk_summaries: torch.Tensor, carry: torch.Tensor, gain: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        carry, gain = carry[..., None, None], gain[..., None, None]
+        previous = torch.empty_like(chunk_summaries)
+        previous[..., 0, :, :] = initial
+        for index in range(chunk_summaries.shape[-3] - 1):
+            following = previous[..., index + 1, :, :]
+            torch.mul(previous[..., index, :, :], carry[..., index, :, :], out=following)
+            following.addcmul_(chunk_summaries[..., index, :, :], gain[..., index, :, :])
+        last = previous[..., -1, :, :] * carry[..., -1, :, :]
+        ctx.save_for_backward(carry, gain)
+        return previous, last.addcmul_(chunk_summaries[..., -1, :, :], gain[..., -1, :, :])
+
+    @staticmethod
+    def backward(
+        ctx, grad_previous: torch.Tensor, grad_final: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, None, None]:
+        carry, gain = ctx.saved_tensors
+        grad_chunks = torch.empty_like(grad_previous)
+        running = grad_final.clone()
+        for index in reversed(range(grad_previous.shape[-3])):
+            torch.mul(running, gain[..., index, :, :], out=grad_chunks[..., index, :, :])
+            running.mul_(carry[..., index, :, :]).add_(grad_previous[..., index, :, :])
+        return running, grad_chunks, None, None
 
 
 def causal_linear_attention_with_state(
@@ -254,22 +313,18 @@ def causal_linear_attention_with_state(
 
     # Within a chunk: query i weighs key j <= i by exp(log_scale_j - running_i) <= 1.
     causal = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
-    exponent = (log_scale.unsqueeze(-2) - running.unsqueeze(-1)).masked_fill(~causal, -math.inf)
-    out = ((q @ k.transpose(-1, -2)) * exponent.exp()) @ values
+    decay = (log_scale.unsqueeze(-2) - running.unsqueeze(-1)).masked_fill_(~causal, -math.inf).exp_()
+    out = ((q @ k.transpose(-1, -2)) * decay) @ values
 
     # Across chunks: each chunk's keys summarised at its own maximum, then summed in order.
-    chunk_summaries = (k * torch.exp(log_scale - chunk_max.unsqueeze(-1)).unsqueeze(-1)).transpose(-1, -2) @ values
-    carry = torch.exp(before[..., :-1] - before[..., 1:])[..., None, None]
-    gain = torch.exp(chunk_max - before[..., 1:])[..., None, None]
-    summary, summaries = state.summary, []
-    for index in range(chunks):
-        summaries.append(summary)
-        summary = torch.addcmul(summary * carry[..., index, :, :], chunk_summaries[..., index, :, :], gain[..., index, :, :])
-    previous = torch.stack(summaries, dim=-3)
-    out = out + (q @ previous) * torch.exp(before[..., :-1].unsqueeze(-1) - running).unsqueeze(-1)
-
+    chunk_summaries = k.transpose(-1, -2) @ (values * torch.exp(log_scale - chunk_max.unsqueeze(-1)).unsqueeze(-1))
+    carry = torch.exp(before[..., :-1] - before[..., 1:])
+    gain = torch.exp(chunk_max - before[..., 1:])
+    previous, final = _PrefixSummaries.apply(state.summary, chunk_summaries, carry, gain)
+    inter = q @ previous
+    out = torch.addcmul(out, inter, torch.exp(before[..., :-1].unsqueeze(-1) - running).unsqueeze(-1))
     out = _normalise(out).flatten(-3, -2)[..., :n, :]
-    return out, CausalLinearState(summary, before[..., -1])
+    return out, CausalLinearState(final, before[..., -1])
 
 
 def causal_linear_attention(
@@ -353,9 +408,8 @@ class FavorAttention(nn.Module):
     @torch.no_grad()
     def redraw_projection(self, generator: torch.Generator | None = None) -> None:
         """Draw a new projection into the existing buffer (same tensor, device and dtype)."""
-        self.projection.copy_(
-            orthogonal_gaussian_projection(self.nb_features, self.dim_head, generator=generator, device=self.projection.device)
-        )
+        drawn = orthogonal_gaussian_projection(self.nb_features, self.dim_head, generator=generator)
+        self.projection.copy_(drawn)
 
     def _features(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, FavorFeatures]:
         dtype = torch.promote_types(q.dtype, torch.float32)

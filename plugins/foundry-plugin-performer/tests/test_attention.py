@@ -127,6 +127,17 @@ def test_gradients_pass_gradcheck():
     inputs = random_features(1, 2, 11, 5, 3, requires_grad=True)
     assert torch.autograd.gradcheck(lambda q, k, v, s: causal_linear_attention(q, k, v, 4, k_log_scale=s), inputs)
     assert torch.autograd.gradcheck(lambda q, k, v, s: linear_attention(q, k, v, k_log_scale=s), inputs)
+    initial = torch.rand(1, 2, 5, 4, generator=generator(4), dtype=F64, requires_grad=True)
+    start = torch.tensor([[0.5, -1.0]], dtype=F64)
+
+    def continued(q, k, v, s, summary):
+        """Outputs after a given state, and after the state it leaves (states alone are stabiliser-relative)."""
+        state = CausalLinearState(summary, start)
+        out, state = causal_linear_attention_with_state(q, k, v, 4, k_log_scale=s, state=state)
+        more, _ = causal_linear_attention_with_state(q, k, v, 4, k_log_scale=s, state=state)
+        return out, more
+
+    assert torch.autograd.gradcheck(continued, (*inputs, initial))
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -219,7 +230,8 @@ def test_functional_step_state_matches_chunked_final_state():
     _, chunked = causal_linear_attention_with_state(q, k, v, 4, k_log_scale=log_scale)
     state = CausalLinearState.empty((1, 2), 6, 3, dtype=F64)
     for t in range(9):
-        _, state = causal_linear_attention_step(q[..., t, :], k[..., t, :], v[..., t, :], state, k_log_scale_t=log_scale[..., t])
+        position = (q[..., t, :], k[..., t, :], v[..., t, :])
+        _, state = causal_linear_attention_step(*position, state, k_log_scale_t=log_scale[..., t])
     torch.testing.assert_close(state.max_log_scale, chunked.max_log_scale)
     torch.testing.assert_close(state.context, chunked.context)
     torch.testing.assert_close(state.normalizer, chunked.normalizer)
