@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import attrs
+
 from model_foundry.commands._output import print_json, print_table
 from model_foundry.config import find_architecture
 from model_foundry.errors import ConfigError, Problem
@@ -24,7 +26,8 @@ def run(args) -> int:
         raise ConfigError(Problem(found))
     schema = found.schema
     fields = [
-        {"name": name, "type": type_name(kind), "default": unstructure(default), "doc": doc}
+        {"name": name, "type": type_name(kind), "required": default is attrs.NOTHING,
+         "default": None if default is attrs.NOTHING else unstructure(default), "doc": doc}
         for name, kind, default, doc in iter_fields(schema.config_class)
     ]
     if args.json:
@@ -37,7 +40,7 @@ def run(args) -> int:
           f"   modality: {record['modality']}")
     print(f"presets: {', '.join(schema.presets) or '-'}\n")
     print_table(
-        [[f["name"], f["type"], _yaml_value(f["default"]), f["doc"]] for f in fields],
+        [[f["name"], f["type"], "(required)" if f["required"] else _yaml_value(f["default"]), f["doc"]] for f in fields],
         ["field", "type", "default", "description"],
     )
     return 0
