@@ -191,10 +191,16 @@ def _accelerator(training: TrainingConfig) -> Any:
         precision = "no"
     trackers = _available_trackers(training.report_to)
     return Accelerator(
+        cpu=not _has_accelerator_device(),  # without it Accelerate ignores torchrun's processes on a CPU-only machine
         mixed_precision=precision,
         log_with=trackers or None,
         project_dir=training.output_dir if trackers else None,
     )
+
+
+def _has_accelerator_device() -> bool:
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or bool(xpu and xpu.is_available()) or torch.backends.mps.is_available()
 
 
 def _available_trackers(names: list[str]) -> list[str]:
@@ -337,12 +343,12 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
         if data.validation is None:
             return None
         loss_sum, count = evaluate(
-            unwrapped, data.validation, _eval_collator(training, tokenizer, create_collator), training.batch_size,
+            unwrapped, data.validation, eval_collator(training, tokenizer, create_collator), training.batch_size,
             accelerator.device, training.eval_batches, rank, world, autocast=accelerator.autocast,
         )
         totals = accelerator.reduce(torch.tensor([loss_sum, count], dtype=torch.float64, device=accelerator.device), "sum")
         eval_loss = float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
-        return {"step": step, "eval_loss": eval_loss, "perplexity": _perplexity(eval_loss), "elapsed": round(elapsed(), 3)}
+        return {"step": step, "eval_loss": eval_loss, "perplexity": perplexity(eval_loss), "elapsed": round(elapsed(), 3)}
 
     def checkpoint(metrics_now: Mapping[str, Any]) -> str:
         rng = gather_object([capture_rng(collator_generator if masking else None)])
@@ -450,11 +456,11 @@ def _record(record: Mapping[str, Any], metrics: MetricsLog | None, progress: Pro
         accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
 
 
-def _perplexity(loss: float) -> float:
+def perplexity(loss: float) -> float:
     return math.exp(loss) if loss < 700 else float("inf")
 
 
-def _eval_collator(training: TrainingConfig, tokenizer: Any, create_collator: Callable[..., Any]) -> Any:
+def eval_collator(training: TrainingConfig, tokenizer: Any, create_collator: Callable[..., Any]) -> Any:
     """A collator for evaluation; masking draws from its own fixed-seed generator, so every
     evaluation masks the same positions and training's random streams are untouched."""
     if training.objective not in MASKING_OBJECTIVES:

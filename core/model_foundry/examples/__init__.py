@@ -1,0 +1,1 @@
+"""Small, runnable data preparations for the example configs (``python -m model_foundry.examples.<name>``)."""
