@@ -102,3 +102,27 @@ def _nearest_multiple(value: int, factor: int) -> int:
 def _nearest_divisor(value: int, near: int) -> int:
     divisors = [d for d in range(1, value + 1) if value % d == 0]
     return min(divisors, key=lambda d: (abs(d - near), d))
+
+
+def _sizes(layers: int, hidden: int, heads: int, intermediate: int, length: int, dropout: float = 0.1) -> dict:
+    return {
+        "transformer": {
+            "layers": layers,
+            "hidden_size": hidden,
+            "attention_heads": heads,
+            "intermediate_hidden_size": intermediate,
+            "max_position_embeddings": length,
+            "dropout": dropout,
+            "attention_dropout": dropout,
+        }
+    }
+
+
+# The sizes of the GPT-2 / BERT architectures guide, as presets of a `transformer:` block;
+# "tiny" is for tests and smoke runs.
+TRANSFORMER_PRESETS = {
+    "tiny": _sizes(layers=2, hidden=64, heads=4, intermediate=256, length=128, dropout=0.0),
+    "small": _sizes(layers=6, hidden=512, heads=8, intermediate=2048, length=256),
+    "base": _sizes(layers=12, hidden=768, heads=12, intermediate=3072, length=512),
+    "large": _sizes(layers=24, hidden=1024, heads=16, intermediate=4096, length=1024),
+}

@@ -7,7 +7,7 @@ from typing import Literal
 
 import attrs
 
-from model_foundry.blocks import TransformerConfig, require_embedding_size_equal_hidden
+from model_foundry.blocks import TRANSFORMER_PRESETS, TransformerConfig, require_embedding_size_equal_hidden
 from model_foundry.schema import option, positive
 
 
@@ -38,24 +38,5 @@ class BertConfig:
         yield from require_embedding_size_equal_hidden(self.transformer, "bert")
 
 
-def _preset(layers: int, hidden: int, heads: int, intermediate: int, length: int, dropout: float = 0.1) -> dict:
-    return {
-        "transformer": {
-            "layers": layers,
-            "hidden_size": hidden,
-            "attention_heads": heads,
-            "intermediate_hidden_size": intermediate,
-            "max_position_embeddings": length,
-            "dropout": dropout,
-            "attention_dropout": dropout,
-        }
-    }
-
-
-# Sizes of the GPT-2 / BERT architectures guide; "tiny" is for tests and smoke runs.
-PRESETS = {
-    "tiny": _preset(layers=2, hidden=64, heads=4, intermediate=256, length=128, dropout=0.0),
-    "small": _preset(layers=6, hidden=512, heads=8, intermediate=2048, length=256),
-    "base": _preset(layers=12, hidden=768, heads=12, intermediate=3072, length=512),
-    "large": _preset(layers=24, hidden=1024, heads=16, intermediate=4096, length=1024),
-}
+# The sizes of the GPT-2 / BERT architectures guide, shared by both plugins.
+PRESETS = TRANSFORMER_PRESETS
