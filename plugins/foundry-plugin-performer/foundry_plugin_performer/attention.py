@@ -142,7 +142,7 @@ def favor_features(x: torch.Tensor, projection: torch.Tensor, *, eps: float = 1e
     logits = x @ (projection.to(x.dtype) * dim**-0.25).transpose(-1, -2)
     # The shift is a stabiliser: it is detached, and added back exactly through log_scale.
     features, shift = _ShiftedExp.apply(logits, eps)
-    squared_norm = x.square().sum(dim=-1)
+    squared_norm = torch.linalg.vector_norm(x, dim=-1).square()
     log_scale = shift - squared_norm / (2 * math.sqrt(dim)) - 0.5 * math.log(projection.shape[0])
     return FavorFeatures(features, log_scale)
 
