@@ -45,7 +45,9 @@ class TokenizerConfig:
 class DataConfig:
     """Where the text comes from and how it is cut into training blocks."""
 
-    train_files: list[str] = option(factory=list, doc="training files: plain text or JSONL (globs allowed)")
+    train_files: list[str] = option(
+        factory=list, doc="training files: plain text or JSONL (globs allowed; relative paths start at the working directory)"
+    )
     validation_files: list[str] = option(factory=list, doc="validation files; empty means split off validation_fraction")
     validation_fraction: float = option(0.05, doc="share of training documents held out when no validation_files", validator=probability)
     format: Literal["auto", "text", "jsonl"] = option("auto", doc="file format; auto picks jsonl for .jsonl/.json files")
@@ -65,7 +67,7 @@ class TrainingConfig:
     """The training loop: objective, optimisation, schedule, logging and checkpoints."""
 
     objective: str = option("causal_lm", doc="training objective: causal_lm, masked_lm, hybrid (a collator name)")
-    mlm_probability: float = option(0.15, doc="share of tokens selected for masking (masked_lm)", validator=probability)
+    mlm_probability: float = option(0.15, doc="share of tokens selected for masking (masked_lm, hybrid)", validator=probability)
     max_steps: int = option(1000, doc="optimizer steps to train for", validator=positive)
     batch_size: int = option(16, doc="blocks per micro-batch on each process", validator=positive)
     gradient_accumulation_steps: int = option(1, doc="micro-batches per optimizer step", validator=positive)
