@@ -6,6 +6,7 @@ data-parallel with no change. Ctrl-C saves a checkpoint and exits with code 130.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from model_foundry.commands.validate import add_set_argument
@@ -27,6 +28,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from model_foundry.training import train
+    from model_foundry.training.reporting import LOSS_CURVE_FILE, METRICS_FILE
 
     config = load_config(args.config, args.overrides)
     result = train(config, resume=args.resume, overrides=tuple(args.overrides))
@@ -37,13 +39,15 @@ def run(args) -> int:
             file=sys.stderr,
         )
         return INTERRUPTED_EXIT
+    if result.final is None:  # not the main process: it wrote nothing
+        return 0
     summary = result.last_metrics
-    lines = [f"trained {result.step} steps in {summary.get('elapsed', 0):.1f}s"]
+    print(f"done: {result.step} steps in {summary.get('elapsed', 0):.1f}s")
     if "loss" in summary:
-        lines.append(f"final loss {summary['loss']:.4f}")
-    if "eval_loss" in summary:
-        lines.append(f"validation loss {summary['eval_loss']:.4f}, perplexity {summary['perplexity']:.2f}")
-    if result.final:
-        lines.append(f"model saved to {result.final}")
-        print("; ".join(lines))
+        line = f"final training loss {summary['loss']:.4f}"
+        if "eval_loss" in summary:
+            line += f" | validation loss {summary['eval_loss']:.4f}, perplexity {summary['perplexity']:.2f}"
+        print(line)
+    print(f"model saved to {result.final}")
+    print(f"metrics: {os.path.join(result.output_dir, METRICS_FILE)}; loss curve: {os.path.join(result.output_dir, LOSS_CURVE_FILE)}")
     return 0
