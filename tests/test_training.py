@@ -199,8 +199,10 @@ def test_resume_in_process_matches_an_uninterrupted_run(tmp_path, tiny_registry,
     expected = losses_of(tmp_path / "run")
     shutil.rmtree(tmp_path / "run" / "checkpoint-40")
     shutil.rmtree(tmp_path / "run" / "final")
+    (tmp_path / "run" / ".checkpoint-40.tmp-killed").mkdir()  # a write cut short by SIGKILL
     resumed = train(config, resume=True)
     assert resumed.step == 40 and losses_of(tmp_path / "run") == expected
+    assert not (tmp_path / "run" / ".checkpoint-40.tmp-killed").exists()
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
         assert (a == b).all()
 

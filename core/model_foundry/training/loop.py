@@ -37,6 +37,8 @@ from model_foundry.training.state import (
 )
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+# What atomic_directory leaves behind when a process is killed in the middle of a write.
+STAGING_PATTERN = re.compile(r"^\.(checkpoint-\d+|final)\.(tmp|old)-")
 FINAL_DIR = "final"
 MASKING_OBJECTIVES = ("masked_lm", "hybrid")
 
@@ -213,15 +215,17 @@ def _available_trackers(names: list[str]) -> list[str]:
     return [name for name in names if name in available]
 
 
-def _start_afresh(output_dir: str) -> list[str]:
-    """Remove the outputs of an earlier run in ``output_dir`` (only the files a run writes)."""
-    removed = [path for _, path in list_checkpoints(output_dir)]
-    for name in (FINAL_DIR, METRICS_FILE, LOSS_CURVE_FILE):
-        if os.path.exists(os.path.join(output_dir, name)):
-            removed.append(os.path.join(output_dir, name))
-    for path in removed:
-        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-    return removed
+def _clean_output_dir(output_dir: str, afresh: bool) -> None:
+    """Remove half-written checkpoints of a killed run and, when starting afresh, an earlier run's outputs."""
+    doomed = [os.path.join(output_dir, name) for name in os.listdir(output_dir) if STAGING_PATTERN.match(name)]
+    if afresh:
+        doomed += [path for _, path in list_checkpoints(output_dir)]
+        doomed += [os.path.join(output_dir, name) for name in (FINAL_DIR, METRICS_FILE, LOSS_CURVE_FILE)]
+    for path in doomed:
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.exists(path):
+            os.remove(path)
 
 
 def _with_vocab(model: ModelConfig, tokenizer: Any, config: FoundryConfig, overrides: tuple[str, ...]) -> ModelConfig:
@@ -326,8 +330,7 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
 
     if main:
         os.makedirs(output_dir, exist_ok=True)
-        if not resume_from:
-            _start_afresh(output_dir)
+        _clean_output_dir(output_dir, afresh=not resume_from)
     metrics = MetricsLog(output_dir, step if resume_from else None) if main else None
     if training.report_to and main:
         accelerator.init_trackers(os.path.basename(output_dir), config=config.to_dict().get("training", {}))
