@@ -367,3 +367,13 @@ def test_two_process_ddp_ends_with_equal_weights(tmp_path):
     logged = records(tmp_path / "run")
     assert [r["step"] for r in logged if "loss" in r] == [5, 10, 12]
     assert "2 process(es)" in done.stdout
+
+
+def test_bf16_and_missing_trackers_still_train(tmp_path, tiny_registry, capsys):
+    from model_foundry.training import train
+
+    result = train(load_config(write_config(tmp_path), [
+        "training.max_steps=4", "training.eval_every=2", "training.mixed_precision=bf16", "training.report_to=[no-such-tracker]",
+    ]))
+    assert result.step == 4 and all(r["loss"] == r["loss"] for r in records(tmp_path / "run") if "loss" in r)
+    assert "warning: training.report_to: no-such-tracker not installed; skipped" in capsys.readouterr().err

@@ -26,8 +26,9 @@ class ModelOutput(dict):
 
     _FIELDS = ("loss", "logits", "hidden_states", "attentions")
 
-    def __init__(self, **fields: Any):
-        super().__init__((k, v) for k, v in fields.items() if v is not None)
+    def __init__(self, fields: Any = None, /, **more: Any):
+        # Also built from a mapping, like dict: Accelerate's mixed precision rebuilds outputs as type(out)({...}).
+        super().__init__((k, v) for k, v in {**(fields or {}), **more}.items() if v is not None)
 
     def __getattr__(self, name: str) -> Any:
         if name in self:

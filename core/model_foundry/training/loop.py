@@ -13,8 +13,8 @@ import os
 import re
 import shutil
 import signal
+import sys
 import time
-import warnings
 from typing import Any, Callable, Mapping
 
 import attrs
@@ -65,6 +65,11 @@ class TrainResult:
     checkpoint: str | None  # the newest training checkpoint written
     final: str | None  # output_dir/final, when training finished
     last_metrics: Mapping[str, Any]
+
+
+def warn(message: str) -> None:
+    """A user-facing warning on stderr (once per process: every process of a DDP run may have its own)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 # --- finding checkpoints ---------------------------------------------------------------------
@@ -186,10 +191,15 @@ def _sections(config: FoundryConfig) -> tuple[ModelConfig, TokenizerConfig, Data
 
 def _accelerator(training: TrainingConfig) -> Any:
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    # Each run sets its own precision, also when one process runs several (tests, notebooks);
+    # the process group (PartialState) is kept.
+    AcceleratorState._reset_state()
 
     precision = training.mixed_precision
     if precision == "fp16" and not torch.cuda.is_available():
-        warnings.warn("training.mixed_precision fp16 needs a CUDA device; training in full precision", stacklevel=2)
+        warn("training.mixed_precision fp16 needs a CUDA device; training in full precision")
         precision = "no"
     trackers = _available_trackers(training.report_to)
     return Accelerator(
@@ -211,7 +221,7 @@ def _available_trackers(names: list[str]) -> list[str]:
     available = {str(t) for t in installed}
     missing = [name for name in names if name not in available]
     if missing:
-        warnings.warn(f"training.report_to: {', '.join(missing)} not installed; skipped", stacklevel=2)
+        warn(f"training.report_to: {', '.join(missing)} not installed; skipped")
     return [name for name in names if name in available]
 
 
@@ -322,7 +332,7 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
         optimizer.load_state_dict(optimizer_state)
         scheduler.load_state_dict(state["scheduler"])
         if len(rng_states) != world:
-            warnings.warn(f"resuming {len(rng_states)}-process state on {world} process(es): not bit-exact", stacklevel=2)
+            warn(f"resuming {len(rng_states)}-process random state on {world} process(es): not bit-exact")
         restore_rng(rng_states[rank % len(rng_states)], collator_generator if masking else None)
     unwrapped = accelerator.unwrap_model(model)
     custom = get_registry().training_steps.get(model_config.architecture)
