@@ -18,6 +18,16 @@ from model_foundry.config import ModelConfig
 from model_foundry.errors import FoundryError
 
 
+def require_vocab_size(config: ModelConfig) -> int:
+    """The config's vocabulary size, or a user error saying how to give one (for builders)."""
+    if config.vocab_size is None:
+        raise FoundryError(
+            f"{config.architecture} needs a vocabulary size: set model.vocab_size, or give the config a tokenizer "
+            "section (in Python: model_config.evolve(vocab_size=len(tokenizer)))"
+        )
+    return config.vocab_size
+
+
 class ModelOutput(dict):
     """A model's output: read fields as attributes or as keys (``out.loss``, ``out["loss"]``).
 

@@ -88,8 +88,7 @@ MODEL = '''\
 import torch
 from torch import nn
 
-from model_foundry.errors import FoundryError
-from model_foundry.modeling import LanguageModel, ModelOutput, causal_lm_loss
+from model_foundry.modeling import LanguageModel, ModelOutput, causal_lm_loss, require_vocab_size
 
 
 class {cls}Model(LanguageModel):
@@ -129,8 +128,7 @@ class {cls}Model(LanguageModel):
 
 
 def build(config):
-    if config.params.vocab_size is None:
-        raise FoundryError("{name}: set model.vocab_size, or give the config a tokenizer section")
+    require_vocab_size(config)
     return {cls}Model(config)
 '''
 

@@ -21,7 +21,7 @@ from model_foundry.hf import (
     import_transformers,
     read_transformers_config,
 )
-from model_foundry.modeling import ModelOutput, masked_lm_loss
+from model_foundry.modeling import ModelOutput, masked_lm_loss, require_vocab_size
 
 BERT_LAYER_NORM_EPS = 1e-12
 
@@ -111,11 +111,7 @@ class BertLanguageModel(TransformersLanguageModel):
 
 
 def build(config: ModelConfig) -> BertLanguageModel:
-    if config.vocab_size is None:
-        raise FoundryError(
-            "bert needs a vocabulary size: set model.vocab_size, or give the config a tokenizer section "
-            "(or build it with a trained tokenizer: config.evolve(vocab_size=len(tokenizer)))"
-        )
+    require_vocab_size(config)
     return BertLanguageModel(config)
 
 

@@ -20,7 +20,7 @@ from model_foundry.hf import (
     import_transformers,
     read_transformers_config,
 )
-from model_foundry.modeling import ModelOutput, causal_lm_loss
+from model_foundry.modeling import ModelOutput, causal_lm_loss, require_vocab_size
 
 GPT2_LAYER_NORM_EPS = 1e-5
 
@@ -90,11 +90,7 @@ class GPT2LanguageModel(TransformersLanguageModel):
 
 
 def build(config: ModelConfig) -> GPT2LanguageModel:
-    if config.vocab_size is None:
-        raise FoundryError(
-            "gpt2 needs a vocabulary size: set model.vocab_size, or give the config a tokenizer section "
-            "(or build it with a trained tokenizer: config.evolve(vocab_size=len(tokenizer)))"
-        )
+    require_vocab_size(config)
     return GPT2LanguageModel(config)
 
 
