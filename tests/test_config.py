@@ -75,7 +75,7 @@ def test_overrides_are_typed_and_win(tmp_path):
          ":5:14: model.block.dropout: must be in [0, 1), got 1.5"),
         ("training:\n  objective: causal_llm\n", ":2:14: training.objective: unknown objective 'causal_llm'; did you mean 'causal_lm'?"),
         ("model:\n  architecture: toy\n  preset: tiny\n  bidirectional: true\ntraining:\n  objective: causal_lm\n",
-         ":6:14: training.objective: toy cannot train 'causal_lm' with this config; it supports: masked_lm"),
+         ":6:14: training.objective: toy cannot train 'causal_lm' with these settings, only masked_lm"),
         ("tokenizer:\n  tokenizer_type: wordpeice\n", ":2:19: tokenizer.tokenizer_type: unknown tokenizer type 'wordpeice'; did you mean 'wordpiece'?"),
         ("training:\n  max_steps: 5\n  warmup_steps: 10\n", ":3:17: training.warmup_steps: must not exceed max_steps (5)"),
         ("model:\n  architecture: toy\n  preset: tiny\nmodel:\n  architecture: toy\n", ":4:1: duplicate key 'model'"),

@@ -385,10 +385,16 @@ def _check_choices(structurer: Structurer, values: Mapping[str, Any], registry: 
     elif training is not None and model is not None:
         allowed = objectives_of(model, registry)
         if allowed and training.objective not in allowed:
-            structurer.problem(
-                ("training", "objective"),
-                f"{model.architecture} cannot train {training.objective!r} with this config; it supports: {', '.join(allowed)}",
+            found = find_architecture(model.architecture, registry)
+            general = found.schema.capabilities.objectives if isinstance(found, Architecture) else ()
+            arch, objective, supported = model.architecture, training.objective, ", ".join(allowed)
+            message = (
+                f"{arch} cannot train {objective!r} with these settings, only {supported}; "
+                f"other {arch} settings can (see `foundry info {arch}`)"
+                if objective in general
+                else f"{arch} cannot train {objective!r}; it supports: {supported}"
             )
+            structurer.problem(("training", "objective"), message)
 
 
 def load_config(

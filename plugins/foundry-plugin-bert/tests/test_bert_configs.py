@@ -25,7 +25,7 @@ training:
 
 CASES = {
     "causal objective": (("objective: masked_lm", "objective: causal_lm"), ":13:14: training.objective:",
-                         "bert cannot train 'causal_lm' with this config; it supports: masked_lm"),
+                         "bert cannot train 'causal_lm'; it supports: masked_lm"),
     "unknown pooler": (("pooler_type: first", "pooler_type: frist"), ":9:18: model.bert.pooler_type:",
                        "did you mean 'first'?"),
     "no segment embeddings": (("type_vocab_size: 2", "type_vocab_size: 0"), ":8:22: model.bert.type_vocab_size:",

@@ -16,7 +16,7 @@ def foundry_config_schemas() -> list[ArchitectureSchema]:
             family="transformer",
             description="GPT/BERT hybrid: shared embeddings, bidirectional MLM encoder and causal LM decoder",
             presets=PRESETS,
-            capabilities=Capabilities(objectives=("hybrid",), supports_generation=True),
+            capabilities=Capabilities(objectives=("hybrid", "causal_lm", "masked_lm"), supports_generation=True),
         )
     ]
 

@@ -95,7 +95,7 @@ def test_objectives_follow_the_task(tmp_path, task, objective, allowed):
     if allowed:
         assert load_config(path).training.objective == objective
     else:
-        with pytest.raises(ConfigError, match=f"hybrid cannot train '{objective}' with this config"):
+        with pytest.raises(ConfigError, match=f"hybrid cannot train '{objective}' with these settings"):
             load_config(path)
 
 

@@ -204,7 +204,7 @@ def test_objectives_follow_model_type(tmp_path):
         model: {architecture: performer, preset: tiny-encoder}
         training: {objective: causal_lm}
     """)
-    with pytest.raises(ConfigError, match="performer cannot train 'causal_lm' with this config; it supports: masked_lm"):
+    with pytest.raises(ConfigError, match="performer cannot train 'causal_lm' with these settings, only masked_lm"):
         load_config(path, sections=("model", "training"))
 
 
