@@ -127,7 +127,7 @@ def test_gradients_pass_gradcheck():
     inputs = random_features(1, 2, 11, 5, 3, requires_grad=True)
     assert torch.autograd.gradcheck(lambda q, k, v, s: causal_linear_attention(q, k, v, 4, k_log_scale=s), inputs)
     assert torch.autograd.gradcheck(lambda q, k, v, s: linear_attention(q, k, v, k_log_scale=s), inputs)
-    initial = torch.rand(1, 2, 5, 4, generator=generator(4), dtype=F64, requires_grad=True)
+    initial = torch.rand(1, 2, 4, 5, generator=generator(4), dtype=F64, requires_grad=True)
     start = torch.tensor([[0.5, -1.0]], dtype=F64)
 
     def continued(q, k, v, s, summary):
