@@ -31,7 +31,7 @@ quickstart: setup
 	$(VENV)/bin/foundry list
 	$(PY) -m model_foundry.examples.shakespeare data/shakespeare
 	$(VENV)/bin/foundry train configs/quickstart.yaml
-	$(VENV)/bin/foundry generate runs/quickstart/final --prompt "Romeo." --max-new-tokens 200 --seed 0
+	$(VENV)/bin/foundry generate runs/quickstart/final --prompt "Romeo." --max-new-tokens 120 --seed 0
 
 bench: setup
 	@for b in tests/benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
