@@ -74,10 +74,10 @@ def test_table_for_people(tmp_path, capsys):
     assert "training with AdamW" in out and "tied to hf_model.transformer.wte" in out
 
 
-def test_missing_vocabulary_is_a_user_error(tmp_path, capsys):
+def test_missing_vocabulary_takes_the_default_tokenizer_size(tmp_path, capsys):
     path = write(tmp_path, "model:\n  architecture: gpt2\n  preset: tiny\n")
-    assert main(["build", path]) == 2
-    assert "set model.vocab_size" in capsys.readouterr().err
+    assert main(["build", path]) == 0
+    assert "vocab_size: 8000 (from the default tokenizer's vocab_size)" in capsys.readouterr().out
 
 
 def test_bad_config_is_reported_located(tmp_path, capsys):

@@ -5,14 +5,26 @@ from __future__ import annotations
 import pytest
 import torch
 
+import model_foundry
 from model_foundry import FoundryError, create_model
 from model_foundry.modeling import ModelOutput, sample_next_token
+from model_foundry.sections import TokenizerConfig
 
 
 @pytest.mark.parametrize("architecture", ["gpt2", "bert", "hybrid", "lstm"])
-def test_builders_ask_for_a_vocabulary(architecture):
-    with pytest.raises(FoundryError, match="set model.vocab_size, or give the config a tokenizer section"):
-        create_model({"architecture": architecture, "preset": "tiny"})
+def test_token_models_without_a_vocabulary_take_the_default_tokenizer_size(architecture, tmp_path):
+    model = create_model({"architecture": architecture, "preset": "tiny"})
+    default = TokenizerConfig().vocab_size
+    assert model.config.vocab_size == default  # recorded, so that a saved model reloads the same
+    assert model.get_input_embeddings().weight.shape[0] == default
+    model_foundry.save(model, tmp_path / "m")
+    assert model_foundry.load(tmp_path / "m").config.vocab_size == default
+
+
+def test_a_tokenizer_section_gives_the_vocabulary_size(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {architecture: gpt2, preset: tiny}\ntokenizer: {vocab_size: 500}\n", encoding="utf-8")
+    assert create_model(str(path)).config.vocab_size == 500
 
 
 def test_model_output_reads_as_attributes_and_keys():

@@ -16,16 +16,20 @@ from torch import nn
 
 from model_foundry.config import ModelConfig
 from model_foundry.errors import FoundryError
+from model_foundry.sections import TokenizerConfig
 
 
-def require_vocab_size(config: ModelConfig) -> int:
-    """The config's vocabulary size, or a user error saying how to give one (for builders)."""
-    if config.vocab_size is None:
-        raise FoundryError(
-            f"{config.architecture} needs a vocabulary size: set model.vocab_size, or give the config a tokenizer "
-            "section (in Python: model_config.evolve(vocab_size=len(tokenizer)))"
-        )
-    return config.vocab_size
+def with_vocab_size(config: ModelConfig) -> ModelConfig:
+    """``config`` with ``vocab_size`` set, for builders of token-level models.
+
+    A null ``vocab_size`` takes the size of the tokenizer ``foundry train`` trains for a config
+    without a tokenizer section (``TokenizerConfig().vocab_size``); training always sets the
+    real ``len(tokenizer)`` before building, and a config with a tokenizer section gets its
+    ``tokenizer.vocab_size`` from ``create_model``.
+    """
+    if config.vocab_size is not None:
+        return config
+    return config.evolve(vocab_size=TokenizerConfig().vocab_size)
 
 
 class ModelOutput(dict):

@@ -92,7 +92,11 @@ def _vocab_note(config: FoundryConfig, model: Any) -> tuple[Any, str | None]:
     if given == "absent":
         return None, None
     built = getattr(getattr(model, "config", None), "vocab_size", given)
-    return built, "model.vocab_size" if given is not None else "tokenizer.vocab_size"
+    if given is not None:
+        return built, "model.vocab_size"
+    if built is None:
+        return None, None  # a model without a vocabulary (e.g. an embedding-level Performer)
+    return built, "tokenizer.vocab_size" if config.tokenizer is not None else "the default tokenizer's vocab_size"
 
 
 def run(args) -> int:

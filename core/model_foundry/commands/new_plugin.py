@@ -88,7 +88,7 @@ MODEL = '''\
 import torch
 from torch import nn
 
-from model_foundry.modeling import LanguageModel, ModelOutput, causal_lm_loss, require_vocab_size
+from model_foundry.modeling import LanguageModel, ModelOutput, causal_lm_loss, with_vocab_size
 
 
 class {cls}Model(LanguageModel):
@@ -128,8 +128,7 @@ class {cls}Model(LanguageModel):
 
 
 def build(config):
-    require_vocab_size(config)
-    return {cls}Model(config)
+    return {cls}Model(with_vocab_size(config))
 '''
 
 TEST = '''\

@@ -21,7 +21,7 @@ from model_foundry.hf import (
     import_transformers,
     read_transformers_config,
 )
-from model_foundry.modeling import ModelOutput, masked_lm_loss, require_vocab_size
+from model_foundry.modeling import ModelOutput, masked_lm_loss, with_vocab_size
 
 BERT_LAYER_NORM_EPS = 1e-12
 
@@ -111,8 +111,7 @@ class BertLanguageModel(TransformersLanguageModel):
 
 
 def build(config: ModelConfig) -> BertLanguageModel:
-    require_vocab_size(config)
-    return BertLanguageModel(config)
+    return BertLanguageModel(with_vocab_size(config))
 
 
 # --- Hugging Face interop ----------------------------------------------------------------------

@@ -20,7 +20,7 @@ from model_foundry.hf import (
     import_transformers,
     read_transformers_config,
 )
-from model_foundry.modeling import ModelOutput, causal_lm_loss, require_vocab_size
+from model_foundry.modeling import ModelOutput, causal_lm_loss, with_vocab_size
 
 GPT2_LAYER_NORM_EPS = 1e-5
 
@@ -90,8 +90,7 @@ class GPT2LanguageModel(TransformersLanguageModel):
 
 
 def build(config: ModelConfig) -> GPT2LanguageModel:
-    require_vocab_size(config)
-    return GPT2LanguageModel(config)
+    return GPT2LanguageModel(with_vocab_size(config))
 
 
 # --- Hugging Face interop ----------------------------------------------------------------------

@@ -12,7 +12,6 @@ import transformers
 import model_foundry
 from model_foundry.blocks import TransformerConfig
 from model_foundry.cli import main
-from model_foundry.config import load_model_config
 from model_foundry.errors import FoundryError
 from model_foundry.modeling import causal_lm_loss
 from model_foundry.testing import check_architecture
@@ -59,12 +58,6 @@ def test_generation_stops_at_max_position_embeddings(tiny_config):
     with pytest.raises(FoundryError, match="max_position_embeddings"):
         model.generate(torch.zeros(1, 4, dtype=torch.long), max_new_tokens=6)
     assert model.generate(torch.zeros(1, 4, dtype=torch.long), max_new_tokens=5).shape == (1, 9)
-
-
-def test_builder_without_vocab_size_says_what_to_set():
-    config = load_model_config({"architecture": "gpt2", "preset": "tiny"})
-    with pytest.raises(FoundryError, match="model.vocab_size"):
-        model_foundry.create_model(config)
 
 
 def test_embeddings_and_resize_survive_save_load(tiny_config, tmp_path):

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from foundry_plugin_hybrid.config import HybridConfig
 from model_foundry.config import ModelConfig
 from model_foundry.errors import FoundryError
-from model_foundry.modeling import LanguageModel, ModelOutput, causal_lm_loss, masked_lm_loss, require_vocab_size
+from model_foundry.modeling import LanguageModel, ModelOutput, causal_lm_loss, masked_lm_loss, with_vocab_size
 
 BRANCHES = {"mlm": ("encoder",), "clm": ("decoder",), "both": ("encoder", "decoder")}  # what each task runs
 KeyValue = tuple[Tensor, Tensor]  # one layer's cached keys and values: (batch, heads, length, head_size)
@@ -258,5 +258,4 @@ class HybridModel(LanguageModel):
 
 def build(model_config: ModelConfig) -> HybridModel:
     """The builder named by the plugin: a :class:`HybridModel` from a ``hybrid`` model config."""
-    require_vocab_size(model_config)
-    return HybridModel(model_config)
+    return HybridModel(with_vocab_size(model_config))

@@ -105,11 +105,6 @@ def test_example_config_validates_and_trains_the_hybrid_objective():
     assert config.data.block_size <= config.model.max_length
 
 
-def test_building_without_vocab_size_says_what_to_set():
-    with pytest.raises(FoundryError, match="set model.vocab_size"):
-        model_foundry.create_model({"architecture": "hybrid", "preset": "tiny"})
-
-
 def expected_parameters(preset: str, vocab: int, tied: bool = False) -> int:
     """The count the design implies: shared embeddings, two stacks of pre-LN blocks, two heads."""
     p = PRESETS[preset]
@@ -137,12 +132,6 @@ def test_foundry_build_shows_tied_heads(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["num_parameters"] == expected_parameters("small", 1000, tied=True)
     assert {row["name"]: row["shared"] for row in summary["modules"]}["lm_head"] == ["token_embeddings"]
-
-
-def test_foundry_build_without_vocab_size_is_a_user_error(tmp_path, capsys):
-    path = write(tmp_path, "model:\n  architecture: hybrid\n  preset: tiny\n")
-    assert cli.main(["build", str(path)]) == 2
-    assert "set model.vocab_size" in capsys.readouterr().err
 
 
 # --- causality and padding -------------------------------------------------------------------

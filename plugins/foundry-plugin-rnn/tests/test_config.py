@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from model_foundry.config import load_config, load_model_config
-from model_foundry.errors import ConfigError, FoundryError
+from model_foundry.errors import ConfigError
 from model_foundry.factory import create_model
 
 REPO = Path(__file__).resolve().parents[3]
@@ -64,12 +64,6 @@ def test_nonlinearity_belongs_to_the_rnn_architecture_only(tmp_path: Path) -> No
     path = write(tmp_path, "model:\n  architecture: gru\n  rnn:\n    nonlinearity: relu\n")
     with pytest.raises(ConfigError, match=r"config.yaml:4:5: model.rnn.nonlinearity: unknown key 'nonlinearity'"):
         load_config(path)
-
-
-def test_building_without_a_vocabulary_size_says_how_to_give_one() -> None:
-    config = load_model_config({"architecture": "gru", "preset": "tiny"})
-    with pytest.raises(FoundryError, match="set model.vocab_size, or give the config a tokenizer section"):
-        create_model(config)
 
 
 @pytest.mark.parametrize(
