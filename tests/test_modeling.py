@@ -7,7 +7,7 @@ import torch
 
 import model_foundry
 from model_foundry import FoundryError, create_model
-from model_foundry.modeling import ModelOutput, sample_next_token
+from model_foundry.modeling import ModelOutput, sample_next_token, sdpa_attention_mask
 from model_foundry.sections import TokenizerConfig
 
 
@@ -45,3 +45,16 @@ def test_sampling_filters():
     assert picks == {2}
     with pytest.raises(FoundryError, match="temperature"):
         sample_next_token(logits, do_sample=True, temperature=0)
+
+
+def test_every_query_keeps_a_visible_key_under_left_padding():
+    # Older torch versions and some GPU kernels return NaN for a row with nothing visible.
+    padding = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    for causal in (True, False):
+        visible, is_causal = sdpa_attention_mask(padding, 4, 4, causal, torch.device("cpu"))
+        assert not is_causal
+        assert visible.any(dim=-1).all()
+        assert not visible[0, 0, 2:, :2].any()  # real tokens never see padding
+    causal_mask, _ = sdpa_attention_mask(None, 2, 5, True, torch.device("cpu"))  # two new queries after 3 cached
+    assert causal_mask.tolist() == [[True, True, True, True, False], [True, True, True, True, True]]
+    assert sdpa_attention_mask(None, 4, 4, True, torch.device("cpu")) == (None, True)

@@ -32,6 +32,28 @@ def with_vocab_size(config: ModelConfig) -> ModelConfig:
     return config.evolve(vocab_size=TokenizerConfig().vocab_size)
 
 
+def sdpa_attention_mask(
+    padding_mask: torch.Tensor | None, query_length: int, key_length: int, causal: bool, device: torch.device
+) -> tuple[torch.Tensor | None, bool]:
+    """The ``attn_mask`` (True: may attend) and ``is_causal`` arguments of scaled_dot_product_attention.
+
+    ``padding_mask`` is (batch, key_length), true on real tokens. Queries are the last
+    ``query_length`` of ``key_length`` positions (the others are cached). Without padding the
+    causal case keeps SDPA's own ``is_causal`` fast path where it can.
+    """
+    if padding_mask is None and (not causal or query_length == key_length):
+        return None, causal and query_length > 1
+    keys = torch.arange(key_length, device=device)[None, :]
+    queries = torch.arange(query_length, device=device)[:, None] + (key_length - query_length)
+    visible = keys <= queries if causal else torch.ones(query_length, key_length, dtype=torch.bool, device=device)
+    if padding_mask is not None:
+        visible = visible & padding_mask.bool()[:, None, None, :]
+        # A padding query may have no visible key at all (left padding), and softmax over
+        # nothing is NaN; letting every query see itself changes no real position's output.
+        visible = visible | (keys == queries)
+    return visible, False
+
+
 class ModelOutput(dict):
     """A model's output: read fields as attributes or as keys (``out.loss``, ``out["loss"]``).
 

@@ -18,31 +18,17 @@ from torch.nn import functional as F
 from foundry_plugin_hybrid.config import HybridConfig
 from model_foundry.config import ModelConfig
 from model_foundry.errors import FoundryError
-from model_foundry.modeling import LanguageModel, ModelOutput, causal_lm_loss, masked_lm_loss, with_vocab_size
+from model_foundry.modeling import (
+    LanguageModel,
+    ModelOutput,
+    causal_lm_loss,
+    masked_lm_loss,
+    sdpa_attention_mask,
+    with_vocab_size,
+)
 
 BRANCHES = {"mlm": ("encoder",), "clm": ("decoder",), "both": ("encoder", "decoder")}  # what each task runs
 KeyValue = tuple[Tensor, Tensor]  # one layer's cached keys and values: (batch, heads, length, head_size)
-
-
-def attention_mask(
-    padding_mask: Optional[Tensor], query_length: int, key_length: int, causal: bool, device: torch.device
-) -> tuple[Optional[Tensor], bool]:
-    """The ``attn_mask`` (True: may attend) and ``is_causal`` flag for scaled_dot_product_attention.
-
-    Queries are the last ``query_length`` of ``key_length`` positions (the rest are cached).
-    Without padding the causal case uses SDPA's own ``is_causal`` fast path when it can.
-    """
-    if padding_mask is None and (not causal or query_length == key_length):
-        return None, causal
-    keys = torch.arange(key_length, device=device)[None, :]
-    queries = torch.arange(query_length, device=device)[:, None] + (key_length - query_length)
-    visible = keys <= queries if causal else torch.ones(query_length, key_length, dtype=torch.bool, device=device)
-    if padding_mask is not None:
-        visible = visible & padding_mask.bool()[:, None, None, :]
-        # A padding query may have no visible key at all (left padding), and softmax over
-        # nothing is NaN; letting every query see itself changes no real position's output.
-        visible = visible | (keys == queries)
-    return visible, False
 
 
 class SelfAttention(nn.Module):
@@ -108,7 +94,7 @@ class TransformerStack(nn.Module):
         self, x: Tensor, padding_mask: Optional[Tensor] = None, past: Optional[list[KeyValue]] = None
     ) -> tuple[Tensor, list[KeyValue]]:
         past_length = past[0][0].size(2) if past else 0
-        mask, is_causal = attention_mask(padding_mask, x.size(1), past_length + x.size(1), self.causal, x.device)
+        mask, is_causal = sdpa_attention_mask(padding_mask, x.size(1), past_length + x.size(1), self.causal, x.device)
         presents = []
         for index, block in enumerate(self.blocks):
             x, present = block(x, mask, is_causal, past[index] if past else None)

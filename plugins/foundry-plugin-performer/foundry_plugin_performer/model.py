@@ -26,7 +26,7 @@ from foundry_plugin_performer.attention import FavorAttention
 from foundry_plugin_performer.config import PerformerBlockConfig, PerformerConfig
 from model_foundry.config import ModelConfig
 from model_foundry.errors import FoundryError
-from model_foundry.modeling import LanguageModel, ModelOutput, causal_lm_loss, masked_lm_loss
+from model_foundry.modeling import LanguageModel, ModelOutput, causal_lm_loss, masked_lm_loss, sdpa_attention_mask
 
 # --- positions ------------------------------------------------------------------------------
 
@@ -60,15 +60,8 @@ def softmax_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, causal: bool
 ) -> torch.Tensor:
     """Exact attention through torch SDPA; ``key_mask`` (batch, keys) is True on real tokens."""
-    if key_mask is None:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal and q.size(-2) > 1)
-    allowed = key_mask[:, None, None, :]
-    if causal:
-        n = q.size(-2)
-        lower = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
-        # A query always sees itself, so that left padding never leaves a row with no key at all.
-        allowed = (allowed & lower) | torch.eye(n, dtype=torch.bool, device=q.device)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    mask, is_causal = sdpa_attention_mask(key_mask, q.size(-2), k.size(-2), causal, q.device)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
 
 
 class Attention(nn.Module):
