@@ -199,9 +199,19 @@ def linear_attention(
     ``key_padding_mask`` (batch, n_k) is True on padded keys, which are removed from both the
     numerator and the denominator.
     """
+    return _attend(q, _key_summary(k, v, k_log_scale, key_padding_mask))
+
+
+def _key_summary(
+    k: torch.Tensor, v: torch.Tensor, k_log_scale: torch.Tensor | None, key_padding_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """All keys in one ``(d + 1, m)`` summary, weighted relative to the largest key scale."""
     values, log_scale = _prepare_keys(v, k_log_scale, key_padding_mask)
     weights = torch.exp(log_scale - log_scale.detach().amax(dim=-1, keepdim=True))
-    summary = (values * weights.unsqueeze(-1)).transpose(-1, -2) @ k  # (..., d + 1, m)
+    return (values * weights.unsqueeze(-1)).transpose(-1, -2) @ k
+
+
+def _attend(q: torch.Tensor, summary: torch.Tensor) -> torch.Tensor:
     return _normalise(q @ summary.transpose(-1, -2))
 
 
@@ -241,8 +251,10 @@ class _PrefixSummaries(torch.autograd.Function):
     """The summaries before each chunk: ``S_0 = initial``, ``S_{c+1} = carry_c S_c + gain_c K_c``.
 
     ``carry`` and ``gain`` (..., chunks) are stabiliser rescalings, constants for autograd. A
-    scan with its own backward (the same recurrence run in reverse) writes all summaries into one
-    tensor and keeps nothing else, where autograd would also keep every intermediate.
+    scan with its own backward (the same recurrence run in reverse) keeps nothing but them, where
+    autograd would keep every intermediate; and it overwrites the chunk summaries with the
+    prefix summaries (nothing else needs them), because on CPU every fresh buffer of that size
+    costs about as much in page faults as the product that filled it.
     Returns the summaries before each chunk (..., chunks, d + 1, m) and the one after the last.
     """
 
@@ -251,15 +263,15 @@ class _PrefixSummaries(torch.autograd.Function):
         ctx, initial: torch.Tensor, chunk_summaries: torch.Tensor, carry: torch.Tensor, gain: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         carry, gain = carry[..., None, None], gain[..., None, None]
-        previous = torch.empty_like(chunk_summaries)
-        previous[..., 0, :, :] = initial
-        for index in range(chunk_summaries.shape[-3] - 1):
-            following = previous[..., index + 1, :, :]
-            torch.mul(previous[..., index, :, :], carry[..., index, :, :], out=following)
-            following.addcmul_(chunk_summaries[..., index, :, :], gain[..., index, :, :])
-        last = previous[..., -1, :, :] * carry[..., -1, :, :]
+        total = initial
+        for index in range(chunk_summaries.shape[-3]):
+            chunk = chunk_summaries[..., index, :, :]
+            following = torch.addcmul(total * carry[..., index, :, :], chunk, gain[..., index, :, :])
+            chunk.copy_(total)
+            total = following
+        ctx.mark_dirty(chunk_summaries)
         ctx.save_for_backward(carry, gain)
-        return previous, last.addcmul_(chunk_summaries[..., -1, :, :], gain[..., -1, :, :])
+        return chunk_summaries, total
 
     @staticmethod
     def backward(
@@ -272,6 +284,25 @@ class _PrefixSummaries(torch.autograd.Function):
             torch.mul(running, gain[..., index, :, :], out=grad_chunks[..., index, :, :])
             running.mul_(carry[..., index, :, :]).add_(grad_previous[..., index, :, :])
         return running, grad_chunks, None, None
+
+
+class _Scores(torch.autograd.Function):
+    """``q @ k^T``, with a backward that returns both gradients contiguous.
+
+    Autograd's own backward returns the gradient of ``k`` transposed; the key features also get
+    a (contiguous) gradient from the chunk summaries, and summing two layouts over ``(n, m)`` is
+    slower than the products themselves.
+    """
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(q, k)
+        return q @ k.transpose(-1, -2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q, k = ctx.saved_tensors
+        return grad @ k, grad.transpose(-1, -2) @ q
 
 
 def causal_linear_attention_with_state(
@@ -316,7 +347,7 @@ def causal_linear_attention_with_state(
     # Within a chunk: query i weighs key j <= i by exp(log_scale_j - running_i) <= 1.
     causal = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
     decay = (log_scale.unsqueeze(-2) - running.unsqueeze(-1)).masked_fill_(~causal, -math.inf).exp_()
-    out = ((q @ k.transpose(-1, -2)) * decay) @ values
+    out = (_Scores.apply(q, k) * decay) @ values
 
     # Across chunks: each chunk's keys summarised at its own maximum, then summed in order.
     weighted = values * torch.exp(log_scale - chunk_max.unsqueeze(-1)).unsqueeze(-1)
@@ -415,26 +446,28 @@ class FavorAttention(nn.Module):
         drawn = orthogonal_gaussian_projection(self.nb_features, self.dim_head, generator=generator)
         self.projection.copy_(drawn)
 
-    def _features(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, FavorFeatures]:
-        dtype = torch.promote_types(q.dtype, torch.float32)
-        projection = self.projection.to(dtype)
-        query = favor_features(q.to(dtype), projection, eps=self.eps)
-        return query.features, favor_features(k.to(dtype), projection, eps=self.eps)
+    def _features(self, x: torch.Tensor) -> FavorFeatures:
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        return favor_features(x.to(dtype), self.projection.to(dtype), eps=self.eps)
 
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Attend; ``key_padding_mask`` (batch, n_k) is True on padded keys."""
         with torch.autocast(q.device.type, enabled=False):
-            query, key = self._features(q, k)
-            values = v.to(query.dtype)
+            key = self._features(k)
+            values = v.to(key.features.dtype)
             if self.causal:
                 out = causal_linear_attention(
-                    query, key.features, values, self.chunk_size,
+                    self._features(q).features, key.features, values, self.chunk_size,
                     k_log_scale=key.log_scale, key_padding_mask=key_padding_mask,
                 )
             else:
-                out = linear_attention(query, key.features, values, key_padding_mask, k_log_scale=key.log_scale)
+                # The keys are summarised before the query features exist: without autograd only
+                # one (n, m) feature tensor is alive at a time, and on CPU fresh memory costs page faults.
+                summary = _key_summary(key.features, values, key.log_scale, key_padding_mask)
+                del key
+                out = _attend(self._features(q).features, summary)
         return out.to(v.dtype)
 
     def step(
@@ -447,7 +480,7 @@ class FavorAttention(nn.Module):
         The outputs equal those of :meth:`forward` over the whole sequence.
         """
         with torch.autocast(q.device.type, enabled=False):
-            query, key = self._features(q, k)
+            query, key = self._features(q).features, self._features(k)
             values = v.to(query.dtype)
             if state is None:
                 state = CausalLinearState.empty(
