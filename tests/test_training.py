@@ -294,6 +294,17 @@ def test_generate_refuses_a_model_that_cannot_generate(tmp_path, capsys):
     assert "perplexity" in capsys.readouterr().out
 
 
+def test_the_parts_of_a_combined_loss_are_logged(tmp_path, capsys):
+    config_path = write_config(tmp_path, architecture="hybrid", model={"preset": "tiny"},
+                               training={"objective": "hybrid", "max_steps": 10, "eval_every": 10})
+    assert cli.main(["train", config_path]) == 0
+    logged = [r for r in records(tmp_path / "run") if "loss" in r]
+    assert logged and all({"clm_loss", "mlm_loss"} <= set(r) for r in logged)
+    first = logged[0]
+    assert first["loss"] == pytest.approx(0.5 * first["clm_loss"] + 0.5 * first["mlm_loss"], rel=1e-5)
+    assert "| clm_loss " in capsys.readouterr().out
+
+
 # --- separate processes: SIGKILL / Ctrl-C and resume, DDP ---------------------------------------
 
 GPT2 = {

@@ -365,12 +365,12 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
 
     def checkpoint(metrics_now: Mapping[str, Any]) -> str:
         rng = gather_object([capture_rng(collator_generator if masking else None)])
-        window_loss = float(window[0]) if torch.is_tensor(window[0]) else window[0]
         directory = os.path.join(output_dir, f"checkpoint-{step}")
         if main:
             run_state = {
                 "step": step, "micro_batches": step * training.gradient_accumulation_steps, "world_size": world,
-                "elapsed": elapsed(), "window": [window_loss, window[1]], "scheduler": scheduler.state_dict(),
+                "elapsed": elapsed(), "window": {"sums": {k: float(v) for k, v in sums.items()}, "steps": window_steps},
+                "scheduler": scheduler.state_dict(),
             }
             save(
                 unwrapped, directory, tokenizer=tokenizer, metrics=metrics_now, config=config,
@@ -386,7 +386,10 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
     def elapsed() -> float:
         return time.perf_counter() - started
 
-    window: list[Any] = list(state.get("window", [0.0, 0]))  # loss sum, steps since the last log
+    # Sums of the step losses ("loss", and parts such as a hybrid's "clm_loss") since the last log.
+    saved_window = state.get("window", {})
+    sums: dict[str, Any] = dict(saved_window.get("sums", {}))
+    window_steps: int = saved_window.get("steps", 0)
     window_started, last_record, last_checkpoint, interrupted = time.perf_counter(), {}, resume_from, False
     model.train()
     with _InterruptFlag() as interrupt:
@@ -399,25 +402,29 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
             if custom_step is not None:
                 merged = {key: torch.cat([b[key] for b in batches]) for key in batches[0]}
                 outcome = custom_step(model, merged, StepContext(accelerator, optimizer, training, step + 1))
-                loss = torch.as_tensor(outcome["loss"]).detach()
+                losses = {k: torch.as_tensor(v).detach().float() for k, v in outcome.items() if _is_loss(k)}
             else:
-                loss = _optimizer_step(model, optimizer, batches, accelerator, training.max_grad_norm)
+                losses = _optimizer_step(model, optimizer, batches, accelerator, training.max_grad_norm)
             scheduler.step()
             step += 1
             if hasattr(unwrapped, "on_optimizer_step"):
                 unwrapped.on_optimizer_step(step)
-            window[0] = window[0] + loss
-            window[1] += 1
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0.0) + value
+            window_steps += 1
             progress.step()
             if step % training.log_every == 0 or step == training.max_steps:
-                mean_loss = accelerator.reduce(window[0].to(accelerator.device) / window[1], "mean").item()
+                means = {
+                    key: accelerator.reduce(torch.as_tensor(total, device=accelerator.device) / window_steps, "mean").item()
+                    for key, total in sorted(sums.items(), key=lambda item: item[0] != "loss")
+                }
                 now = time.perf_counter()
                 last_record = {
-                    "step": step, "loss": mean_loss, "lr": scheduler.get_last_lr()[0],
-                    "tokens_per_sec": round(tokens_per_step * window[1] / max(now - window_started, 1e-9), 1),
+                    "step": step, **means, "lr": scheduler.get_last_lr()[0],
+                    "tokens_per_sec": round(tokens_per_step * window_steps / max(now - window_started, 1e-9), 1),
                     "elapsed": round(elapsed(), 3),
                 }
-                window, window_started = [0.0, 0], now
+                sums, window_steps, window_started = {}, 0, now
                 _record(last_record, metrics, progress, accelerator, step)
             if training.eval_every and (step % training.eval_every == 0 or step == training.max_steps):
                 record = evaluate_now()
@@ -444,21 +451,31 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
     return TrainResult(unwrapped, tokenizer, step, interrupted, output_dir, last_checkpoint, final, last_record)
 
 
+def _is_loss(key: str) -> bool:
+    return key == "loss" or key.endswith("_loss")
+
+
 def _optimizer_step(model: Any, optimizer: Any, batches: list[dict[str, torch.Tensor]], accelerator: Any,
-                    max_grad_norm: float | None) -> torch.Tensor:
-    """Forward and backward over the micro-batches (syncing gradients on the last), clip, step."""
-    total = torch.zeros((), device=accelerator.device)
+                    max_grad_norm: float | None) -> dict[str, torch.Tensor]:
+    """Forward and backward over the micro-batches (syncing gradients on the last), clip, step.
+
+    Returns the mean ``loss`` over the micro-batches, and of any other scalar ``*_loss`` the
+    model reports (a hybrid's ``clm_loss`` and ``mlm_loss``), so they are logged too.
+    """
+    totals: dict[str, torch.Tensor] = {}
     for index, batch in enumerate(batches):
         last = index == len(batches) - 1
         with contextlib.nullcontext() if last else accelerator.no_sync(model):
-            loss = model(**batch).loss
-            accelerator.backward(loss / len(batches))
-        total += loss.detach().float()
+            output = model(**batch)
+            accelerator.backward(output.loss / len(batches))
+        for key, value in output.items():
+            if _is_loss(key) and torch.is_tensor(value) and value.dim() == 0:
+                totals[key] = totals.get(key, 0.0) + value.detach().float()
     if max_grad_norm is not None:
         accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return total / len(batches)
+    return {key: total / len(batches) for key, total in totals.items()}
 
 
 def _record(record: Mapping[str, Any], metrics: MetricsLog | None, progress: Progress, accelerator: Any, step: int) -> None:

@@ -42,8 +42,9 @@ def format_record(record: Mapping[str, Any]) -> str:
     """``step 40 | loss 5.1234 | lr 3.00e-04 | 1,234 tok/s``, or the eval line."""
     if "eval_loss" in record:
         return f"step {record['step']} | eval_loss {record['eval_loss']:.4f} | perplexity {record['perplexity']:.2f}"
+    parts = "".join(f" | {key} {value:.4f}" for key, value in record.items() if key.endswith("_loss"))
     return (
-        f"step {record['step']} | loss {record['loss']:.4f} | lr {record['lr']:.2e} | "
+        f"step {record['step']} | loss {record['loss']:.4f}{parts} | lr {record['lr']:.2e} | "
         f"{record['tokens_per_sec']:,.0f} tok/s"
     )
 
