@@ -254,7 +254,9 @@ def test_a_missing_or_empty_data_file_exits_2_and_writes_nothing(tmp_path, tiny_
         (tmp_path / "train.txt").write_text("")
     assert cli.main(["train", config_path]) == 2
     err = capsys.readouterr().err
-    assert "data.train_files[0]:" in err and ("not found" if problem == "missing" else "is empty") in err
+    # Located at the entry in the file (write_config writes indented JSON: the first file is on line 12).
+    assert f"{config_path}:12:7: data.train_files[0]:" in err
+    assert ("not found" if problem == "missing" else "is empty") in err
     assert "Traceback" not in err
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
 

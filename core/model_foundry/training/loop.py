@@ -170,13 +170,27 @@ def lr_multiplier(training: TrainingConfig) -> Callable[[int], float]:
 
 def config_problem(config: FoundryConfig, overrides: tuple[str, ...], path: tuple[str, ...], message: str) -> ConfigError:
     """A ConfigError located at ``path`` in the config file (or the ``--set`` that gave it)."""
-    location = None
-    if config.path and os.path.isfile(config.path):
-        with contextlib.suppress(ConfigError):
-            source = read_yaml(config.path)
-            apply_overrides(source, overrides)
-            location = source.where(path)
-    return ConfigError(Problem(message, ".".join(path), location))
+    return located(config, overrides, ConfigError(Problem(message, ".".join(path))))
+
+
+def located(config: FoundryConfig, overrides: tuple[str, ...], error: ConfigError) -> ConfigError:
+    """``error`` with every unlocated problem placed at its key in the config file (or ``--set``)."""
+    if not config.path or not os.path.isfile(config.path) or all(p.location for p in error.problems):
+        return error
+    try:
+        source = read_yaml(config.path)
+        apply_overrides(source, overrides)
+    except ConfigError:
+        return error
+    return ConfigError([
+        p if p.location else attrs.evolve(p, location=source.where(_key_path(p.path)))
+        for p in error.problems
+    ])
+
+
+def _key_path(dotted: str) -> tuple[str | int, ...]:
+    """``"data.train_files[0]"`` -> ``("data", "train_files", 0)``."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"\.|\[|\]", dotted) if part)
 
 
 # --- the loop --------------------------------------------------------------------------------
@@ -288,8 +302,11 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
     output_dir = os.path.abspath(training.output_dir)
     cache_dir = data_config.cache_dir or os.path.join(os.path.dirname(output_dir), ".foundry-cache")
     resume_from = latest_checkpoint(output_dir) if resume else None
-    resolve_files(data_config.train_files, "data.train_files")  # user errors before anything is written
-    resolve_files(data_config.validation_files, "data.validation_files")
+    try:  # user errors before anything is written
+        resolve_files(data_config.train_files, "data.train_files")
+        resolve_files(data_config.validation_files, "data.validation_files")
+    except ConfigError as error:
+        raise located(config, overrides, error) from None
 
     accelerator = _accelerator(training)
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
