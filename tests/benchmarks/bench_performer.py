@@ -5,8 +5,8 @@
     python tests/benchmarks/bench_performer.py --max-n 16384 --markdown docs/plugins/performer-benchmarks.md
 
 Attention alone: per-head queries, keys and values (batch, 8 heads, n, 64), 256 random features,
-bidirectional and causal. For each size it reports the median time of the forward pass (no
-autograd) and of forward + backward, the bytes autograd saves for the backward pass (summed
+bidirectional and causal. For each size it reports the median time (the contenders take turns
+in each round) of the forward pass (no autograd) and of forward + backward, the bytes autograd saves for the backward pass (summed
 through ``torch.autograd.graph.saved_tensors_hooks``, each storage once) and the peak memory
 allocated during forward + backward (from the profiler's allocation events), then the ratios
 against performer-pytorch measured in the same run, and per-token decoding time with the
@@ -56,19 +56,27 @@ class Measurement:
     peak_bytes: int | None = None
 
 
-def median_time(run: Callable[[], object], repeats: int) -> float:
-    """Median CPU time of the process over ``repeats`` runs, after a warm-up run.
+def median_times(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median CPU time of the process for each run, over ``repeats`` rounds after a warm-up round.
 
+    The runs take turns within each round, so that a change in the machine's load during the
+    measurement affects every contender alike rather than whichever was measured then.
     CPU time rather than wall time: on a shared machine other processes' load does not count.
     With one thread and an idle machine the two are the same.
     """
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        run()
-        times.append(time.process_time() - start)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for round_ in range(repeats + 1):
+        for name, run in runs.items():
+            start = time.process_time()
+            run()
+            if round_:
+                times[name].append(time.process_time() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def median_time(run: Callable[[], object], repeats: int) -> float:
+    """Median CPU time of one run (see :func:`median_times`)."""
+    return median_times({"run": run}, repeats)["run"]
 
 
 def forward_backward(fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor]) -> None:
@@ -111,18 +119,32 @@ def peak_bytes(run: Callable[[], object]) -> int:
 
 
 def measure(
-    fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor], repeats: int, *, train: bool = True
-) -> Measurement:
-    """Forward time (no autograd) and, when ``train``, forward + backward time, saved and peak memory."""
-    result = Measurement()
-    with torch.no_grad():
-        result.forward_s = median_time(lambda: fn(*inputs), repeats)
-    if train:
-        grads = [t.detach().requires_grad_() for t in inputs]
-        result.train_s = median_time(lambda: forward_backward(fn, grads), repeats)
-        result.saved_bytes = saved_bytes(fn, grads)
-        result.peak_bytes = peak_bytes(lambda: forward_backward(fn, grads))
-    return result
+    contenders: dict[str, tuple[Callable[..., torch.Tensor], bool]], inputs: Sequence[torch.Tensor], repeats: int
+) -> dict[str, Measurement]:
+    """For each contender ``name: (fn, train)``: forward time (no autograd) and, when ``train``,
+    forward + backward time, saved and peak memory. Contenders are timed in turns (:func:`median_times`)."""
+    grads = [t.detach().requires_grad_() for t in inputs]
+
+    def forward(fn: Callable[..., torch.Tensor]) -> Callable[[], object]:
+        def run() -> None:
+            with torch.no_grad():
+                fn(*inputs)
+
+        return run
+
+    results = {name: Measurement() for name in contenders}
+    forward_s = median_times({name: forward(fn) for name, (fn, _) in contenders.items()}, repeats)
+    training = {name: fn for name, (fn, train) in contenders.items() if train}
+    train_s = median_times(
+        {name: lambda fn=fn: forward_backward(fn, grads) for name, fn in training.items()}, repeats
+    )
+    for name, result in results.items():
+        result.forward_s = forward_s[name]
+        if name in training:
+            result.train_s = train_s[name]
+            result.saved_bytes = saved_bytes(training[name], grads)
+            result.peak_bytes = peak_bytes(lambda name=name: forward_backward(training[name], grads))
+    return results
 
 
 def compare_modules(
@@ -134,16 +156,16 @@ def compare_modules(
     reference is measured first so that neither benefits from the other's warm allocator.
     """
     inputs = list(make_inputs())
-    results = []
-    for module in (reference, ours):
+    modules = {"reference": reference, "ours": ours}
+    for module in modules.values():
         module.eval()
-        with torch.no_grad():
-            forward_s = median_time(lambda module=module: module(*inputs), repeats)
+    forward_s = median_times({name: lambda m=m: m(*inputs) for name, m in modules.items()}, repeats)
+    for module in modules.values():
         module.train()
-        measured = measure(module, inputs, repeats)
-        measured.forward_s = forward_s
-        results.append(measured)
-    return results[1], results[0]
+    results = measure({name: (m, True) for name, m in modules.items()}, inputs, repeats)
+    for name, result in results.items():
+        result.forward_s = forward_s[name]
+    return results["ours"], results["reference"]
 
 
 # --- the contenders ------------------------------------------------------------------------------------
@@ -188,14 +210,14 @@ def attention_rows(args: argparse.Namespace) -> list[dict]:
         for batch in args.batches:
             n = 512
             while n * batch <= args.max_n:
-                inputs = qkv(batch, n)
-                row = {"mode": "causal" if causal else "bidirectional", "batch": batch, "n": n}
-                row["foundry"] = measure(foundry(causal, args.chunk_size), inputs, args.repeats)
-                quadratic_ok = n <= args.sdpa_max_n
-                row["sdpa"] = measure(sdpa(causal), inputs, args.repeats, train=quadratic_ok) if quadratic_ok else None
+                contenders = {"foundry": (foundry(causal, args.chunk_size), True)}
+                if n <= args.sdpa_max_n:
+                    contenders["sdpa"] = (sdpa(causal), True)
                 if reference is not None and n <= args.performer_max_n:
                     train = not causal or performer_saved_estimate(batch, n) <= args.memory_budget_gb * 2**30
-                    row["performer"] = measure(reference, inputs, args.repeats, train=train)
+                    contenders["performer"] = (reference, train)
+                row = {"mode": "causal" if causal else "bidirectional", "batch": batch, "n": n}
+                row.update(measure(contenders, qkv(batch, n), args.repeats))
                 rows.append(row)
                 print(format_row(row), flush=True)
                 n *= 2
@@ -217,7 +239,8 @@ def per_token_times(favor: FavorAttention, n: int, repeats: int, tokens: int = 6
             for t in range(n, n + tokens):
                 F.scaled_dot_product_attention(q[:, :, t : t + 1], k[:, :, : t + 1], v[:, :, : t + 1])
 
-        return median_time(favor_tokens, repeats) / tokens, median_time(sdpa_tokens, repeats) / tokens
+        times = median_times({"favor": favor_tokens, "sdpa": sdpa_tokens}, repeats)
+        return times["favor"] / tokens, times["sdpa"] / tokens
 
 
 def decoding_rows(args: argparse.Namespace) -> list[dict]:
@@ -336,7 +359,7 @@ def markdown(args: argparse.Namespace, rows: list[dict], decoding: list[dict], p
         "[performer-pytorch](https://github.com/lucidrains/performer-pytorch)'s `FastAttention` "
         "and exact attention (`torch.nn.functional.scaled_dot_product_attention`), attention alone: "
         f"{HEADS} heads, head dimension {DIM_HEAD}, {NB_FEATURES} random features, float32, one thread. "
-        "Times are medians of the process's CPU time; *saved* is what autograd keeps for the backward pass; *peak* is the most "
+        "Times are medians of the process's CPU time over rounds in which the contenders take turns; *saved* is what autograd keeps for the backward pass; *peak* is the most "
         "memory allocated during forward + backward. Speed-ups and the saved-memory factor are the "
         "other implementation's numbers divided by ours (above 1: we are faster / keep less).",
         "",
@@ -372,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="n up to 2048, one batch size, 3 repeats")
     parser.add_argument("--max-n", type=int, default=8192, help="largest batch × sequence length (default 8192)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4], help="batch sizes (default 1 4)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds per measurement (median)")
     parser.add_argument("--chunk-size", type=int, default=64, help="FAVOR+ causal chunk size")
     parser.add_argument("--performer-max-n", type=int, default=8192, help="longest n run with performer-pytorch")
     parser.add_argument("--sdpa-max-n", type=int, default=16384, help="longest n run with SDPA")

@@ -4,7 +4,8 @@ Both models: d_model 512, 8 heads of 64, 256 random features, a 4x GELU feed-for
 no dropout, no positions (performer-pytorch's ``Performer`` has none), batch 1, one thread.
 Measured in one run, for a causal (decoder) and a bidirectional (encoder) layer:
 
-* forward time and forward+backward time, median of ``--runs`` runs;
+* forward time and forward+backward time, median CPU time of ``--runs`` runs (as in
+  ``bench_performer.py``, whose timer this script uses);
 * saved memory: bytes of the tensors autograd keeps for the backward pass (each storage
   counted once), the memory a training step holds per layer beyond the weights;
 * per-token generation time of our recurrent state at the first and the last length.
@@ -19,13 +20,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
-from typing import Any, Callable
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
+from bench_performer import median_time  # noqa: E402
 
 from model_foundry import create_model  # noqa: E402
 from model_foundry.config import load_model_config  # noqa: E402
@@ -52,16 +51,6 @@ def theirs(causal: bool) -> torch.nn.Module | None:
         dim=D_MODEL, depth=1, heads=HEADS, dim_head=D_MODEL // HEADS, causal=causal, ff_mult=4,
         nb_features=FEATURES, feature_redraw_interval=1000,
     )
-
-
-def median_seconds(work: Callable[[], Any], runs: int) -> float:
-    work()  # warm up
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def saved_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
@@ -93,8 +82,8 @@ def measure(model: torch.nn.Module, n: int, runs: int) -> dict[str, float]:
         model(x.requires_grad_()).sum().backward()
 
     return {
-        "forward": median_seconds(forward, runs),
-        "forward_backward": median_seconds(forward_backward, runs),
+        "forward": median_time(forward, runs),
+        "forward_backward": median_time(forward_backward, runs),
         "saved": saved_bytes(model, x),
     }
 
@@ -112,7 +101,7 @@ def token_seconds(lengths: list[int], runs: int) -> dict[int, float]:
         for n in lengths:
             _, state = model.next_token_logits(torch.randint(0, 1000, (1, n)))
             token = torch.randint(0, 1000, (1, 1))
-            out[n] = median_seconds(lambda token=token, state=state: model.next_token_logits(token, state), runs * 10)
+            out[n] = median_time(lambda token=token, state=state: model.next_token_logits(token, state), runs * 10)
     return out
 
 

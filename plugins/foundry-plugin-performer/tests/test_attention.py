@@ -94,6 +94,33 @@ def test_kernel_estimate_is_unbiased():
         assert abs(estimates.mean() - exact) < 3 * sigma, (estimates.mean().item(), exact.item(), sigma.item())
 
 
+def test_feature_map_gradients_equal_autograd_of_the_formula():
+    """The feature map's own backward (exp2, ln 2 folded into the projection) against plain autograd."""
+    g = generator(13)
+    x = torch.randn(2, 5, 4, generator=g, dtype=F64, requires_grad=True)
+    projection = torch.randn(6, 4, generator=g, dtype=F64, requires_grad=True)
+    upstream = torch.randn(2, 5, 6, generator=g, dtype=F64), torch.randn(2, 5, generator=g, dtype=F64)
+    for eps in (0.0, 1e-2):
+        ours = favor_features(x, projection, eps=eps)
+        logits = x @ projection.T * 4**-0.25
+        shift = logits.amax(dim=-1, keepdim=True).detach()
+        features = torch.exp(logits - shift) + eps
+        log_scale = shift[..., 0] - x.square().sum(-1) / 4 - 0.5 * math.log(6)
+        torch.testing.assert_close(ours.features, features)
+        torch.testing.assert_close(ours.log_scale, log_scale)
+        expected = torch.autograd.grad((features, log_scale), (x, projection), upstream)
+        got = torch.autograd.grad(tuple(ours), (x, projection), upstream)
+        for a, b in zip(got, expected, strict=True):
+            torch.testing.assert_close(a, b)
+
+    def estimator(x: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
+        """Without eps, phi = features * exp(log_scale) is smooth (the detached shift cancels)."""
+        phi = favor_features(x, projection, eps=0.0)
+        return phi.features * phi.log_scale.exp().unsqueeze(-1)
+
+    assert torch.autograd.gradcheck(estimator, (x, projection))
+
+
 def test_approximation_error_falls_as_features_grow():
     dim, n = 16, 32
     g = generator(2)
