@@ -400,6 +400,125 @@ def causal_linear_attention_step(
     return out, CausalLinearState(summary, new_max)
 
 
+# --- forward without autograd ----------------------------------------------------------------------
+#
+# When nothing needs a gradient, the causal pass is one function that keeps no buffer for a
+# backward and writes into as few fresh buffers as it can: on CPU the first touch of every fresh
+# buffer of a few MiB costs page faults worth about as much as the product that fills it. Log
+# scales stay in base 2 throughout (``exp2`` is several times faster than ``exp`` on CPU), and
+# the keys' features and the prefix summaries share one buffer, so that each chunk's queries
+# meet both -- the in-chunk scores and the summary before the chunk -- in one product.
+
+
+def _features_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Shifted features ``exp2(x @ weight - shift) + eps`` written into ``out`` (g, C, m); returns
+    the shift (g, C), in base-2 units. ``x`` is (g, C, d), ``weight`` the base-2 projection (d, m)."""
+    torch.bmm(x, weight.expand(x.shape[0], *weight.shape), out=out)
+    shift = out.amax(dim=-1)
+    out.sub_(shift.unsqueeze(-1)).exp2_()
+    if eps:
+        out.add_(eps)
+    return shift
+
+
+def _key_log_scale(shift: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """The keys' base-2 log-scales from their shifts, in place (the constant ``-log m / 2`` cancels)."""
+    return shift.sub_(k.square().sum(dim=-1), alpha=1 / (2 * math.sqrt(k.shape[-1]) * math.log(2)))
+
+
+def _bidirectional_attention_inference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    projection: torch.Tensor,
+    *,
+    eps: float,
+    key_padding_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """:class:`FavorAttention` in bidirectional mode when nothing needs a gradient: the keys are
+    summarised, then the query features overwrite the key features' buffer."""
+    *batch, n_k, dim = k.shape
+    groups, n_q = math.prod(batch), q.shape[-2]
+    weight = (projection * (dim**-0.25 / math.log(2))).T
+    features = k.new_empty(groups, max(n_k, n_q), projection.shape[0])
+    k = k.reshape(groups, n_k, dim)
+    keys = features[:, :n_k]
+    log_scale = _key_log_scale(_features_into(keys, k, weight, eps), k)
+    values, log_scale = _prepare_keys(v, log_scale.view(*batch, n_k), key_padding_mask)
+    weights = (log_scale - log_scale.amax(dim=-1, keepdim=True)).exp2_()
+    summary = (values * weights.unsqueeze(-1)).reshape(groups, n_k, -1).transpose(-1, -2) @ keys
+    queries = features[:, :n_q]
+    _features_into(queries, q.reshape(groups, n_q, dim), weight, eps)
+    return _normalise(queries @ summary.transpose(-1, -2)).view(*batch, n_q, -1)
+
+
+def _causal_attention_inference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    projection: torch.Tensor,
+    *,
+    eps: float,
+    chunk_size: int,
+    key_padding_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """What :class:`FavorAttention` computes in causal mode (raw ``q``, ``k``, ``v`` (..., n, d)),
+    for when nothing needs a gradient; the same maths as :func:`favor_features` followed by
+    :func:`causal_linear_attention`."""
+    *batch, n, dim = q.shape
+    nb_features, dim_value = projection.shape[0], v.shape[-1]
+    size = max(1, min(chunk_size, n))
+    padding = -n % size
+    values, _ = _prepare_keys(v, None, key_padding_mask)
+    if padding:
+        q, k, values = (nn.functional.pad(t, (0, 0, 0, padding)) for t in (q, k, values))
+    chunks = (n + padding) // size
+    groups = math.prod(batch) * chunks
+    weight = (projection * (dim**-0.25 / math.log(2))).T
+    lowest = _lowest(q.dtype)
+
+    # Rows [:size] of each group: the chunk's key features; rows [size:]: the summary before it.
+    keys_and_summaries = q.new_empty(groups, size + dim_value + 1, nb_features)
+    keys = keys_and_summaries[:, :size]
+    k = k.reshape(groups, size, dim)
+    log_scale = _key_log_scale(_features_into(keys, k, weight, eps), k).view(-1, chunks, size)
+    if key_padding_mask is not None:
+        padded = key_padding_mask.view(key_padding_mask.shape[0], *([1] * (len(batch) - 1)), n)
+        log_scale.view(*batch, -1)[..., :n].masked_fill_(padded, lowest)
+    if padding:
+        log_scale.view(*batch, -1)[..., n:] = lowest
+
+    chunk_max = log_scale.amax(dim=-1)
+    before = torch.cat([chunk_max.new_full((*chunk_max.shape[:-1], 1), lowest), chunk_max], dim=-1)
+    before = before.cummax(dim=-1).values
+    running = torch.maximum(log_scale.cummax(dim=-1).values, before[..., :-1, None])
+    causal = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
+    decay = (log_scale.unsqueeze(-2) - running.unsqueeze(-1)).masked_fill_(~causal, -math.inf).exp2_()
+
+    values = values.reshape(groups, size, dim_value + 1)
+    weighted = values * (log_scale - chunk_max.unsqueeze(-1)).exp2_().view(groups, size, 1)
+    summaries = keys_and_summaries[:, size:]
+    torch.bmm(weighted.transpose(-1, -2), keys, out=summaries)
+    summaries = summaries.view(-1, chunks, dim_value + 1, nb_features)
+    carry = (before[..., :-1] - before[..., 1:]).exp2_()[..., None, None]
+    gain = (chunk_max - before[..., 1:]).exp2_()[..., None, None]
+    total = torch.zeros_like(summaries[:, 0])
+    for index in range(chunks):
+        chunk = summaries[:, index]
+        following = torch.addcmul(total * carry[:, index], chunk, gain[:, index])
+        chunk.copy_(total)
+        total = following
+
+    queries = q.new_empty(groups, size, nb_features)
+    _features_into(queries, q.reshape(groups, size, dim), weight, eps)  # a query's scale cancels
+    scores_and_inter = torch.bmm(queries, keys_and_summaries.transpose(-1, -2))
+    scores = scores_and_inter[..., :size].mul_(decay.view(groups, size, size))
+    out = torch.bmm(scores, values)
+    to_running = (before[..., :-1, None] - running).exp2_().view(groups, size, 1)
+    out.addcmul_(scores_and_inter[..., size:], to_running)
+    return _normalise(out).view(*batch, -1, dim_value)[..., :n, :]
+
+
 # --- module ------------------------------------------------------------------------------------
 
 
@@ -454,10 +573,20 @@ class FavorAttention(nn.Module):
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Attend; ``key_padding_mask`` (batch, n_k) is True on padded keys."""
+        dtype = torch.promote_types(k.dtype, torch.float32)
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, self.projection))
         with torch.autocast(q.device.type, enabled=False):
-            key = self._features(k)
-            values = v.to(key.features.dtype)
-            if self.causal:
+            values = v.to(dtype)
+            if not needs_grad:
+                inputs = (q.to(dtype), k.to(dtype), values, self.projection.to(dtype))
+                if self.causal:
+                    out = _causal_attention_inference(
+                        *inputs, eps=self.eps, chunk_size=self.chunk_size, key_padding_mask=key_padding_mask
+                    )
+                else:
+                    out = _bidirectional_attention_inference(*inputs, eps=self.eps, key_padding_mask=key_padding_mask)
+            elif self.causal:
+                key = self._features(k)
                 out = causal_linear_attention(
                     self._features(q).features, key.features, values, self.chunk_size,
                     k_log_scale=key.log_scale, key_padding_mask=key_padding_mask,
@@ -465,6 +594,7 @@ class FavorAttention(nn.Module):
             else:
                 # The keys are summarised before the query features exist: without autograd only
                 # one (n, m) feature tensor is alive at a time, and on CPU fresh memory costs page faults.
+                key = self._features(k)
                 summary = _key_summary(key.features, values, key.log_scale, key_padding_mask)
                 del key
                 out = _attend(self._features(q).features, summary)

@@ -188,10 +188,11 @@ def test_large_norm_future_never_changes_the_past(chunk_size):
     huge = [t.clone() for t in (q, k, v)]
     for t in huge:
         t[future] = 1e4 * torch.randn(t[future].shape, generator=g)
-    before, after = favor(q, k, v), favor(*huge)
-    assert torch.isfinite(after).all()
-    assert torch.equal(before[:, :, :25], after[:, :, :25])
-    assert not torch.allclose(before[:, :, 25:], after[:, :, 25:])
+    for tracked in (False, True):  # the forward without autograd and the one autograd records
+        before, after = (favor(*(t.detach().requires_grad_(tracked) for t in ts)) for ts in ((q, k, v), huge))
+        assert after.requires_grad == tracked and torch.isfinite(after).all()
+        assert torch.equal(before[:, :, :25], after[:, :, :25])
+        assert not torch.allclose(before[:, :, 25:], after[:, :, 25:])
 
 
 def test_huge_keys_keep_unbiased_weights():
@@ -301,3 +302,19 @@ def test_projection_is_one_state_dict_entry_and_redraws_in_place():
     x = torch.randn(1, 2, 5, 8)
     assert torch.equal(copy(x, x, x), favor(x, x, x))
     assert FavorAttention(64).nb_features == int(64 * math.log(64))
+
+
+@pytest.mark.parametrize("causal, chunk_size", [(True, 1), (True, 7), (True, 64), (False, 64)])
+def test_forward_without_autograd_equals_the_autograd_path(causal, chunk_size):
+    """With nothing needing a gradient, FavorAttention takes a dedicated path; same outputs, padding included."""
+    favor = FavorAttention(16, 24, causal=causal, chunk_size=chunk_size, generator=generator()).double()
+    g = generator(8)
+    q, k, v = (3 * torch.randn(2, 3, 40, 16, generator=g, dtype=F64) for _ in range(3))
+    mask = torch.zeros(2, 40, dtype=torch.bool)
+    mask[0, :13], mask[1, -5:] = True, True
+    for key_padding_mask in (None, mask):
+        with torch.no_grad():
+            fast = favor(q, k, v, key_padding_mask)
+        tracked = favor(q.clone().requires_grad_(), k, v, key_padding_mask)
+        assert tracked.requires_grad and not fast.requires_grad
+        torch.testing.assert_close(fast, tracked.detach(), atol=1e-12, rtol=1e-10)
