@@ -1,8 +1,9 @@
 """FAVOR+ attention: positive orthogonal random features for the softmax kernel (Choromanski et al., 2021).
 
 Reading order: the random projection, the feature map, bidirectional linear attention, causal
-linear attention (chunkwise, with the final recurrent state), one-token recurrent decoding, and
-:class:`FavorAttention`, the module the Performer layers hold.
+linear attention (chunkwise, with the final recurrent state), one-token recurrent decoding, the
+forward pass for when nothing needs a gradient, and :class:`FavorAttention`, the module the
+Performer layers hold.
 
 How the maths works -- the feature map, the stabiliser that keeps it exact and strictly causal,
 the chunked causal pass and the recurrent state -- is explained in ``docs/plugins/performer.md``
@@ -247,6 +248,32 @@ class CausalLinearState:
         return self.summary[..., -1, :]
 
 
+def _prefix_scan_(
+    initial: torch.Tensor, chunk_summaries: torch.Tensor, carry: torch.Tensor, gain: torch.Tensor
+) -> torch.Tensor:
+    """Overwrite ``chunk_summaries`` (..., chunks, d + 1, m) with the summaries before each chunk
+    (see :class:`_PrefixSummaries`; ``carry`` and ``gain`` (..., chunks, 1, 1)); returns the one after the last."""
+    total = initial
+    for index in range(chunk_summaries.shape[-3]):
+        chunk = chunk_summaries[..., index, :, :]
+        following = torch.addcmul(total * carry[..., index, :, :], chunk, gain[..., index, :, :])
+        chunk.copy_(total)
+        total = following
+    return total
+
+
+def _running_maxima(
+    log_scale: torch.Tensor, initial: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For chunked key log-scales (..., chunks, C) after keys whose maximum was ``initial`` (...):
+    each chunk's own maximum (..., chunks), the running maximum before each chunk and after the
+    last (..., chunks + 1), and the running maximum at each position (..., chunks, C)."""
+    chunk_max = log_scale.amax(dim=-1)
+    before = torch.cat([initial.unsqueeze(-1), chunk_max], dim=-1).cummax(dim=-1).values
+    running = torch.maximum(log_scale.cummax(dim=-1).values, before[..., :-1].unsqueeze(-1))
+    return chunk_max, before, running
+
+
 class _PrefixSummaries(torch.autograd.Function):
     """The summaries before each chunk: ``S_0 = initial``, ``S_{c+1} = carry_c S_c + gain_c K_c``.
 
@@ -263,12 +290,7 @@ class _PrefixSummaries(torch.autograd.Function):
         ctx, initial: torch.Tensor, chunk_summaries: torch.Tensor, carry: torch.Tensor, gain: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         carry, gain = carry[..., None, None], gain[..., None, None]
-        total = initial
-        for index in range(chunk_summaries.shape[-3]):
-            chunk = chunk_summaries[..., index, :, :]
-            following = torch.addcmul(total * carry[..., index, :, :], chunk, gain[..., index, :, :])
-            chunk.copy_(total)
-            total = following
+        total = _prefix_scan_(initial, chunk_summaries, carry, gain)
         ctx.mark_dirty(chunk_summaries)
         ctx.save_for_backward(carry, gain)
         return chunk_summaries, total
@@ -340,9 +362,7 @@ def causal_linear_attention_with_state(
     stable = log_scale.detach()
 
     # Running maxima: before each chunk (incl. the state's keys), and at each position.
-    chunk_max = stable.amax(dim=-1)
-    before = torch.cat([state.max_log_scale.unsqueeze(-1), chunk_max], dim=-1).cummax(dim=-1).values
-    running = torch.maximum(stable.cummax(dim=-1).values, before[..., :-1].unsqueeze(-1))
+    chunk_max, before, running = _running_maxima(stable, state.max_log_scale)
 
     # Within a chunk: query i weighs key j <= i by exp(log_scale_j - running_i) <= 1.
     causal = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
@@ -402,12 +422,13 @@ def causal_linear_attention_step(
 
 # --- forward without autograd ----------------------------------------------------------------------
 #
-# When nothing needs a gradient, the causal pass is one function that keeps no buffer for a
-# backward and writes into as few fresh buffers as it can: on CPU the first touch of every fresh
-# buffer of a few MiB costs page faults worth about as much as the product that fills it. Log
-# scales stay in base 2 throughout (``exp2`` is several times faster than ``exp`` on CPU), and
-# the keys' features and the prefix summaries share one buffer, so that each chunk's queries
-# meet both -- the in-chunk scores and the summary before the chunk -- in one product.
+# When nothing needs a gradient, :class:`FavorAttention` computes features and attention in one
+# function per mode that keeps no buffer for a backward and writes into as few fresh buffers as
+# it can: on CPU the first touch of every fresh buffer of a few MiB costs page faults worth about
+# as much as the product that fills it. Log-scales stay in base 2 throughout (``exp2`` is several
+# times faster than ``exp`` on CPU). In causal mode the keys' features and the prefix summaries
+# share one buffer, so that each chunk's queries meet both -- the in-chunk scores and the summary
+# before the chunk -- in one product; in bidirectional mode the query features overwrite the keys'.
 
 
 def _features_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -488,10 +509,7 @@ def _causal_attention_inference(
     if padding:
         log_scale.view(*batch, -1)[..., n:] = lowest
 
-    chunk_max = log_scale.amax(dim=-1)
-    before = torch.cat([chunk_max.new_full((*chunk_max.shape[:-1], 1), lowest), chunk_max], dim=-1)
-    before = before.cummax(dim=-1).values
-    running = torch.maximum(log_scale.cummax(dim=-1).values, before[..., :-1, None])
+    chunk_max, before, running = _running_maxima(log_scale, log_scale.new_full(log_scale.shape[:-2], lowest))
     causal = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
     decay = (log_scale.unsqueeze(-2) - running.unsqueeze(-1)).masked_fill_(~causal, -math.inf).exp2_()
 
@@ -502,12 +520,7 @@ def _causal_attention_inference(
     summaries = summaries.view(-1, chunks, dim_value + 1, nb_features)
     carry = (before[..., :-1] - before[..., 1:]).exp2_()[..., None, None]
     gain = (chunk_max - before[..., 1:]).exp2_()[..., None, None]
-    total = torch.zeros_like(summaries[:, 0])
-    for index in range(chunks):
-        chunk = summaries[:, index]
-        following = torch.addcmul(total * carry[:, index], chunk, gain[:, index])
-        chunk.copy_(total)
-        total = following
+    _prefix_scan_(torch.zeros_like(summaries[:, 0]), summaries, carry, gain)
 
     queries = q.new_empty(groups, size, nb_features)
     _features_into(queries, q.reshape(groups, size, dim), weight, eps)  # a query's scale cancels
@@ -592,8 +605,6 @@ class FavorAttention(nn.Module):
                     k_log_scale=key.log_scale, key_padding_mask=key_padding_mask,
                 )
             else:
-                # The keys are summarised before the query features exist: without autograd only
-                # one (n, m) feature tensor is alive at a time, and on CPU fresh memory costs page faults.
                 key = self._features(k)
                 summary = _key_summary(key.features, values, key.log_scale, key_padding_mask)
                 del key
