@@ -138,24 +138,35 @@ def load(directory: str | os.PathLike[str], device: Any = None, registry: Regist
     Directories that are not Model Foundry checkpoints are offered to the installed
     checkpoint converters (e.g. a transformers GPT-2 or BERT directory).
     """
-    from safetensors.torch import load_model
-
-    from model_foundry.factory import create_model
-    from model_foundry.specs import resolve
-
     directory = os.fspath(directory)
     registry = registry or get_registry()
     if not os.path.isdir(directory):
         raise FoundryError(f"checkpoint directory not found: {directory!r}")
-    if not is_checkpoint(directory):
-        for converter, _info in registry.converters:
-            if resolve(converter.detect)(directory):
-                model = resolve(converter.convert)(directory)
-                return model.to(device) if device is not None else model.eval()
-        raise FoundryError(
-            f"{directory!r} is not a Model Foundry checkpoint (no {META_FILE} and {WEIGHTS_FILE}), "
-            "and no installed checkpoint converter recognises it"
-        )
+    model = _read(directory, registry) if is_checkpoint(directory) else _convert(directory, registry)
+    if device is not None:
+        model = model.to(device)
+    return model.eval()
+
+
+def _convert(directory: str, registry: Registry) -> Any:
+    """A foreign directory, imported by the first installed converter that recognises it."""
+    from model_foundry.specs import resolve
+
+    for converter, _info in registry.converters:
+        if resolve(converter.detect)(directory):
+            return resolve(converter.convert)(directory)
+    raise FoundryError(
+        f"{directory!r} is not a Model Foundry checkpoint (no {META_FILE} and {WEIGHTS_FILE}), "
+        "and no installed checkpoint converter recognises it"
+    )
+
+
+def _read(directory: str, registry: Registry) -> Any:
+    """A Model Foundry checkpoint: rebuild its architecture from config.yaml, then load the weights."""
+    from safetensors.torch import load_model
+
+    from model_foundry.factory import create_model
+
     with open(os.path.join(directory, META_FILE), encoding="utf-8") as handle:
         meta = json.load(handle)
     config_data = read_yaml_plain(os.path.join(directory, CONFIG_FILE)) or {}
@@ -177,6 +188,4 @@ def load(directory: str | os.PathLike[str], device: Any = None, registry: Regist
             f"weights in {directory!r} do not match the {architecture} model built from its config "
             f"(missing: {sorted(missing)[:5]}, unexpected: {sorted(unexpected)[:5]})"
         )
-    if device is not None:
-        model = model.to(device)
-    return model.eval()
+    return model

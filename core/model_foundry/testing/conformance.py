@@ -58,7 +58,7 @@ def _tokenizer(directory: str) -> Any:
     return train_tokenizer(TokenizerConfig(tokenizer_type="char", vocab_size=96, min_frequency=1), [path])
 
 
-def _batch(found: Architecture, config: ModelConfig, tokenizer: Any, objective: str) -> dict[str, Any]:
+def _batch(tokenizer: Any, objective: str) -> dict[str, Any]:
     from model_foundry.factory import create_collator
 
     lines = [line for line in SAMPLE_TEXT.splitlines() if line]
@@ -102,7 +102,7 @@ def check_training_step(name: str, preset: str = "tiny") -> None:
         torch.manual_seed(0)
         model = create_model(config)
         model.train()
-        batch = _batch(found, config, tokenizer, objectives[0])
+        batch = _batch(tokenizer, objectives[0])
         output = model(**batch)
         assert output.loss is not None, f"{name}: forward with labels returned no loss"
         assert output["loss"] is output.loss, f"{name}: output is not readable both as attributes and keys"
