@@ -58,3 +58,23 @@ def test_every_query_keeps_a_visible_key_under_left_padding():
     causal_mask, _ = sdpa_attention_mask(None, 2, 5, True, torch.device("cpu"))  # two new queries after 3 cached
     assert causal_mask.tolist() == [[True, True, True, True, False], [True, True, True, True, True]]
     assert sdpa_attention_mask(None, 4, 4, True, torch.device("cpu")) == (None, True)
+
+
+def test_load_returns_converted_models_in_eval_mode_on_any_device(tmp_path):
+    from toy_plugin import ToyPlugin
+
+    from model_foundry import hookimpl
+    from model_foundry.specs import CheckpointConverter
+    from model_foundry.testing import isolated_registry
+
+    def convert(directory):
+        return create_model({"architecture": "toy", "preset": "tiny", "vocab_size": 8}).train()
+
+    class Importer:
+        @hookimpl
+        def foundry_checkpoint_converters(self):
+            return [CheckpointConverter("toy-dir", "toy", lambda d: True, convert)]
+
+    with isolated_registry(ToyPlugin(), Importer()):
+        assert not model_foundry.load(tmp_path).training
+        assert not model_foundry.load(tmp_path, device="cpu").training
