@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -160,6 +160,14 @@ def _lowest(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).min
 
 
+def _padding_mask(key_padding_mask: torch.Tensor, batch_shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """``key_padding_mask`` (batch, n_k) broadcast to ``(*batch_shape, n_k)`` (a view, heads included)."""
+    if key_padding_mask.dtype != torch.bool:
+        raise TypeError("key_padding_mask must be a bool tensor, True on padded keys")
+    view = key_padding_mask.view(key_padding_mask.shape[0], *([1] * (len(batch_shape) - 1)), -1)
+    return view.expand(*batch_shape, key_padding_mask.shape[-1])
+
+
 def _prepare_keys(
     v: torch.Tensor, k_log_scale: torch.Tensor | None, key_padding_mask: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,9 +179,7 @@ def _prepare_keys(
     values = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
     log_scale = torch.zeros_like(v[..., 0]) if k_log_scale is None else k_log_scale
     if key_padding_mask is not None:
-        if key_padding_mask.dtype != torch.bool:
-            raise TypeError("key_padding_mask must be a bool tensor, True on padded keys")
-        padded = key_padding_mask.view(key_padding_mask.shape[0], *([1] * (values.dim() - 3)), -1)
+        padded = _padding_mask(key_padding_mask, v.shape[:-2])
         values = values.masked_fill(padded.unsqueeze(-1), 0.0)
         log_scale = log_scale.masked_fill(padded, _lowest(log_scale.dtype))
     return values, log_scale
@@ -248,20 +254,6 @@ class CausalLinearState:
         return self.summary[..., -1, :]
 
 
-def _prefix_scan_(
-    initial: torch.Tensor, chunk_summaries: torch.Tensor, carry: torch.Tensor, gain: torch.Tensor
-) -> torch.Tensor:
-    """Overwrite ``chunk_summaries`` (..., chunks, d + 1, m) with the summaries before each chunk
-    (see :class:`_PrefixSummaries`; ``carry`` and ``gain`` (..., chunks, 1, 1)); returns the one after the last."""
-    total = initial
-    for index in range(chunk_summaries.shape[-3]):
-        chunk = chunk_summaries[..., index, :, :]
-        following = torch.addcmul(total * carry[..., index, :, :], chunk, gain[..., index, :, :])
-        chunk.copy_(total)
-        total = following
-    return total
-
-
 def _running_maxima(
     log_scale: torch.Tensor, initial: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -274,38 +266,58 @@ def _running_maxima(
     return chunk_max, before, running
 
 
-class _PrefixSummaries(torch.autograd.Function):
-    """The summaries before each chunk: ``S_0 = initial``, ``S_{c+1} = carry_c S_c + gain_c K_c``.
+Exp = Callable[[torch.Tensor], torch.Tensor]  # in place: torch.Tensor.exp_ (natural log-scales) or .exp2_ (base 2)
 
-    ``carry`` and ``gain`` (..., chunks) are stabiliser rescalings, constants for autograd. A
-    scan with its own backward (the same recurrence run in reverse) keeps nothing but them, where
-    autograd would keep every intermediate; and it overwrites the chunk summaries with the
-    prefix summaries (nothing else needs them), because on CPU every fresh buffer of that size
-    costs about as much in page faults as the product that filled it.
-    Returns the summaries before each chunk (..., chunks, d + 1, m) and the one after the last.
+
+def _lower_decay(columns: torch.Tensor, rows: torch.Tensor, exp_: Exp, *, diagonal: int) -> torch.Tensor:
+    """``exp(columns_j - rows_i)`` (..., i, j) on and below ``diagonal`` of the last two dimensions, 0 above.
+
+    Each ``rows_i`` is a running maximum that covers every ``columns_j`` kept, so no entry exceeds 1.
     """
+    size = rows.shape[-1]
+    above = torch.ones(size, columns.shape[-1], dtype=torch.bool, device=rows.device).triu(diagonal + 1)
+    return exp_((columns.unsqueeze(-2) - rows.unsqueeze(-1)).masked_fill_(above, -math.inf))
 
-    @staticmethod
-    def forward(
-        ctx, initial: torch.Tensor, chunk_summaries: torch.Tensor, carry: torch.Tensor, gain: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        carry, gain = carry[..., None, None], gain[..., None, None]
-        total = _prefix_scan_(initial, chunk_summaries, carry, gain)
-        ctx.mark_dirty(chunk_summaries)
-        ctx.save_for_backward(carry, gain)
-        return chunk_summaries, total
 
-    @staticmethod
-    def backward(
-        ctx, grad_previous: torch.Tensor, grad_final: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, None, None]:
-        carry, gain = ctx.saved_tensors
-        grad_chunks = torch.empty_like(grad_previous)
-        running = grad_final.clone()
-        for index in reversed(range(grad_previous.shape[-3])):
-            torch.mul(running, gain[..., index, :, :], out=grad_chunks[..., index, :, :])
-            running.mul_(carry[..., index, :, :]).add_(grad_previous[..., index, :, :])
-        return running, grad_chunks, None, None
+_PREFIX_BLOCK = 16  # chunks whose prefix summaries one product computes
+
+
+def _prefix_summaries(
+    chunk_summaries: torch.Tensor, chunk_max: torch.Tensor, before: torch.Tensor, exp_: Exp,
+    initial: torch.Tensor | None = None, *, final: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The summaries before each chunk (g, chunks, R, m) and the one after the last (g, R, m; None
+    unless ``final``).
+
+    ``chunk_summaries`` (g, chunks, R, m) holds each chunk's keys weighted relative to its own
+    maximum ``chunk_max`` (g, chunks); ``before`` (g, chunks + 1) is the running maximum before
+    each chunk and after the last (:func:`_running_maxima`); ``initial`` (g, R, m) is the summary
+    of earlier keys, relative to ``before[:, 0]`` (None: there are none).
+
+    The summary before chunk ``r`` is ``sum_{c < r} exp(chunk_max_c - before_r) K_c``, a product
+    with a lower-triangular matrix whose entries never exceed 1; one product covers a block of
+    :data:`_PREFIX_BLOCK` chunks, and the summary reached at a block's end is carried into the
+    next. A product rather than a loop over chunks: one call instead of one per chunk, and
+    autograd keeps only the small decay matrices for the backward pass.
+    """
+    g, chunks = chunk_max.shape
+    shape = chunk_summaries.shape[-2:]
+    flat = chunk_summaries.flatten(-2)
+    blocks, carried = [], initial
+    for start in range(0, chunks, _PREFIX_BLOCK):
+        stop = min(chunks, start + _PREFIX_BLOCK)
+        decay = _lower_decay(chunk_max[:, start:stop], before[:, start:stop], exp_, diagonal=-1)
+        block = torch.bmm(decay, flat[:, start:stop]).view(g, stop - start, *shape)
+        if carried is not None:
+            scale = exp_(before[:, start, None] - before[:, start:stop])[..., None, None]
+            block = block.addcmul_(carried.unsqueeze(1), scale)
+        blocks.append(block)
+        if stop < chunks or final:  # the summary after the block's last chunk
+            last = stop - 1
+            carry = exp_(before[:, last] - before[:, stop])[:, None, None]
+            gain = exp_(chunk_max[:, last] - before[:, stop])[:, None, None]
+            carried = torch.addcmul(block[:, -1] * carry, chunk_summaries[:, last], gain)
+    return (blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)), carried if final else None
 
 
 class _Scores(torch.autograd.Function):
@@ -348,6 +360,7 @@ def causal_linear_attention_with_state(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     values, log_scale = _prepare_keys(v, k_log_scale, key_padding_mask)
+    initial = None if state is None else state.summary
     if state is None:
         state = CausalLinearState.empty(k.shape[:-2], k.shape[-1], v.shape[-1], dtype=values.dtype, device=v.device)
     n = q.shape[-2]
@@ -359,27 +372,27 @@ def causal_linear_attention_with_state(
     chunks = (n + padding) // size
     q, k, values = (t.unflatten(-2, (chunks, size)) for t in (q, k, values))
     log_scale = log_scale.unflatten(-1, (chunks, size))
-    stable = log_scale.detach()
 
     # Running maxima: before each chunk (incl. the state's keys), and at each position.
-    chunk_max, before, running = _running_maxima(stable, state.max_log_scale)
+    chunk_max, before, running = _running_maxima(log_scale.detach(), state.max_log_scale)
 
     # Within a chunk: query i weighs key j <= i by exp(log_scale_j - running_i) <= 1.
-    causal = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
-    decay = (log_scale.unsqueeze(-2) - running.unsqueeze(-1)).masked_fill_(~causal, -math.inf).exp_()
-    out = (_Scores.apply(q, k) * decay) @ values
+    out = (_Scores.apply(q, k) * _lower_decay(log_scale, running, torch.Tensor.exp_, diagonal=0)) @ values
 
     # Across chunks: each chunk's keys summarised at its own maximum, then summed in order.
     weighted = values * torch.exp(log_scale - chunk_max.unsqueeze(-1)).unsqueeze(-1)
     chunk_summaries = weighted.transpose(-1, -2) @ k  # (..., chunks, d + 1, m)
-    carry = torch.exp(before[..., :-1] - before[..., 1:])
-    gain = torch.exp(chunk_max - before[..., 1:])
-    previous, final = _PrefixSummaries.apply(state.summary, chunk_summaries, carry, gain)
-    inter = q @ previous.transpose(-1, -2)
+    batch, summary_shape = chunk_max.shape[:-1], chunk_summaries.shape[-2:]
+    previous, final = _prefix_summaries(
+        chunk_summaries.reshape(-1, chunks, *summary_shape), chunk_max.reshape(-1, chunks),
+        before.reshape(-1, chunks + 1), torch.Tensor.exp_,
+        initial=None if initial is None else initial.reshape(-1, *summary_shape),
+    )
+    inter = q @ previous.view(*batch, chunks, *summary_shape).transpose(-1, -2)
     # The summaries are relative to the maximum before the chunk; bring them to each query's own.
     out = torch.addcmul(out, inter, torch.exp(before[..., :-1].unsqueeze(-1) - running).unsqueeze(-1))
     out = _normalise(out).flatten(-3, -2)[..., :n, :]
-    return out, CausalLinearState(final, before[..., -1])
+    return out, CausalLinearState(final.view(*batch, *summary_shape), before[..., -1])
 
 
 def causal_linear_attention(
@@ -422,13 +435,15 @@ def causal_linear_attention_step(
 
 # --- forward without autograd ----------------------------------------------------------------------
 #
-# When nothing needs a gradient, :class:`FavorAttention` computes features and attention in one
-# function per mode that keeps no buffer for a backward and writes into as few fresh buffers as
-# it can: on CPU the first touch of every fresh buffer of a few MiB costs page faults worth about
-# as much as the product that fills it. Log-scales stay in base 2 throughout (``exp2`` is several
-# times faster than ``exp`` on CPU). In causal mode the keys' features and the prefix summaries
-# share one buffer, so that each chunk's queries meet both -- the in-chunk scores and the summary
-# before the chunk -- in one product; in bidirectional mode the query features overwrite the keys'.
+# When nothing needs a gradient, :class:`FavorAttention` computes features and attention in
+# functions that keep no buffer for a backward pass. Log-scales stay in base 2 throughout (``exp2``
+# is several times faster than ``exp`` on CPU). The (batch, head) pairs are processed a few at a
+# time, in tiles of about :data:`_TILE_BYTES` of features: each tile's features are consumed by the
+# products that follow while they are still in the cache, and the buffers of one tile are reused
+# by the next instead of fresh ones whose first touch (page faults) costs about as much as the
+# product that fills them.
+
+_TILE_BYTES = 1 << 20
 
 
 def _features_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -442,94 +457,102 @@ def _features_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, eps
     return shift
 
 
-def _key_log_scale(shift: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """The keys' base-2 log-scales from their shifts, in place (the constant ``-log m / 2`` cancels)."""
-    return shift.sub_(k.square().sum(dim=-1), alpha=1 / (2 * math.sqrt(k.shape[-1]) * math.log(2)))
+def _key_log_scale(shift: torch.Tensor, k: torch.Tensor, excluded: torch.Tensor | None) -> torch.Tensor:
+    """The keys' base-2 log-scales from their shifts, in place (the constant ``-log m / 2`` cancels);
+    ``excluded`` keys (padding) get the lowest, so they never set a maximum."""
+    log_scale = shift.sub_(k.square().sum(dim=-1), alpha=1 / (2 * math.sqrt(k.shape[-1]) * math.log(2)))
+    if excluded is not None:
+        log_scale.masked_fill_(excluded.reshape(log_scale.shape), _lowest(log_scale.dtype))
+    return log_scale
 
 
-def _bidirectional_attention_inference(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    projection: torch.Tensor,
-    *,
-    eps: float,
-    key_padding_mask: torch.Tensor | None,
+def _bidirectional_tile(
+    q: torch.Tensor, k: torch.Tensor, values: torch.Tensor, excluded: torch.Tensor | None,
+    weight: torch.Tensor, eps: float,
 ) -> torch.Tensor:
-    """:class:`FavorAttention` in bidirectional mode when nothing needs a gradient: the keys are
-    summarised, then the query features overwrite the key features' buffer."""
-    *batch, n_k, dim = k.shape
-    groups, n_q = math.prod(batch), q.shape[-2]
-    weight = (projection * (dim**-0.25 / math.log(2))).T
-    features = k.new_empty(groups, max(n_k, n_q), projection.shape[0])
-    k = k.reshape(groups, n_k, dim)
+    """Bidirectional attention of ``g`` (batch, head) pairs: ``q`` (g, n_q, d), ``k`` (g, n_k, d),
+    ``values`` (g, n_k, d + 1), ``excluded`` (g, n_k) or None. The keys are summarised, then the
+    query features overwrite the key features' buffer."""
+    n_k, n_q = k.shape[-2], q.shape[-2]
+    features = q.new_empty(q.shape[0], max(n_k, n_q), weight.shape[-1])
     keys = features[:, :n_k]
-    log_scale = _key_log_scale(_features_into(keys, k, weight, eps), k)
-    values, log_scale = _prepare_keys(v, log_scale.view(*batch, n_k), key_padding_mask)
+    log_scale = _key_log_scale(_features_into(keys, k, weight, eps), k, excluded)
     weights = (log_scale - log_scale.amax(dim=-1, keepdim=True)).exp2_()
-    summary = (values * weights.unsqueeze(-1)).reshape(groups, n_k, -1).transpose(-1, -2) @ keys
+    summary = (values * weights.unsqueeze(-1)).transpose(-1, -2) @ keys
     queries = features[:, :n_q]
-    _features_into(queries, q.reshape(groups, n_q, dim), weight, eps)
-    return _normalise(queries @ summary.transpose(-1, -2)).view(*batch, n_q, -1)
+    _features_into(queries, q, weight, eps)
+    return _normalise(queries @ summary.transpose(-1, -2))
 
 
-def _causal_attention_inference(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    projection: torch.Tensor,
-    *,
-    eps: float,
-    chunk_size: int,
-    key_padding_mask: torch.Tensor | None,
+def _causal_tile(
+    q: torch.Tensor, k: torch.Tensor, values: torch.Tensor, excluded: torch.Tensor | None,
+    weight: torch.Tensor, eps: float, size: int,
 ) -> torch.Tensor:
-    """What :class:`FavorAttention` computes in causal mode (raw ``q``, ``k``, ``v`` (..., n, d)),
-    for when nothing needs a gradient; the same maths as :func:`favor_features` followed by
-    :func:`causal_linear_attention`."""
-    *batch, n, dim = q.shape
-    nb_features, dim_value = projection.shape[0], v.shape[-1]
-    size = max(1, min(chunk_size, n))
-    padding = -n % size
-    values, _ = _prepare_keys(v, None, key_padding_mask)
+    """Causal attention of ``g`` (batch, head) pairs, ``n`` a multiple of the chunk ``size``
+    (arguments as in :func:`_bidirectional_tile`): the same maths as :func:`favor_features` followed
+    by :func:`causal_linear_attention`. Each chunk's queries and keys get their features from one
+    product; within a chunk, scores; across chunks, the prefix summaries."""
+    g, n, dim = q.shape
+    chunks, dim_value = n // size, values.shape[-1]
+    groups = g * chunks
+    features = q.new_empty(groups, 2 * size, weight.shape[-1])  # per chunk: its queries, then its keys
+    shift = _features_into(features, torch.cat([q.view(groups, size, dim), k.view(groups, size, dim)], dim=1), weight, eps)
+    queries, keys = features[:, :size], features[:, size:]
+    log_scale = _key_log_scale(shift[:, size:], k.view(groups, size, dim), excluded).view(g, chunks, size)
+
+    chunk_max, before, running = _running_maxima(log_scale, log_scale.new_full((g,), _lowest(q.dtype)))
+    values = values.view(groups, size, dim_value)
+    weighted = values * (log_scale - chunk_max.unsqueeze(-1)).exp2_().view(groups, size, 1)
+    chunk_summaries = torch.bmm(weighted.transpose(-1, -2), keys).view(g, chunks, dim_value, -1)
+    previous, _ = _prefix_summaries(chunk_summaries, chunk_max, before, torch.Tensor.exp2_, final=False)
+
+    decay = _lower_decay(log_scale, running, torch.Tensor.exp2_, diagonal=0).view(groups, size, size)
+    out = torch.bmm(torch.bmm(queries, keys.transpose(-1, -2)).mul_(decay), values)
+    inter = torch.bmm(queries, previous.view(groups, dim_value, -1).transpose(-1, -2))
+    out.addcmul_(inter, (before[..., :-1, None] - running).exp2_().view(groups, size, 1))
+    return _normalise(out).view(g, n, -1)
+
+
+def _attention_inference(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, projection: torch.Tensor, *,
+    eps: float, causal: bool, chunk_size: int, key_padding_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """What :class:`FavorAttention` computes from raw ``q``, ``k``, ``v`` (..., n, d), for when
+    nothing needs a gradient, tile by tile (see the comment above)."""
+    *batch, n_q, dim = q.shape
+    n_k, dim_value = k.shape[-2], v.shape[-1]
+    groups = math.prod(batch)
+    values = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
+    excluded = None
+    if key_padding_mask is not None:
+        padded = _padding_mask(key_padding_mask, batch)
+        values = values.masked_fill(padded.unsqueeze(-1), 0.0)
+        excluded = padded.reshape(groups, n_k)
+    size = max(1, min(chunk_size, n_q))
+    padding = -n_q % size if causal else 0
     if padding:
         q, k, values = (nn.functional.pad(t, (0, 0, 0, padding)) for t in (q, k, values))
-    chunks = (n + padding) // size
-    groups = math.prod(batch) * chunks
+        excluded = nn.functional.pad(
+            torch.zeros(groups, n_k, dtype=torch.bool, device=q.device) if excluded is None else excluded,
+            (0, padding), value=True,
+        )
+    q, k, values = (t.reshape(groups, -1, t.shape[-1]) for t in (q, k, values))
     weight = (projection * (dim**-0.25 / math.log(2))).T
-    lowest = _lowest(q.dtype)
 
-    # Rows [:size] of each group: the chunk's key features; rows [size:]: the summary before it.
-    keys_and_summaries = q.new_empty(groups, size + dim_value + 1, nb_features)
-    keys = keys_and_summaries[:, :size]
-    k = k.reshape(groups, size, dim)
-    log_scale = _key_log_scale(_features_into(keys, k, weight, eps), k).view(-1, chunks, size)
-    if key_padding_mask is not None:
-        padded = key_padding_mask.view(key_padding_mask.shape[0], *([1] * (len(batch) - 1)), n)
-        log_scale.view(*batch, -1)[..., :n].masked_fill_(padded, lowest)
-    if padding:
-        log_scale.view(*batch, -1)[..., n:] = lowest
+    def tile(rows: slice) -> torch.Tensor:
+        mask = None if excluded is None else excluded[rows]
+        if causal:
+            return _causal_tile(q[rows], k[rows], values[rows], mask, weight, eps, size)
+        return _bidirectional_tile(q[rows], k[rows], values[rows], mask, weight, eps)
 
-    chunk_max, before, running = _running_maxima(log_scale, log_scale.new_full(log_scale.shape[:-2], lowest))
-    causal = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
-    decay = (log_scale.unsqueeze(-2) - running.unsqueeze(-1)).masked_fill_(~causal, -math.inf).exp2_()
-
-    values = values.reshape(groups, size, dim_value + 1)
-    weighted = values * (log_scale - chunk_max.unsqueeze(-1)).exp2_().view(groups, size, 1)
-    summaries = keys_and_summaries[:, size:]
-    torch.bmm(weighted.transpose(-1, -2), keys, out=summaries)
-    summaries = summaries.view(-1, chunks, dim_value + 1, nb_features)
-    carry = (before[..., :-1] - before[..., 1:]).exp2_()[..., None, None]
-    gain = (chunk_max - before[..., 1:]).exp2_()[..., None, None]
-    _prefix_scan_(torch.zeros_like(summaries[:, 0]), summaries, carry, gain)
-
-    queries = q.new_empty(groups, size, nb_features)
-    _features_into(queries, q.reshape(groups, size, dim), weight, eps)  # a query's scale cancels
-    scores_and_inter = torch.bmm(queries, keys_and_summaries.transpose(-1, -2))
-    scores = scores_and_inter[..., :size].mul_(decay.view(groups, size, size))
-    out = torch.bmm(scores, values)
-    to_running = (before[..., :-1, None] - running).exp2_().view(groups, size, 1)
-    out.addcmul_(scores_and_inter[..., size:], to_running)
-    return _normalise(out).view(*batch, -1, dim_value)[..., :n, :]
+    step = max(1, _TILE_BYTES // (max(q.shape[1], k.shape[1]) * weight.shape[-1] * q.element_size()))
+    if step >= groups:
+        out = tile(slice(None))
+    else:
+        out = q.new_empty(groups, q.shape[1], dim_value)
+        for start in range(0, groups, step):
+            out[start : start + step] = tile(slice(start, start + step))
+    return out.view(*batch, -1, dim_value)[..., :n_q, :]
 
 
 # --- module ------------------------------------------------------------------------------------
@@ -591,13 +614,10 @@ class FavorAttention(nn.Module):
         with torch.autocast(q.device.type, enabled=False):
             values = v.to(dtype)
             if not needs_grad:
-                inputs = (q.to(dtype), k.to(dtype), values, self.projection.to(dtype))
-                if self.causal:
-                    out = _causal_attention_inference(
-                        *inputs, eps=self.eps, chunk_size=self.chunk_size, key_padding_mask=key_padding_mask
-                    )
-                else:
-                    out = _bidirectional_attention_inference(*inputs, eps=self.eps, key_padding_mask=key_padding_mask)
+                out = _attention_inference(
+                    q.to(dtype), k.to(dtype), values, self.projection.to(dtype), eps=self.eps, causal=self.causal,
+                    chunk_size=self.chunk_size, key_padding_mask=key_padding_mask,
+                )
             elif self.causal:
                 key = self._features(k)
                 out = causal_linear_attention(

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from foundry_plugin_performer import attention
 from foundry_plugin_performer.attention import (
     CausalLinearState,
     FavorAttention,
@@ -304,9 +305,12 @@ def test_projection_is_one_state_dict_entry_and_redraws_in_place():
     assert FavorAttention(64).nb_features == int(64 * math.log(64))
 
 
+@pytest.mark.parametrize("tile_bytes", [1, 3 * 40 * 24 * 8, 1 << 30], ids=["one-head-tiles", "three-head-tiles", "one-tile"])
 @pytest.mark.parametrize("causal, chunk_size", [(True, 1), (True, 7), (True, 64), (False, 64)])
-def test_forward_without_autograd_equals_the_autograd_path(causal, chunk_size):
-    """With nothing needing a gradient, FavorAttention takes a dedicated path; same outputs, padding included."""
+def test_forward_without_autograd_equals_the_autograd_path(causal, chunk_size, tile_bytes, monkeypatch):
+    """With nothing needing a gradient, FavorAttention takes a dedicated path, (batch, head) pairs a
+    tile at a time; same outputs, padding included, whatever the tiles."""
+    monkeypatch.setattr(attention, "_TILE_BYTES", tile_bytes)
     favor = FavorAttention(16, 24, causal=causal, chunk_size=chunk_size, generator=generator()).double()
     g = generator(8)
     q, k, v = (3 * torch.randn(2, 3, 40, 16, generator=g, dtype=F64) for _ in range(3))
