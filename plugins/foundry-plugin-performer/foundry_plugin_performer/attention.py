@@ -282,42 +282,71 @@ def _lower_decay(columns: torch.Tensor, rows: torch.Tensor, exp_: Exp, *, diagon
 _PREFIX_BLOCK = 16  # chunks whose prefix summaries one product computes
 
 
-def _prefix_summaries(
-    chunk_summaries: torch.Tensor, chunk_max: torch.Tensor, before: torch.Tensor, exp_: Exp,
-    initial: torch.Tensor | None = None, *, final: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The summaries before each chunk (g, chunks, R, m) and the one after the last (g, R, m; None
-    unless ``final``).
+def _block_decay(
+    chunk_max: torch.Tensor, before: torch.Tensor, start: int, stop: int, exp_: Exp
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The weights that take the summary before chunk ``start`` and the chunks ``start:stop`` to the
+    summaries before chunks ``start:stop`` and before chunk ``stop``: (g, B, B) strictly lower
+    ``exp(chunk_max_c - before_r)``, the (g, 1, B) row for ``stop``, and the carried summary's
+    (g, B) and (g,) factors ``exp(before_start - before_r)``. No weight exceeds 1."""
+    decay = _lower_decay(chunk_max[:, start:stop], before[:, start:stop], exp_, diagonal=-1)
+    last_row = exp_(chunk_max[:, None, start:stop] - before[:, stop, None, None])
+    carried = exp_(before[:, start, None] - before[:, start:stop])
+    return decay, last_row, carried, exp_(before[:, start] - before[:, stop])
+
+
+class _PrefixSummaries(torch.autograd.Function):
+    """The summaries before each chunk (g, chunks, R, m) and the one after the last (g, R, m).
 
     ``chunk_summaries`` (g, chunks, R, m) holds each chunk's keys weighted relative to its own
     maximum ``chunk_max`` (g, chunks); ``before`` (g, chunks + 1) is the running maximum before
     each chunk and after the last (:func:`_running_maxima`); ``initial`` (g, R, m) is the summary
-    of earlier keys, relative to ``before[:, 0]`` (None: there are none).
+    of earlier keys, relative to ``before[:, 0]`` (None: there are none). ``exp_`` says the base.
 
-    The summary before chunk ``r`` is ``sum_{c < r} exp(chunk_max_c - before_r) K_c``, a product
-    with a lower-triangular matrix whose entries never exceed 1; one product covers a block of
-    :data:`_PREFIX_BLOCK` chunks, and the summary reached at a block's end is carried into the
-    next. A product rather than a loop over chunks: one call instead of one per chunk, and
-    autograd keeps only the small decay matrices for the backward pass.
+    The summary before chunk ``r`` is ``sum_{c < r} exp(chunk_max_c - before_r) K_c`` (plus the
+    initial one's share): a product with a lower-triangular matrix whose entries never exceed 1,
+    one per block of :data:`_PREFIX_BLOCK` chunks, the summary reached at a block's end carried
+    into the next. The backward pass runs the same products transposed, blocks in reverse, and
+    keeps nothing but the maxima: no per-chunk loop, no slices for autograd to zero-fill.
     """
-    g, chunks = chunk_max.shape
-    shape = chunk_summaries.shape[-2:]
-    flat = chunk_summaries.flatten(-2)
-    blocks, carried = [], initial
-    for start in range(0, chunks, _PREFIX_BLOCK):
-        stop = min(chunks, start + _PREFIX_BLOCK)
-        decay = _lower_decay(chunk_max[:, start:stop], before[:, start:stop], exp_, diagonal=-1)
-        block = torch.bmm(decay, flat[:, start:stop]).view(g, stop - start, *shape)
-        if carried is not None:
-            scale = exp_(before[:, start, None] - before[:, start:stop])[..., None, None]
-            block = block.addcmul_(carried.unsqueeze(1), scale)
-        blocks.append(block)
-        if stop < chunks or final:  # the summary after the block's last chunk
-            last = stop - 1
-            carry = exp_(before[:, last] - before[:, stop])[:, None, None]
-            gain = exp_(chunk_max[:, last] - before[:, stop])[:, None, None]
-            carried = torch.addcmul(block[:, -1] * carry, chunk_summaries[:, last], gain)
-    return (blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)), carried if final else None
+
+    @staticmethod
+    def forward(ctx, chunk_summaries, chunk_max, before, initial, exp_):  # type: ignore[override]
+        g, chunks, *shape = chunk_summaries.shape
+        flat = chunk_summaries.view(g, chunks, -1)
+        prefix = chunk_summaries.new_empty(g, chunks, *shape)
+        carried = None if initial is None else initial.reshape(g, -1)
+        for start in range(0, chunks, _PREFIX_BLOCK):
+            stop = min(chunks, start + _PREFIX_BLOCK)
+            decay, last_row, carried_factor, carried_last = _block_decay(chunk_max, before, start, stop, exp_)
+            block = torch.bmm(decay, flat[:, start:stop], out=prefix[:, start:stop].view(g, stop - start, -1))
+            following = torch.bmm(last_row, flat[:, start:stop]).squeeze(1)
+            if carried is not None:
+                block.addcmul_(carried.unsqueeze(1), carried_factor.unsqueeze(-1))
+                following.addcmul_(carried, carried_last.unsqueeze(-1))
+            carried = following
+        ctx.save_for_backward(chunk_max, before)
+        ctx.exp_, ctx.has_initial = exp_, initial is not None
+        return prefix, carried.view(g, *shape)
+
+    @staticmethod
+    def backward(ctx, grad_prefix, grad_final):  # type: ignore[override]
+        chunk_max, before = ctx.saved_tensors
+        g, chunks, *shape = grad_prefix.shape
+        grad_prefix = grad_prefix.reshape(g, chunks, -1)
+        grad_chunks = grad_prefix.new_empty(grad_prefix.shape)
+        grad_carried = grad_final.reshape(g, 1, -1)
+        for start in reversed(range(0, chunks, _PREFIX_BLOCK)):
+            stop = min(chunks, start + _PREFIX_BLOCK)
+            decay, last_row, carried_factor, carried_last = _block_decay(chunk_max, before, start, stop, ctx.exp_)
+            grad_block = grad_prefix[:, start:stop]
+            chunk_grad = torch.bmm(decay.transpose(-1, -2), grad_block, out=grad_chunks[:, start:stop])
+            chunk_grad.baddbmm_(last_row.transpose(-1, -2), grad_carried)
+            grad_carried = torch.bmm(carried_factor.unsqueeze(1), grad_block).addcmul_(
+                grad_carried, carried_last[:, None, None]
+            )
+        grad_initial = grad_carried.view(g, *shape) if ctx.has_initial else None
+        return grad_chunks.view(g, chunks, *shape), None, None, grad_initial, None
 
 
 class _Scores(torch.autograd.Function):
@@ -383,10 +412,10 @@ def causal_linear_attention_with_state(
     weighted = values * torch.exp(log_scale - chunk_max.unsqueeze(-1)).unsqueeze(-1)
     chunk_summaries = weighted.transpose(-1, -2) @ k  # (..., chunks, d + 1, m)
     batch, summary_shape = chunk_max.shape[:-1], chunk_summaries.shape[-2:]
-    previous, final = _prefix_summaries(
+    previous, final = _PrefixSummaries.apply(
         chunk_summaries.reshape(-1, chunks, *summary_shape), chunk_max.reshape(-1, chunks),
-        before.reshape(-1, chunks + 1), torch.Tensor.exp_,
-        initial=None if initial is None else initial.reshape(-1, *summary_shape),
+        before.reshape(-1, chunks + 1), None if initial is None else initial.reshape(-1, *summary_shape),
+        torch.Tensor.exp_,
     )
     inter = q @ previous.view(*batch, chunks, *summary_shape).transpose(-1, -2)
     # The summaries are relative to the maximum before the chunk; bring them to each query's own.
@@ -468,20 +497,55 @@ def _key_log_scale(shift: torch.Tensor, k: torch.Tensor, excluded: torch.Tensor 
 
 def _bidirectional_tile(
     q: torch.Tensor, k: torch.Tensor, values: torch.Tensor, excluded: torch.Tensor | None,
-    weight: torch.Tensor, eps: float,
-) -> torch.Tensor:
+    weight: torch.Tensor, eps: float, key_features: torch.Tensor, query_features: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Bidirectional attention of ``g`` (batch, head) pairs: ``q`` (g, n_q, d), ``k`` (g, n_k, d),
-    ``values`` (g, n_k, d + 1), ``excluded`` (g, n_k) or None. The keys are summarised, then the
-    query features overwrite the key features' buffer."""
-    n_k, n_q = k.shape[-2], q.shape[-2]
-    features = q.new_empty(q.shape[0], max(n_k, n_q), weight.shape[-1])
-    keys = features[:, :n_k]
-    log_scale = _key_log_scale(_features_into(keys, k, weight, eps), k, excluded)
-    weights = (log_scale - log_scale.amax(dim=-1, keepdim=True)).exp2_()
-    summary = (values * weights.unsqueeze(-1)).transpose(-1, -2) @ keys
-    queries = features[:, :n_q]
-    _features_into(queries, q, weight, eps)
-    return _normalise(queries @ summary.transpose(-1, -2))
+    ``values`` (g, n_k, d + 1), ``excluded`` (g, n_k) or None; the features are written into
+    ``key_features`` (g, n_k, m) and then ``query_features`` (g, n_q, m), which may share memory.
+
+    Returns numerators and denominators (g, n_q, d + 1), the key summary (g, d + 1, m) and the
+    keys' weights (g, n_k), relative to the largest.
+    """
+    log_scale = _key_log_scale(_features_into(key_features, k, weight, eps), k, excluded)
+    weights = log_scale.sub_(log_scale.amax(dim=-1, keepdim=True)).exp2_()
+    summary = (values * weights.unsqueeze(-1)).transpose(-1, -2) @ key_features
+    _features_into(query_features, q, weight, eps)
+    return query_features @ summary.transpose(-1, -2), summary, weights
+
+
+def _tiles(groups: int, length: int, nb_features: int, element_size: int) -> list[slice]:
+    """Consecutive (batch, head) pairs whose features take about :data:`_TILE_BYTES` (at least one pair)."""
+    step = max(1, _TILE_BYTES // (length * nb_features * element_size))
+    return [slice(start, start + step) for start in range(0, groups, step)]
+
+
+def _flat_inputs(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None, multiple: int = 1
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``q``, ``k`` and the values with their ones column, as (groups, n, .) with the (batch, head)
+    pairs flattened, and the excluded keys (groups, n_k) or None. Padded keys' values are zero;
+    sequences are padded at the end to a ``multiple`` of positions, which are excluded too."""
+    *batch, n_k, _ = k.shape
+    groups = math.prod(batch)
+    values = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
+    excluded = None
+    if key_padding_mask is not None:
+        padded = _padding_mask(key_padding_mask, batch)
+        values = values.masked_fill(padded.unsqueeze(-1), 0.0)
+        excluded = padded.reshape(groups, n_k)
+    padding = -n_k % multiple
+    if padding:
+        q, k, values = (nn.functional.pad(t, (0, 0, 0, padding)) for t in (q, k, values))
+        excluded = nn.functional.pad(
+            torch.zeros(groups, n_k, dtype=torch.bool, device=k.device) if excluded is None else excluded,
+            (0, padding), value=True,
+        )
+    return (*(t.reshape(groups, -1, t.shape[-1]) for t in (q, k, values)), excluded)  # type: ignore[return-value]
+
+
+def _base2_weight(projection: torch.Tensor) -> torch.Tensor:
+    """The projection (m, d) as the (d, m) matrix whose products are the base-2 feature logits."""
+    return (projection * (projection.shape[-1] ** -0.25 / math.log(2))).T
 
 
 def _causal_tile(
@@ -504,7 +568,7 @@ def _causal_tile(
     values = values.view(groups, size, dim_value)
     weighted = values * (log_scale - chunk_max.unsqueeze(-1)).exp2_().view(groups, size, 1)
     chunk_summaries = torch.bmm(weighted.transpose(-1, -2), keys).view(g, chunks, dim_value, -1)
-    previous, _ = _prefix_summaries(chunk_summaries, chunk_max, before, torch.Tensor.exp2_, final=False)
+    previous, _ = _PrefixSummaries.apply(chunk_summaries, chunk_max, before, None, torch.Tensor.exp2_)
 
     decay = _lower_decay(log_scale, running, torch.Tensor.exp2_, diagonal=0).view(groups, size, size)
     out = torch.bmm(torch.bmm(queries, keys.transpose(-1, -2)).mul_(decay), values)
@@ -519,40 +583,97 @@ def _attention_inference(
 ) -> torch.Tensor:
     """What :class:`FavorAttention` computes from raw ``q``, ``k``, ``v`` (..., n, d), for when
     nothing needs a gradient, tile by tile (see the comment above)."""
-    *batch, n_q, dim = q.shape
-    n_k, dim_value = k.shape[-2], v.shape[-1]
-    groups = math.prod(batch)
-    values = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
-    excluded = None
-    if key_padding_mask is not None:
-        padded = _padding_mask(key_padding_mask, batch)
-        values = values.masked_fill(padded.unsqueeze(-1), 0.0)
-        excluded = padded.reshape(groups, n_k)
+    *batch, n_q, _ = q.shape
     size = max(1, min(chunk_size, n_q))
-    padding = -n_q % size if causal else 0
-    if padding:
-        q, k, values = (nn.functional.pad(t, (0, 0, 0, padding)) for t in (q, k, values))
-        excluded = nn.functional.pad(
-            torch.zeros(groups, n_k, dtype=torch.bool, device=q.device) if excluded is None else excluded,
-            (0, padding), value=True,
-        )
-    q, k, values = (t.reshape(groups, -1, t.shape[-1]) for t in (q, k, values))
-    weight = (projection * (dim**-0.25 / math.log(2))).T
+    q, k, values, excluded = _flat_inputs(q, k, v, key_padding_mask, size if causal else 1)
+    weight = _base2_weight(projection)
 
     def tile(rows: slice) -> torch.Tensor:
         mask = None if excluded is None else excluded[rows]
         if causal:
             return _causal_tile(q[rows], k[rows], values[rows], mask, weight, eps, size)
-        return _bidirectional_tile(q[rows], k[rows], values[rows], mask, weight, eps)
+        features = q.new_empty(q[rows].shape[0], max(q.shape[1], k.shape[1]), weight.shape[-1])
+        numerators_and_denominators, _, _ = _bidirectional_tile(
+            q[rows], k[rows], values[rows], mask, weight, eps, features[:, : k.shape[1]], features[:, : q.shape[1]]
+        )
+        return _normalise(numerators_and_denominators)
 
-    step = max(1, _TILE_BYTES // (max(q.shape[1], k.shape[1]) * weight.shape[-1] * q.element_size()))
-    if step >= groups:
-        out = tile(slice(None))
+    tiles = _tiles(q.shape[0], max(q.shape[1], k.shape[1]), weight.shape[-1], q.element_size())
+    if len(tiles) == 1:
+        out = tile(tiles[0])
     else:
-        out = q.new_empty(groups, q.shape[1], dim_value)
-        for start in range(0, groups, step):
-            out[start : start + step] = tile(slice(start, start + step))
-    return out.view(*batch, -1, dim_value)[..., :n_q, :]
+        out = q.new_empty(*q.shape[:2], v.shape[-1])
+        for rows in tiles:
+            out[rows] = tile(rows)
+    return out.view(*batch, -1, v.shape[-1])[..., :n_q, :]
+
+
+class _BidirectionalAttention(torch.autograd.Function):
+    """FAVOR+ bidirectional attention from raw queries, keys and values, tile by tile in both passes.
+
+    The same computation as :func:`favor_features` and :func:`linear_attention` under autograd,
+    with the features of a tile consumed while they are in the cache, and a backward pass that
+    works tile by tile too. Keeps the features, the key summaries and weights, and the output.
+    Inputs as from :func:`_flat_inputs`; returns the outputs (groups, n_q, d).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, values, excluded, projection, eps):  # type: ignore[override]
+        weight = _base2_weight(projection)
+        groups, n_k, nb_features = k.shape[0], k.shape[1], projection.shape[0]
+        key_features = q.new_empty(groups, n_k, nb_features)
+        query_features = q.new_empty(groups, q.shape[1], nb_features)
+        numerators_and_denominators = q.new_empty(groups, q.shape[1], values.shape[-1])
+        summaries = q.new_empty(groups, values.shape[-1], nb_features)
+        weights = q.new_empty(groups, n_k)
+        for rows in _tiles(groups, max(n_k, q.shape[1]), nb_features, q.element_size()):
+            numerators_and_denominators[rows], summaries[rows], weights[rows] = _bidirectional_tile(
+                q[rows], k[rows], values[rows], None if excluded is None else excluded[rows], weight, eps,
+                key_features[rows], query_features[rows],
+            )
+        denominators = numerators_and_denominators[..., -1:].clamp_min(torch.finfo(q.dtype).tiny)
+        out = numerators_and_denominators[..., :-1].div_(denominators)
+        ctx.save_for_backward(k, values, projection, key_features, query_features, summaries, weights, out, denominators)
+        ctx.eps, ctx.excluded = eps, excluded
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        k, values, projection, key_features, query_features, summaries, weights, out, denominators = ctx.saved_tensors
+        eps, dim = ctx.eps, k.shape[-1]
+        weight = projection * dim**-0.25  # natural-log logits: x @ weight.T
+        grad_q, grad_k = k.new_empty(*query_features.shape[:2], dim), torch.empty_like(k)
+        grad_values = torch.empty_like(values)
+        for rows in _tiles(k.shape[0], max(k.shape[1], out.shape[1]), weight.shape[0], k.element_size()):
+            grad, tile_out, denominator = grad_out[rows], out[rows], denominators[rows]
+            # d out / d (numerator, denominator): out = numerator / denominator.
+            grad_nd = torch.cat([grad, -(grad * tile_out).sum(dim=-1, keepdim=True)], dim=-1).div_(denominator)
+            queries, keys, summary, key_weights = query_features[rows], key_features[rows], summaries[rows], weights[rows]
+            grad_summary = grad_nd.transpose(-1, -2) @ queries
+            grad_logits = (queries - eps).mul_(grad_nd @ summary)
+            torch.matmul(grad_logits, weight, out=grad_q[rows])
+            weighted = values[rows] * key_weights.unsqueeze(-1)
+            grad_logits = (keys - eps).mul_(weighted @ grad_summary)
+            grad_weighted = keys @ grad_summary.transpose(-1, -2)
+            torch.mul(grad_weighted, key_weights.unsqueeze(-1), out=grad_values[rows])
+            # The weights exp(log_scale - max) carry the keys' -|k|^2 / (2 sqrt(d)); the max is a constant.
+            grad_log_scale = (grad_weighted * values[rows]).sum(dim=-1).mul_(key_weights)
+            grad_key = torch.matmul(grad_logits, weight, out=grad_k[rows])
+            grad_key.addcmul_(k[rows], grad_log_scale.unsqueeze(-1), value=-1 / math.sqrt(dim))
+        if ctx.excluded is not None:
+            grad_values.masked_fill_(ctx.excluded.unsqueeze(-1), 0.0)
+        return grad_q, grad_k, grad_values, None, None, None
+
+
+def _bidirectional_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, projection: torch.Tensor, *,
+    eps: float, key_padding_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """:class:`_BidirectionalAttention` on (..., n, d) inputs."""
+    *batch, n_q, _ = q.shape
+    flat_q, flat_k, values, excluded = _flat_inputs(q, k, v, key_padding_mask)
+    out = _BidirectionalAttention.apply(flat_q, flat_k, values, excluded, projection, eps)
+    return out.view(*batch, n_q, v.shape[-1])
 
 
 # --- module ------------------------------------------------------------------------------------
@@ -623,6 +744,11 @@ class FavorAttention(nn.Module):
                 out = causal_linear_attention(
                     self._features(q).features, key.features, values, self.chunk_size,
                     k_log_scale=key.log_scale, key_padding_mask=key_padding_mask,
+                )
+            elif not self.projection.requires_grad:
+                out = _bidirectional_attention(
+                    q.to(dtype), k.to(dtype), values, self.projection.to(dtype), eps=self.eps,
+                    key_padding_mask=key_padding_mask,
                 )
             else:
                 key = self._features(k)

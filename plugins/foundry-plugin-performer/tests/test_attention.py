@@ -151,7 +151,10 @@ def test_bidirectional_equals_explicit_reference():
     torch.testing.assert_close(out, masked_reference(q, k, v, log_scale, causal=False), atol=1e-12, rtol=1e-10)
 
 
-def test_gradients_pass_gradcheck():
+@pytest.mark.parametrize("prefix_block", [1, 2, 16], ids=lambda b: f"prefix-blocks-of-{b}")
+def test_gradients_pass_gradcheck(prefix_block, monkeypatch):
+    """Prefix summaries are computed a block of chunks per product; any block size gives the same gradients."""
+    monkeypatch.setattr(attention, "_PREFIX_BLOCK", prefix_block)
     inputs = random_features(1, 2, 11, 5, 3, requires_grad=True)
     assert torch.autograd.gradcheck(lambda q, k, v, s: causal_linear_attention(q, k, v, 4, k_log_scale=s), inputs)
     assert torch.autograd.gradcheck(lambda q, k, v, s: linear_attention(q, k, v, k_log_scale=s), inputs)
@@ -168,13 +171,44 @@ def test_gradients_pass_gradcheck():
     assert torch.autograd.gradcheck(continued, (*inputs, initial))
 
 
+@pytest.mark.parametrize("tile_bytes", [1, 1 << 30], ids=["one-head-tiles", "one-tile"])
 @pytest.mark.parametrize("causal", [True, False])
-def test_whole_favor_attention_passes_gradcheck(causal):
+def test_whole_favor_attention_passes_gradcheck(causal, tile_bytes, monkeypatch):
     """Without eps the stabilisers cancel exactly, so detaching them leaves the true gradient."""
+    monkeypatch.setattr(attention, "_TILE_BYTES", tile_bytes)
     favor = FavorAttention(4, 6, causal=causal, chunk_size=3, eps=0.0, generator=generator()).double()
     g = generator(5)
     inputs = tuple(torch.randn(1, 2, 7, 4, generator=g, dtype=F64, requires_grad=True) for _ in range(3))
     assert torch.autograd.gradcheck(favor, inputs)
+    mask = torch.tensor([[False] * 5 + [True] * 2])
+    assert torch.autograd.gradcheck(lambda q, k, v: favor(q, k, v, mask), inputs)
+
+
+@pytest.mark.parametrize("tile_bytes", [1, 1 << 30], ids=["one-head-tiles", "one-tile"])
+def test_bidirectional_backward_equals_autograd_of_the_feature_functions(tile_bytes, monkeypatch):
+    """The module's bidirectional pass has its own backward (tile by tile); with eps and padding it
+    gives the gradients autograd gives through favor_features and linear_attention."""
+    monkeypatch.setattr(attention, "_TILE_BYTES", tile_bytes)
+    favor = FavorAttention(8, 12, generator=generator(3)).double()
+    g = generator(9)
+    q, k, v = (2 * torch.randn(2, 3, 10, 8, generator=g, dtype=F64) for _ in range(3))
+    mask = torch.zeros(2, 10, dtype=torch.bool)
+    mask[1, 6:] = True
+    upstream = torch.randn(2, 3, 10, 8, generator=g, dtype=F64)
+    for key_padding_mask in (None, mask):
+        ours = [t.clone().requires_grad_() for t in (q, k, v)]
+        out = favor(*ours, key_padding_mask)
+        reference = [t.clone().requires_grad_() for t in (q, k, v)]
+        keys = favor_features(reference[1], favor.projection, eps=favor.eps)
+        expected = linear_attention(
+            favor_features(reference[0], favor.projection, eps=favor.eps).features, keys.features, reference[2],
+            key_padding_mask, k_log_scale=keys.log_scale,
+        )
+        torch.testing.assert_close(out, expected, atol=1e-12, rtol=1e-10)
+        grads = torch.autograd.grad(out, ours, upstream)
+        expected_grads = torch.autograd.grad(expected, reference, upstream)
+        for got, want in zip(grads, expected_grads, strict=True):
+            torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-8)
 
 
 # --- causality, padding, decoding ----------------------------------------------------------------------
