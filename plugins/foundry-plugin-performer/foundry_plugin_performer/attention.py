@@ -488,8 +488,10 @@ def _features_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, eps
 
 def _key_log_scale(shift: torch.Tensor, k: torch.Tensor, excluded: torch.Tensor | None) -> torch.Tensor:
     """The keys' base-2 log-scales from their shifts, in place (the constant ``-log m / 2`` cancels);
-    ``excluded`` keys (padding) get the lowest, so they never set a maximum."""
-    log_scale = shift.sub_(k.square().sum(dim=-1), alpha=1 / (2 * math.sqrt(k.shape[-1]) * math.log(2)))
+    ``excluded`` keys (padding) get the lowest, so they never set a maximum. ``k`` (..., d) holds
+    the keys in the order of ``shift``, whatever its shape."""
+    squared_norm = k.square().sum(dim=-1).reshape(shift.shape)
+    log_scale = shift.sub_(squared_norm, alpha=1 / (2 * math.sqrt(k.shape[-1]) * math.log(2)))
     if excluded is not None:
         log_scale.masked_fill_(excluded.reshape(log_scale.shape), _lowest(log_scale.dtype))
     return log_scale
@@ -560,12 +562,13 @@ def _causal_tile(
     chunks, dim_value = n // size, values.shape[-1]
     groups = g * chunks
     features = q.new_empty(groups, 2 * size, weight.shape[-1])  # per chunk: its queries, then its keys
-    shift = _features_into(features, torch.cat([q.view(groups, size, dim), k.view(groups, size, dim)], dim=1), weight, eps)
+    queries_and_keys = torch.cat([q.reshape(g, chunks, size, dim), k.reshape(g, chunks, size, dim)], dim=2)
+    shift = _features_into(features, queries_and_keys.view(groups, 2 * size, dim), weight, eps)
     queries, keys = features[:, :size], features[:, size:]
-    log_scale = _key_log_scale(shift[:, size:], k.view(groups, size, dim), excluded).view(g, chunks, size)
+    log_scale = _key_log_scale(shift[:, size:], k, excluded).view(g, chunks, size)
 
     chunk_max, before, running = _running_maxima(log_scale, log_scale.new_full((g,), _lowest(q.dtype)))
-    values = values.view(groups, size, dim_value)
+    values = values.reshape(groups, size, dim_value)
     weighted = values * (log_scale - chunk_max.unsqueeze(-1)).exp2_().view(groups, size, 1)
     chunk_summaries = torch.bmm(weighted.transpose(-1, -2), keys).view(g, chunks, dim_value, -1)
     previous, _ = _PrefixSummaries.apply(chunk_summaries, chunk_max, before, None, torch.Tensor.exp2_)

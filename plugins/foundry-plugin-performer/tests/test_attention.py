@@ -347,12 +347,14 @@ def test_forward_without_autograd_equals_the_autograd_path(causal, chunk_size, t
     monkeypatch.setattr(attention, "_TILE_BYTES", tile_bytes)
     favor = FavorAttention(16, 24, causal=causal, chunk_size=chunk_size, generator=generator()).double()
     g = generator(8)
-    q, k, v = (3 * torch.randn(2, 3, 40, 16, generator=g, dtype=F64) for _ in range(3))
+    # As a model passes them: heads split off the width, so not contiguous.
+    q, k, v = (3 * torch.randn(2, 40, 3, 16, generator=g, dtype=F64).transpose(1, 2) for _ in range(3))
     mask = torch.zeros(2, 40, dtype=torch.bool)
     mask[0, :13], mask[1, -5:] = True, True
-    for key_padding_mask in (None, mask):
+    one = slice(0, 1)  # batch 1: (batch, heads) pairs flatten to a strided view
+    for *qkv, key_padding_mask in ((q, k, v, None), (q, k, v, mask), (q[one], k[one], v[one], mask[one])):
         with torch.no_grad():
-            fast = favor(q, k, v, key_padding_mask)
-        tracked = favor(q.clone().requires_grad_(), k, v, key_padding_mask)
+            fast = favor(*qkv, key_padding_mask)
+        tracked = favor(qkv[0].clone().requires_grad_(), *qkv[1:], key_padding_mask)
         assert tracked.requires_grad and not fast.requires_grad
         torch.testing.assert_close(fast, tracked.detach(), atol=1e-12, rtol=1e-10)
