@@ -645,8 +645,8 @@ class _BidirectionalAttention(torch.autograd.Function):
         k, values, projection, key_features, query_features, summaries, weights, out, denominators = ctx.saved_tensors
         eps, dim = ctx.eps, k.shape[-1]
         weight = projection * dim**-0.25  # natural-log logits: x @ weight.T
-        grad_q, grad_k = k.new_empty(*query_features.shape[:2], dim), torch.empty_like(k)
-        grad_values = torch.empty_like(values)
+        grad_q, grad_k = k.new_empty(*query_features.shape[:2], dim), k.new_empty(k.shape)
+        grad_values = values.new_empty(values.shape)
         for rows in _tiles(k.shape[0], max(k.shape[1], out.shape[1]), weight.shape[0], k.element_size()):
             grad, tile_out, denominator = grad_out[rows], out[rows], denominators[rows]
             # d out / d (numerator, denominator): out = numerator / denominator.

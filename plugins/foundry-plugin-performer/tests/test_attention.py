@@ -191,24 +191,25 @@ def test_bidirectional_backward_equals_autograd_of_the_feature_functions(tile_by
     monkeypatch.setattr(attention, "_TILE_BYTES", tile_bytes)
     favor = FavorAttention(8, 12, generator=generator(3)).double()
     g = generator(9)
-    q, k, v = (2 * torch.randn(2, 3, 10, 8, generator=g, dtype=F64) for _ in range(3))
+    q, k, v = (2 * torch.randn(2, 10, 3, 8, generator=g, dtype=F64) for _ in range(3))
     mask = torch.zeros(2, 10, dtype=torch.bool)
     mask[1, 6:] = True
     upstream = torch.randn(2, 3, 10, 8, generator=g, dtype=F64)
-    for key_padding_mask in (None, mask):
-        ours = [t.clone().requires_grad_() for t in (q, k, v)]
-        out = favor(*ours, key_padding_mask)
-        reference = [t.clone().requires_grad_() for t in (q, k, v)]
+    for batch, key_padding_mask in ((slice(None), None), (slice(None), mask), (slice(1, 2), mask)):
+        # As a model passes them: heads split off the width, so not contiguous (batch 1 included).
+        ours = [t[batch].clone().requires_grad_() for t in (q, k, v)]
+        out = favor(*(t.transpose(1, 2) for t in ours), None if key_padding_mask is None else key_padding_mask[batch])
+        reference = [t[batch].transpose(1, 2).contiguous().requires_grad_() for t in (q, k, v)]
         keys = favor_features(reference[1], favor.projection, eps=favor.eps)
         expected = linear_attention(
             favor_features(reference[0], favor.projection, eps=favor.eps).features, keys.features, reference[2],
-            key_padding_mask, k_log_scale=keys.log_scale,
+            None if key_padding_mask is None else key_padding_mask[batch], k_log_scale=keys.log_scale,
         )
         torch.testing.assert_close(out, expected, atol=1e-12, rtol=1e-10)
-        grads = torch.autograd.grad(out, ours, upstream)
-        expected_grads = torch.autograd.grad(expected, reference, upstream)
+        grads = torch.autograd.grad(out, ours, upstream[batch])
+        expected_grads = torch.autograd.grad(expected, reference, upstream[batch])
         for got, want in zip(grads, expected_grads, strict=True):
-            torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-8)
+            torch.testing.assert_close(got.transpose(1, 2), want, atol=1e-10, rtol=1e-8)
 
 
 # --- causality, padding, decoding ----------------------------------------------------------------------
