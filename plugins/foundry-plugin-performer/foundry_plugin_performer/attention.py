@@ -2,8 +2,8 @@
 
 Reading order: the random projection, the feature map, bidirectional linear attention, causal
 linear attention (chunkwise, with the final recurrent state), one-token recurrent decoding, the
-forward pass for when nothing needs a gradient, and :class:`FavorAttention`, the module the
-Performer layers hold.
+tiled passes (the forward for when nothing needs a gradient, and bidirectional attention with
+its own backward), and :class:`FavorAttention`, the module the Performer layers hold.
 
 How the maths works -- the feature map, the stabiliser that keeps it exact and strictly causal,
 the chunked causal pass and the recurrent state -- is explained in ``docs/plugins/performer.md``
@@ -462,15 +462,16 @@ def causal_linear_attention_step(
     return out, CausalLinearState(summary, new_max)
 
 
-# --- forward without autograd ----------------------------------------------------------------------
+# --- tiles: the forward without autograd, and bidirectional attention with its own backward ----------
 #
 # When nothing needs a gradient, :class:`FavorAttention` computes features and attention in
-# functions that keep no buffer for a backward pass. Log-scales stay in base 2 throughout (``exp2``
-# is several times faster than ``exp`` on CPU). The (batch, head) pairs are processed a few at a
-# time, in tiles of about :data:`_TILE_BYTES` of features: each tile's features are consumed by the
-# products that follow while they are still in the cache, and the buffers of one tile are reused
-# by the next instead of fresh ones whose first touch (page faults) costs about as much as the
-# product that fills them.
+# functions that keep no buffer for a backward pass; in bidirectional mode under autograd it uses
+# :class:`_BidirectionalAttention`, which keeps only what its own backward needs. Log-scales stay
+# in base 2 throughout (``exp2`` is several times faster than ``exp`` on CPU). The (batch, head)
+# pairs are processed a few at a time, in tiles of about :data:`_TILE_BYTES` of features: each
+# tile's features are consumed by the products that follow while they are still in the cache, and
+# the buffers of one tile are reused by the next instead of fresh ones whose first touch (page
+# faults) costs about as much as the product that fills them.
 
 _TILE_BYTES = 1 << 20
 
