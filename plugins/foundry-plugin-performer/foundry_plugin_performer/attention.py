@@ -283,20 +283,26 @@ _PREFIX_BLOCK = 16  # chunks whose prefix summaries one product computes
 
 
 def _block_decay(
-    chunk_max: torch.Tensor, before: torch.Tensor, start: int, stop: int, exp_: Exp
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    chunk_max: torch.Tensor, before: torch.Tensor, start: int, stop: int, exp_: Exp, *, carried: bool, following: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """The weights that take the summary before chunk ``start`` and the chunks ``start:stop`` to the
     summaries before chunks ``start:stop`` and before chunk ``stop``: (g, B, B) strictly lower
-    ``exp(chunk_max_c - before_r)``, the (g, 1, B) row for ``stop``, and the carried summary's
-    (g, B) and (g,) factors ``exp(before_start - before_r)``. No weight exceeds 1."""
+    ``exp(chunk_max_c - before_r)``; the (g, 1, B) row for ``stop`` if ``following``; and if
+    ``carried``, the carried summary's (g, B) and (g,) factors ``exp(before_start - before_r)``
+    (None when not asked for). No weight exceeds 1."""
     decay = _lower_decay(chunk_max[:, start:stop], before[:, start:stop], exp_, diagonal=-1)
-    last_row = exp_(chunk_max[:, None, start:stop] - before[:, stop, None, None])
-    carried = exp_(before[:, start, None] - before[:, start:stop])
-    return decay, last_row, carried, exp_(before[:, start] - before[:, stop])
+    last_row = exp_(chunk_max[:, None, start:stop] - before[:, stop, None, None]) if following else None
+    if not carried:
+        return decay, last_row, None, None
+    return decay, last_row, exp_(before[:, start, None] - before[:, start:stop]), exp_(before[:, start] - before[:, stop])
 
 
-class _PrefixSummaries(torch.autograd.Function):
-    """The summaries before each chunk (g, chunks, R, m) and the one after the last (g, R, m).
+def _prefix_summaries(
+    chunk_summaries: torch.Tensor, chunk_max: torch.Tensor, before: torch.Tensor, initial: torch.Tensor | None,
+    exp_: Exp, *, final: bool, out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The summaries before each chunk (g, chunks, R, m; into ``out`` if given) and, if ``final``,
+    the one after the last (g, R, m).
 
     ``chunk_summaries`` (g, chunks, R, m) holds each chunk's keys weighted relative to its own
     maximum ``chunk_max`` (g, chunks); ``before`` (g, chunks + 1) is the running maximum before
@@ -306,28 +312,39 @@ class _PrefixSummaries(torch.autograd.Function):
     The summary before chunk ``r`` is ``sum_{c < r} exp(chunk_max_c - before_r) K_c`` (plus the
     initial one's share): a product with a lower-triangular matrix whose entries never exceed 1,
     one per block of :data:`_PREFIX_BLOCK` chunks, the summary reached at a block's end carried
-    into the next. The backward pass runs the same products transposed, blocks in reverse, and
-    keeps nothing but the maxima: no per-chunk loop, no slices for autograd to zero-fill.
+    into the next. Under autograd, :class:`_PrefixSummaries`.
     """
+    g, chunks, *shape = chunk_summaries.shape
+    flat = chunk_summaries.view(g, chunks, -1)
+    prefix = chunk_summaries.new_empty(g, chunks, *shape) if out is None else out
+    carried = None if initial is None else initial.reshape(g, -1)
+    for start in range(0, chunks, _PREFIX_BLOCK):
+        stop = min(chunks, start + _PREFIX_BLOCK)
+        following = stop < chunks or final
+        decay, last_row, carried_factor, carried_last = _block_decay(
+            chunk_max, before, start, stop, exp_, carried=carried is not None, following=following
+        )
+        block = torch.bmm(decay, flat[:, start:stop], out=prefix[:, start:stop].view(g, stop - start, -1))
+        if carried is not None:
+            block.addcmul_(carried.unsqueeze(1), carried_factor.unsqueeze(-1))
+        if following:
+            summary_after = torch.bmm(last_row, flat[:, start:stop]).squeeze(1)
+            if carried is not None:
+                summary_after.addcmul_(carried, carried_last.unsqueeze(-1))
+            carried = summary_after
+    return prefix, carried.view(g, *shape) if final else None
+
+
+class _PrefixSummaries(torch.autograd.Function):
+    """:func:`_prefix_summaries` (with the final summary) for autograd: the backward pass runs the
+    same products transposed, blocks in reverse, and keeps nothing but the maxima -- no per-chunk
+    loop, no slices for autograd to zero-fill."""
 
     @staticmethod
     def forward(ctx, chunk_summaries, chunk_max, before, initial, exp_):  # type: ignore[override]
-        g, chunks, *shape = chunk_summaries.shape
-        flat = chunk_summaries.view(g, chunks, -1)
-        prefix = chunk_summaries.new_empty(g, chunks, *shape)
-        carried = None if initial is None else initial.reshape(g, -1)
-        for start in range(0, chunks, _PREFIX_BLOCK):
-            stop = min(chunks, start + _PREFIX_BLOCK)
-            decay, last_row, carried_factor, carried_last = _block_decay(chunk_max, before, start, stop, exp_)
-            block = torch.bmm(decay, flat[:, start:stop], out=prefix[:, start:stop].view(g, stop - start, -1))
-            following = torch.bmm(last_row, flat[:, start:stop]).squeeze(1)
-            if carried is not None:
-                block.addcmul_(carried.unsqueeze(1), carried_factor.unsqueeze(-1))
-                following.addcmul_(carried, carried_last.unsqueeze(-1))
-            carried = following
         ctx.save_for_backward(chunk_max, before)
         ctx.exp_, ctx.has_initial = exp_, initial is not None
-        return prefix, carried.view(g, *shape)
+        return _prefix_summaries(chunk_summaries, chunk_max, before, initial, exp_, final=True)
 
     @staticmethod
     def backward(ctx, grad_prefix, grad_final):  # type: ignore[override]
@@ -338,7 +355,9 @@ class _PrefixSummaries(torch.autograd.Function):
         grad_carried = grad_final.reshape(g, 1, -1)
         for start in reversed(range(0, chunks, _PREFIX_BLOCK)):
             stop = min(chunks, start + _PREFIX_BLOCK)
-            decay, last_row, carried_factor, carried_last = _block_decay(chunk_max, before, start, stop, ctx.exp_)
+            decay, last_row, carried_factor, carried_last = _block_decay(
+                chunk_max, before, start, stop, ctx.exp_, carried=True, following=True
+            )
             grad_block = grad_prefix[:, start:stop]
             chunk_grad = torch.bmm(decay.transpose(-1, -2), grad_block, out=grad_chunks[:, start:stop])
             chunk_grad.baddbmm_(last_row.transpose(-1, -2), grad_carried)
@@ -476,6 +495,22 @@ def causal_linear_attention_step(
 _TILE_BYTES = 1 << 20
 
 
+class _Scratch:
+    """Buffers that the tiles of one call reuse, by name: memory touched for the first time costs
+    page faults worth about as much as the product that fills it."""
+
+    def __init__(self, like: torch.Tensor):
+        self.like = like
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def __call__(self, name: str, *shape: int) -> torch.Tensor:
+        size = math.prod(shape)
+        buffer = self.buffers.get(name)
+        if buffer is None or buffer.numel() < size:
+            buffer = self.buffers[name] = self.like.new_empty(size)
+        return buffer[:size].view(shape)
+
+
 def _features_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """Shifted features ``exp2(x @ weight - shift) + eps`` written into ``out`` (g, C, m); returns
     the shift (g, C), in base-2 units. ``x`` is (g, C, d), ``weight`` the base-2 projection (d, m)."""
@@ -553,17 +588,21 @@ def _base2_weight(projection: torch.Tensor) -> torch.Tensor:
 
 def _causal_tile(
     q: torch.Tensor, k: torch.Tensor, values: torch.Tensor, excluded: torch.Tensor | None,
-    weight: torch.Tensor, eps: float, size: int,
+    weight: torch.Tensor, eps: float, size: int, scratch: _Scratch,
 ) -> torch.Tensor:
     """Causal attention of ``g`` (batch, head) pairs, ``n`` a multiple of the chunk ``size``
     (arguments as in :func:`_bidirectional_tile`): the same maths as :func:`favor_features` followed
     by :func:`causal_linear_attention`. Each chunk's queries and keys get their features from one
-    product; within a chunk, scores; across chunks, the prefix summaries."""
+    product; within a chunk, scores; across chunks, the prefix summaries. Intermediate buffers
+    come from ``scratch``."""
     g, n, dim = q.shape
-    chunks, dim_value = n // size, values.shape[-1]
+    chunks, dim_value, nb_features = n // size, values.shape[-1], weight.shape[-1]
     groups = g * chunks
-    features = q.new_empty(groups, 2 * size, weight.shape[-1])  # per chunk: its queries, then its keys
-    queries_and_keys = torch.cat([q.reshape(g, chunks, size, dim), k.reshape(g, chunks, size, dim)], dim=2)
+    features = scratch("features", groups, 2 * size, nb_features)  # per chunk: its queries, then its keys
+    queries_and_keys = torch.cat(
+        [q.reshape(g, chunks, size, dim), k.reshape(g, chunks, size, dim)], dim=2,
+        out=scratch("queries and keys", g, chunks, 2 * size, dim),
+    )
     shift = _features_into(features, queries_and_keys.view(groups, 2 * size, dim), weight, eps)
     queries, keys = features[:, :size], features[:, size:]
     log_scale = _key_log_scale(shift[:, size:], k, excluded).view(g, chunks, size)
@@ -571,12 +610,21 @@ def _causal_tile(
     chunk_max, before, running = _running_maxima(log_scale, log_scale.new_full((g,), _lowest(q.dtype)))
     values = values.reshape(groups, size, dim_value)
     weighted = values * (log_scale - chunk_max.unsqueeze(-1)).exp2_().view(groups, size, 1)
-    chunk_summaries = torch.bmm(weighted.transpose(-1, -2), keys).view(g, chunks, dim_value, -1)
-    previous, _ = _PrefixSummaries.apply(chunk_summaries, chunk_max, before, None, torch.Tensor.exp2_)
+    chunk_summaries = torch.bmm(
+        weighted.transpose(-1, -2), keys, out=scratch("chunk summaries", groups, dim_value, nb_features)
+    )
+    previous, _ = _prefix_summaries(
+        chunk_summaries.view(g, chunks, dim_value, -1), chunk_max, before, None, torch.Tensor.exp2_,
+        final=False, out=scratch("prefix summaries", g, chunks, dim_value, nb_features),
+    )
 
     decay = _lower_decay(log_scale, running, torch.Tensor.exp2_, diagonal=0).view(groups, size, size)
-    out = torch.bmm(torch.bmm(queries, keys.transpose(-1, -2)).mul_(decay), values)
-    inter = torch.bmm(queries, previous.view(groups, dim_value, -1).transpose(-1, -2))
+    scores = torch.bmm(queries, keys.transpose(-1, -2), out=scratch("scores", groups, size, size)).mul_(decay)
+    out = torch.bmm(scores, values, out=scratch("numerators", groups, size, dim_value))
+    inter = torch.bmm(
+        queries, previous.view(groups, dim_value, -1).transpose(-1, -2),
+        out=scratch("earlier chunks", groups, size, dim_value),
+    )
     out.addcmul_(inter, (before[..., :-1, None] - running).exp2_().view(groups, size, 1))
     return _normalise(out).view(g, n, -1)
 
@@ -591,12 +639,13 @@ def _attention_inference(
     size = max(1, min(chunk_size, n_q))
     q, k, values, excluded = _flat_inputs(q, k, v, key_padding_mask, size if causal else 1)
     weight = _base2_weight(projection)
+    scratch = _Scratch(q)
 
     def tile(rows: slice) -> torch.Tensor:
         mask = None if excluded is None else excluded[rows]
         if causal:
-            return _causal_tile(q[rows], k[rows], values[rows], mask, weight, eps, size)
-        features = q.new_empty(q[rows].shape[0], max(q.shape[1], k.shape[1]), weight.shape[-1])
+            return _causal_tile(q[rows], k[rows], values[rows], mask, weight, eps, size, scratch)
+        features = scratch("features", q[rows].shape[0], max(q.shape[1], k.shape[1]), weight.shape[-1])
         numerators_and_denominators, _, _ = _bidirectional_tile(
             q[rows], k[rows], values[rows], mask, weight, eps, features[:, : k.shape[1]], features[:, : q.shape[1]]
         )
