@@ -13,6 +13,7 @@ the chunked causal pass and the recurrent state -- is explained in ``docs/plugin
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
@@ -495,13 +496,24 @@ def causal_linear_attention_step(
 _TILE_BYTES = 1 << 20
 
 
+_SCRATCH_KEPT_BYTES = 32 << 20  # CPU scratch a thread keeps between calls
+
+
+_kept_scratch = threading.local()
+
+
 class _Scratch:
-    """Buffers that the tiles of one call reuse, by name: memory touched for the first time costs
-    page faults worth about as much as the product that fills it."""
+    """Buffers that the tiles of a call reuse, by name: on CPU, memory touched for the first time
+    costs page faults worth about as much as the product that fills it. On CPU the buffers are also
+    kept for the thread's next call while they take at most :data:`_SCRATCH_KEPT_BYTES` in all
+    (:meth:`done` drops them otherwise); outputs never live in them."""
 
     def __init__(self, like: torch.Tensor):
         self.like = like
         self.buffers: dict[str, torch.Tensor] = {}
+        if like.device.type == "cpu":
+            pools = _kept_scratch.__dict__.setdefault("pools", {})
+            self.buffers = pools.setdefault(like.dtype, self.buffers)
 
     def __call__(self, name: str, *shape: int) -> torch.Tensor:
         size = math.prod(shape)
@@ -509,6 +521,10 @@ class _Scratch:
         if buffer is None or buffer.numel() < size:
             buffer = self.buffers[name] = self.like.new_empty(size)
         return buffer[:size].view(shape)
+
+    def done(self) -> None:
+        if sum(b.numel() * b.element_size() for b in self.buffers.values()) > _SCRATCH_KEPT_BYTES:
+            self.buffers.clear()
 
 
 def _features_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -658,6 +674,7 @@ def _attention_inference(
         out = q.new_empty(*q.shape[:2], v.shape[-1])
         for rows in tiles:
             out[rows] = tile(rows)
+    scratch.done()
     return out.view(*batch, -1, v.shape[-1])[..., :n_q, :]
 
 

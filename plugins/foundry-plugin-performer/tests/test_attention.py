@@ -359,3 +359,18 @@ def test_forward_without_autograd_equals_the_autograd_path(causal, chunk_size, t
         tracked = favor(qkv[0].clone().requires_grad_(), *qkv[1:], key_padding_mask)
         assert tracked.requires_grad and not fast.requires_grad
         torch.testing.assert_close(fast, tracked.detach(), atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_outputs_without_autograd_survive_later_calls(causal, monkeypatch):
+    """The forward without autograd keeps scratch buffers for the thread's next call; no output lives in them."""
+    monkeypatch.setattr(attention, "_TILE_BYTES", 1)
+    favor = FavorAttention(8, 16, causal=causal, chunk_size=4, generator=generator())
+    g = generator(13)
+    first, second = ([torch.randn(2, 3, 12, 8, generator=g) for _ in range(3)] for _ in range(2))
+    with torch.no_grad():
+        out = favor(*first)
+        kept = out.clone()
+        favor(*second)
+        assert torch.equal(out, kept)
+        torch.testing.assert_close(favor(*first), kept, atol=0, rtol=0)
