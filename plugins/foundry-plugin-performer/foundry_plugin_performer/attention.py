@@ -186,10 +186,11 @@ def _prepare_keys(
     return values, log_scale
 
 
-def _normalise(numerator_and_denominator: torch.Tensor) -> torch.Tensor:
-    """Split the ones column back off and divide; a query with no (unpadded) key gets zeros."""
+def _normalise(numerator_and_denominator: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Split the ones column back off and divide (into ``out`` if given); a query with no
+    (unpadded) key gets zeros."""
     numerator, denominator = numerator_and_denominator[..., :-1], numerator_and_denominator[..., -1:]
-    return numerator / denominator.clamp_min(torch.finfo(denominator.dtype).tiny)
+    return torch.div(numerator, denominator.clamp_min(torch.finfo(denominator.dtype).tiny), out=out)
 
 
 def linear_attention(
@@ -270,14 +271,17 @@ def _running_maxima(
 Exp = Callable[[torch.Tensor], torch.Tensor]  # in place: torch.Tensor.exp_ (natural log-scales) or .exp2_ (base 2)
 
 
-def _lower_decay(columns: torch.Tensor, rows: torch.Tensor, exp_: Exp, *, diagonal: int) -> torch.Tensor:
-    """``exp(columns_j - rows_i)`` (..., i, j) on and below ``diagonal`` of the last two dimensions, 0 above.
+def _lower_decay(
+    columns: torch.Tensor, rows: torch.Tensor, exp_: Exp, *, diagonal: int, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``exp(columns_j - rows_i)`` (..., i, j) on and below ``diagonal`` of the last two dimensions,
+    0 above (into ``out`` if given).
 
     Each ``rows_i`` is a running maximum that covers every ``columns_j`` kept, so no entry exceeds 1.
     """
     size = rows.shape[-1]
     above = torch.ones(size, columns.shape[-1], dtype=torch.bool, device=rows.device).triu(diagonal + 1)
-    return exp_((columns.unsqueeze(-2) - rows.unsqueeze(-1)).masked_fill_(above, -math.inf))
+    return exp_(torch.sub(columns.unsqueeze(-2), rows.unsqueeze(-1), out=out).masked_fill_(above, -math.inf))
 
 
 _PREFIX_BLOCK = 16  # chunks whose prefix summaries one product computes
@@ -574,18 +578,22 @@ def _tiles(groups: int, length: int, nb_features: int, element_size: int) -> lis
 
 
 def _flat_inputs(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None, multiple: int = 1
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None, multiple: int = 1,
+    scratch: _Scratch | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``q``, ``k`` and the values with their ones column, as (groups, n, .) with the (batch, head)
     pairs flattened, and the excluded keys (groups, n_k) or None. Padded keys' values are zero;
-    sequences are padded at the end to a ``multiple`` of positions, which are excluded too."""
+    sequences are padded at the end to a ``multiple`` of positions, which are excluded too. The
+    values go into ``scratch`` if given (no autograd)."""
     *batch, n_k, _ = k.shape
     groups = math.prod(batch)
-    values = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
+    ones = torch.ones_like(v[..., :1])
+    into = None if scratch is None else scratch("values", *ones.shape[:-1], v.shape[-1] + 1)
+    values = torch.cat([v, ones], dim=-1, out=into)
     excluded = None
     if key_padding_mask is not None:
         padded = _padding_mask(key_padding_mask, batch)
-        values = values.masked_fill(padded.unsqueeze(-1), 0.0)
+        values.masked_fill_(padded.unsqueeze(-1), 0.0)
         excluded = padded.reshape(groups, n_k)
     padding = -n_k % multiple
     if padding:
@@ -609,8 +617,8 @@ def _causal_tile(
     """Causal attention of ``g`` (batch, head) pairs, ``n`` a multiple of the chunk ``size``
     (arguments as in :func:`_bidirectional_tile`): the same maths as :func:`favor_features` followed
     by :func:`causal_linear_attention`. Each chunk's queries and keys get their features from one
-    product; within a chunk, scores; across chunks, the prefix summaries. Intermediate buffers
-    come from ``scratch``."""
+    product; within a chunk, scores; across chunks, the prefix summaries. Returns numerators and
+    denominators (g, n, d + 1); intermediate buffers come from ``scratch``."""
     g, n, dim = q.shape
     chunks, dim_value, nb_features = n // size, values.shape[-1], weight.shape[-1]
     groups = g * chunks
@@ -625,7 +633,10 @@ def _causal_tile(
 
     chunk_max, before, running = _running_maxima(log_scale, log_scale.new_full((g,), _lowest(q.dtype)))
     values = values.reshape(groups, size, dim_value)
-    weighted = values * (log_scale - chunk_max.unsqueeze(-1)).exp2_().view(groups, size, 1)
+    weighted = torch.mul(
+        values, (log_scale - chunk_max.unsqueeze(-1)).exp2_().view(groups, size, 1),
+        out=scratch("weighted values", groups, size, dim_value),
+    )
     chunk_summaries = torch.bmm(
         weighted.transpose(-1, -2), keys, out=scratch("chunk summaries", groups, dim_value, nb_features)
     )
@@ -634,15 +645,16 @@ def _causal_tile(
         final=False, out=scratch("prefix summaries", g, chunks, dim_value, nb_features),
     )
 
-    decay = _lower_decay(log_scale, running, torch.Tensor.exp2_, diagonal=0).view(groups, size, size)
+    decay = _lower_decay(
+        log_scale, running, torch.Tensor.exp2_, diagonal=0, out=scratch("decay", g, chunks, size, size)
+    ).view(groups, size, size)
     scores = torch.bmm(queries, keys.transpose(-1, -2), out=scratch("scores", groups, size, size)).mul_(decay)
     out = torch.bmm(scores, values, out=scratch("numerators", groups, size, dim_value))
     inter = torch.bmm(
         queries, previous.view(groups, dim_value, -1).transpose(-1, -2),
         out=scratch("earlier chunks", groups, size, dim_value),
     )
-    out.addcmul_(inter, (before[..., :-1, None] - running).exp2_().view(groups, size, 1))
-    return _normalise(out).view(g, n, -1)
+    return out.addcmul_(inter, (before[..., :-1, None] - running).exp2_().view(groups, size, 1)).view(g, n, -1)
 
 
 def _attention_inference(
@@ -653,27 +665,20 @@ def _attention_inference(
     nothing needs a gradient, tile by tile (see the comment above)."""
     *batch, n_q, _ = q.shape
     size = max(1, min(chunk_size, n_q))
-    q, k, values, excluded = _flat_inputs(q, k, v, key_padding_mask, size if causal else 1)
-    weight = _base2_weight(projection)
     scratch = _Scratch(q)
-
-    def tile(rows: slice) -> torch.Tensor:
+    q, k, values, excluded = _flat_inputs(q, k, v, key_padding_mask, size if causal else 1, scratch)
+    weight = _base2_weight(projection)
+    out = q.new_empty(*q.shape[:2], v.shape[-1])
+    for rows in _tiles(q.shape[0], max(q.shape[1], k.shape[1]), weight.shape[-1], q.element_size()):
         mask = None if excluded is None else excluded[rows]
         if causal:
-            return _causal_tile(q[rows], k[rows], values[rows], mask, weight, eps, size, scratch)
-        features = scratch("features", q[rows].shape[0], max(q.shape[1], k.shape[1]), weight.shape[-1])
-        numerators_and_denominators, _, _ = _bidirectional_tile(
-            q[rows], k[rows], values[rows], mask, weight, eps, features[:, : k.shape[1]], features[:, : q.shape[1]]
-        )
-        return _normalise(numerators_and_denominators)
-
-    tiles = _tiles(q.shape[0], max(q.shape[1], k.shape[1]), weight.shape[-1], q.element_size())
-    if len(tiles) == 1:
-        out = tile(tiles[0])
-    else:
-        out = q.new_empty(*q.shape[:2], v.shape[-1])
-        for rows in tiles:
-            out[rows] = tile(rows)
+            numerators_and_denominators = _causal_tile(q[rows], k[rows], values[rows], mask, weight, eps, size, scratch)
+        else:
+            features = scratch("features", q[rows].shape[0], max(q.shape[1], k.shape[1]), weight.shape[-1])
+            numerators_and_denominators, _, _ = _bidirectional_tile(
+                q[rows], k[rows], values[rows], mask, weight, eps, features[:, : k.shape[1]], features[:, : q.shape[1]]
+            )
+        _normalise(numerators_and_denominators, out=out[rows])
     scratch.done()
     return out.view(*batch, -1, v.shape[-1])[..., :n_q, :]
 
