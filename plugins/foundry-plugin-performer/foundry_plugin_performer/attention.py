@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -186,11 +186,10 @@ def _prepare_keys(
     return values, log_scale
 
 
-def _normalise(numerator_and_denominator: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Split the ones column back off and divide (into ``out`` if given); a query with no
-    (unpadded) key gets zeros."""
+def _normalise(numerator_and_denominator: torch.Tensor) -> torch.Tensor:
+    """Split the ones column back off and divide; a query with no (unpadded) key gets zeros."""
     numerator, denominator = numerator_and_denominator[..., :-1], numerator_and_denominator[..., -1:]
-    return torch.div(numerator, denominator.clamp_min(torch.finfo(denominator.dtype).tiny), out=out)
+    return numerator / denominator.clamp_min(torch.finfo(denominator.dtype).tiny)
 
 
 def linear_attention(
@@ -279,9 +278,10 @@ def _lower_decay(
 
     Each ``rows_i`` is a running maximum that covers every ``columns_j`` kept, so no entry exceeds 1.
     """
-    size = rows.shape[-1]
-    above = torch.ones(size, columns.shape[-1], dtype=torch.bool, device=rows.device).triu(diagonal + 1)
-    return exp_(torch.sub(columns.unsqueeze(-2), rows.unsqueeze(-1), out=out).masked_fill_(above, -math.inf))
+    # Adding a (0 | -inf) matrix is several times faster than ``masked_fill_`` with a broadcast mask;
+    # no difference is +inf (log-scales are finite and far from the largest float), so no NaN.
+    above = torch.full((rows.shape[-1], columns.shape[-1]), -math.inf, dtype=rows.dtype, device=rows.device)
+    return exp_(torch.sub(columns.unsqueeze(-2), rows.unsqueeze(-1), out=out).add_(above.triu_(diagonal + 1)))
 
 
 _PREFIX_BLOCK = 16  # chunks whose prefix summaries one product computes
@@ -531,10 +531,13 @@ class _Scratch:
             self.buffers.clear()
 
 
-def _features_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """Shifted features ``exp2(x @ weight - shift) + eps`` written into ``out`` (g, C, m); returns
-    the shift (g, C), in base-2 units. ``x`` is (g, C, d), ``weight`` the base-2 projection (d, m)."""
-    torch.bmm(x, weight.expand(x.shape[0], *weight.shape), out=out)
+def _features_into(out: torch.Tensor, inputs: Sequence[torch.Tensor], weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Shifted features ``exp2(x @ weight - shift) + eps`` of each input ``x`` (g, n, d) written into
+    ``out[i]`` (len(inputs), g, n, m), one product per input and one pass of each element-wise step
+    for all; returns the shifts (len(inputs), g, n), in base-2 units. ``weight`` is the base-2
+    projection (d, m)."""
+    for x, logits in zip(inputs, out, strict=True):
+        torch.matmul(x, weight, out=logits)
     shift = out.amax(dim=-1)
     out.sub_(shift.unsqueeze(-1)).exp2_()
     if eps:
@@ -556,19 +559,39 @@ def _key_log_scale(shift: torch.Tensor, k: torch.Tensor, excluded: torch.Tensor 
 def _bidirectional_tile(
     q: torch.Tensor, k: torch.Tensor, values: torch.Tensor, excluded: torch.Tensor | None,
     weight: torch.Tensor, eps: float, key_features: torch.Tensor, query_features: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    out: torch.Tensor, denominators: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Bidirectional attention of ``g`` (batch, head) pairs: ``q`` (g, n_q, d), ``k`` (g, n_k, d),
     ``values`` (g, n_k, d + 1), ``excluded`` (g, n_k) or None; the features are written into
-    ``key_features`` (g, n_k, m) and then ``query_features`` (g, n_q, m), which may share memory.
+    ``key_features`` (g, n_k, m) and then ``query_features`` (g, n_q, m), which may share memory,
+    the outputs into ``out`` (g, n_q, d) and their denominators into ``denominators`` (g, 1, n_q).
 
-    Returns numerators and denominators (g, n_q, d + 1), the key summary (g, d + 1, m) and the
-    keys' weights (g, n_k), relative to the largest.
+    Returns the key summary (g, d + 1, m) and the keys' weights (g, n_k), relative to the largest.
     """
-    log_scale = _key_log_scale(_features_into(key_features, k, weight, eps), k, excluded)
+    log_scale = _key_log_scale(_features_into(key_features[None], [k], weight, eps)[0], k, excluded)
     weights = log_scale.sub_(log_scale.amax(dim=-1, keepdim=True)).exp2_()
     summary = (values * weights.unsqueeze(-1)).transpose(-1, -2) @ key_features
-    _features_into(query_features, q, weight, eps)
-    return query_features @ summary.transpose(-1, -2), summary, weights
+    _features_into(query_features[None], [q], weight, eps)
+    _divide_(*_against_summaries(query_features, summary, out, denominators))
+    return summary, weights
+
+
+def _against_summaries(
+    rows: torch.Tensor, summaries: torch.Tensor, numerators: torch.Tensor, denominators: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rows @ summaries^T`` split into numerators (g, n, d) and denominators (g, 1, n), written into the
+    given tensors: ``rows`` (g, n, k) are query features (or scores), ``summaries`` (g, d + 1, k) hold
+    the weighted values and, in the last row, the normaliser. Two products rather than one of width
+    ``d + 1``, which MKL runs about a fifth slower than width ``d``."""
+    torch.bmm(rows, summaries[:, :-1].transpose(-1, -2), out=numerators)
+    torch.bmm(summaries[:, -1:], rows.transpose(-1, -2), out=denominators)
+    return numerators, denominators
+
+
+def _divide_(numerators: torch.Tensor, denominators: torch.Tensor) -> None:
+    """Divide numerators (g, n, d) in place by denominators (g, 1, n), which are first clamped in place
+    so that a query with no (unpadded) key gets zeros."""
+    numerators.div_(denominators.clamp_min_(torch.finfo(denominators.dtype).tiny).transpose(-1, -2))
 
 
 def _tiles(groups: int, length: int, nb_features: int, element_size: int) -> list[slice]:
@@ -612,24 +635,20 @@ def _base2_weight(projection: torch.Tensor) -> torch.Tensor:
 
 def _causal_tile(
     q: torch.Tensor, k: torch.Tensor, values: torch.Tensor, excluded: torch.Tensor | None,
-    weight: torch.Tensor, eps: float, size: int, scratch: _Scratch,
+    weight: torch.Tensor, eps: float, size: int, scratch: _Scratch, out: torch.Tensor,
 ) -> torch.Tensor:
     """Causal attention of ``g`` (batch, head) pairs, ``n`` a multiple of the chunk ``size``
-    (arguments as in :func:`_bidirectional_tile`): the same maths as :func:`favor_features` followed
-    by :func:`causal_linear_attention`. Each chunk's queries and keys get their features from one
-    product; within a chunk, scores; across chunks, the prefix summaries. Returns numerators and
-    denominators (g, n, d + 1); intermediate buffers come from ``scratch``."""
+    (arguments as in :func:`_bidirectional_tile`), written into ``out`` (g, n, d): the same maths as
+    :func:`favor_features` followed by :func:`causal_linear_attention`. One product per input gives
+    the features of every position; within a chunk, scores; across chunks, the prefix summaries.
+    Intermediate buffers come from ``scratch``; the numerators are computed in ``out`` itself."""
     g, n, dim = q.shape
     chunks, dim_value, nb_features = n // size, values.shape[-1], weight.shape[-1]
     groups = g * chunks
-    features = scratch("features", groups, 2 * size, nb_features)  # per chunk: its queries, then its keys
-    queries_and_keys = torch.cat(
-        [q.reshape(g, chunks, size, dim), k.reshape(g, chunks, size, dim)], dim=2,
-        out=scratch("queries and keys", g, chunks, 2 * size, dim),
-    )
-    shift = _features_into(features, queries_and_keys.view(groups, 2 * size, dim), weight, eps)
-    queries, keys = features[:, :size], features[:, size:]
-    log_scale = _key_log_scale(shift[:, size:], k, excluded).view(g, chunks, size)
+    features = scratch("features", 2, g, n, nb_features)
+    shift = _features_into(features, [q, k], weight, eps)
+    queries, keys = features.view(2, groups, size, nb_features)
+    log_scale = _key_log_scale(shift[1], k, excluded).view(g, chunks, size)
 
     chunk_max, before, running = _running_maxima(log_scale, log_scale.new_full((g,), _lowest(q.dtype)))
     values = values.reshape(groups, size, dim_value)
@@ -649,12 +668,17 @@ def _causal_tile(
         log_scale, running, torch.Tensor.exp2_, diagonal=0, out=scratch("decay", g, chunks, size, size)
     ).view(groups, size, size)
     scores = torch.bmm(queries, keys.transpose(-1, -2), out=scratch("scores", groups, size, size)).mul_(decay)
-    out = torch.bmm(scores, values, out=scratch("numerators", groups, size, dim_value))
-    inter = torch.bmm(
-        queries, previous.view(groups, dim_value, -1).transpose(-1, -2),
-        out=scratch("earlier chunks", groups, size, dim_value),
+    numerators, denominators = _against_summaries(
+        scores, values.transpose(-1, -2), out.view(groups, size, dim_value - 1), scratch("denominators", groups, 1, size)
     )
-    return out.addcmul_(inter, (before[..., :-1, None] - running).exp2_().view(groups, size, 1)).view(g, n, -1)
+    # Earlier chunks: their summaries are relative to the maximum before the chunk; bring them to each query's own.
+    earlier_numerators, earlier_denominators = _against_summaries(
+        queries, previous.view(groups, dim_value, -1), scratch("earlier numerators", groups, size, dim_value - 1),
+        scratch("earlier denominators", groups, 1, size),
+    )
+    factor = (before[..., :-1, None] - running).exp2_().view(groups, 1, size)
+    numerators.addcmul_(earlier_numerators, factor.transpose(-1, -2))
+    _divide_(numerators, denominators.addcmul_(earlier_denominators, factor))
 
 
 def _attention_inference(
@@ -672,13 +696,14 @@ def _attention_inference(
     for rows in _tiles(q.shape[0], max(q.shape[1], k.shape[1]), weight.shape[-1], q.element_size()):
         mask = None if excluded is None else excluded[rows]
         if causal:
-            numerators_and_denominators = _causal_tile(q[rows], k[rows], values[rows], mask, weight, eps, size, scratch)
+            _causal_tile(q[rows], k[rows], values[rows], mask, weight, eps, size, scratch, out[rows])
         else:
+            # Keys' features first, consumed by the summary, then the queries' in the same memory.
             features = scratch("features", q[rows].shape[0], max(q.shape[1], k.shape[1]), weight.shape[-1])
-            numerators_and_denominators, _, _ = _bidirectional_tile(
-                q[rows], k[rows], values[rows], mask, weight, eps, features[:, : k.shape[1]], features[:, : q.shape[1]]
+            _bidirectional_tile(
+                q[rows], k[rows], values[rows], mask, weight, eps, features[:, : k.shape[1]], features[:, : q.shape[1]],
+                out[rows], scratch("denominators", q[rows].shape[0], 1, q.shape[1]),
             )
-        _normalise(numerators_and_denominators, out=out[rows])
     scratch.done()
     return out.view(*batch, -1, v.shape[-1])[..., :n_q, :]
 
@@ -698,16 +723,15 @@ class _BidirectionalAttention(torch.autograd.Function):
         groups, n_k, nb_features = k.shape[0], k.shape[1], projection.shape[0]
         key_features = q.new_empty(groups, n_k, nb_features)
         query_features = q.new_empty(groups, q.shape[1], nb_features)
-        numerators_and_denominators = q.new_empty(groups, q.shape[1], values.shape[-1])
+        out = q.new_empty(groups, q.shape[1], values.shape[-1] - 1)
+        denominators = q.new_empty(groups, 1, q.shape[1])
         summaries = q.new_empty(groups, values.shape[-1], nb_features)
         weights = q.new_empty(groups, n_k)
         for rows in _tiles(groups, max(n_k, q.shape[1]), nb_features, q.element_size()):
-            numerators_and_denominators[rows], summaries[rows], weights[rows] = _bidirectional_tile(
+            summaries[rows], weights[rows] = _bidirectional_tile(
                 q[rows], k[rows], values[rows], None if excluded is None else excluded[rows], weight, eps,
-                key_features[rows], query_features[rows],
+                key_features[rows], query_features[rows], out[rows], denominators[rows],
             )
-        denominators = numerators_and_denominators[..., -1:].clamp_min(torch.finfo(q.dtype).tiny)
-        out = numerators_and_denominators[..., :-1].div_(denominators)
         ctx.save_for_backward(k, values, projection, key_features, query_features, summaries, weights, out, denominators)
         ctx.eps, ctx.excluded = eps, excluded
         return out
@@ -720,7 +744,7 @@ class _BidirectionalAttention(torch.autograd.Function):
         grad_q, grad_k = k.new_empty(*query_features.shape[:2], dim), k.new_empty(k.shape)
         grad_values = values.new_empty(values.shape)
         for rows in _tiles(k.shape[0], max(k.shape[1], out.shape[1]), weight.shape[0], k.element_size()):
-            grad, tile_out, denominator = grad_out[rows], out[rows], denominators[rows]
+            grad, tile_out, denominator = grad_out[rows], out[rows], denominators[rows].transpose(-1, -2)
             # d out / d (numerator, denominator): out = numerator / denominator.
             grad_nd = torch.cat([grad, -(grad * tile_out).sum(dim=-1, keepdim=True)], dim=-1).div_(denominator)
             queries, keys, summary, key_weights = query_features[rows], key_features[rows], summaries[rows], weights[rows]
