@@ -56,8 +56,15 @@ class Measurement:
     peak_bytes: int | None = None
 
 
-def median_times(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median CPU time of the process for each run, over ``repeats`` rounds after a warm-up round.
+MIN_SECONDS = 2.0  # timed rounds continue past ``repeats`` until the runs have taken this long
+
+
+def median_times(
+    runs: dict[str, Callable[[], object]], repeats: int, min_seconds: float = MIN_SECONDS
+) -> dict[str, float]:
+    """Median CPU time of the process for each run, over at least ``repeats`` rounds after a warm-up
+    round, and more (up to ten times as many) until the timed rounds have taken ``min_seconds``:
+    fast runs get enough rounds for a stable median, slow ones are not repeated needlessly.
 
     The runs take turns within each round, so that a change in the machine's load during the
     measurement affects every contender alike rather than whichever was measured then.
@@ -65,12 +72,14 @@ def median_times(runs: dict[str, Callable[[], object]], repeats: int) -> dict[st
     With one thread and an idle machine the two are the same.
     """
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for round_ in range(repeats + 1):
+    timed_rounds = -1  # the first round warms up
+    while timed_rounds < repeats or (timed_rounds < 10 * repeats and sum(map(sum, times.values())) < min_seconds):
         for name, run in runs.items():
             start = time.process_time()
             run()
-            if round_:
+            if timed_rounds >= 0:
                 times[name].append(time.process_time() - start)
+        timed_rounds += 1
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -359,7 +368,9 @@ def markdown(args: argparse.Namespace, rows: list[dict], decoding: list[dict], p
         "[performer-pytorch](https://github.com/lucidrains/performer-pytorch)'s `FastAttention` "
         "and exact attention (`torch.nn.functional.scaled_dot_product_attention`), attention alone: "
         f"{HEADS} heads, head dimension {DIM_HEAD}, {NB_FEATURES} random features, float32, one thread. "
-        "Times are medians of the process's CPU time over rounds in which the contenders take turns; *saved* is what autograd keeps for the backward pass; *peak* is the most "
+        "Times are medians of the process's CPU time over rounds in which the contenders take turns "
+        f"(at least {args.repeats}, more until {MIN_SECONDS:g} s); *saved* is what autograd keeps for the "
+        "backward pass; *peak* is the most "
         "memory allocated during forward + backward. Speed-ups and the saved-memory factor are the "
         "other implementation's numbers divided by ours (above 1: we are faster / keep less).",
         "",
@@ -395,7 +406,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="n up to 2048, one batch size, 3 repeats")
     parser.add_argument("--max-n", type=int, default=8192, help="largest batch × sequence length (default 8192)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4], help="batch sizes (default 1 4)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed rounds per measurement (median)")
+    parser.add_argument(
+        "--repeats", type=int, default=5,
+        help=f"least timed rounds per measurement (median); fast runs get more, until {MIN_SECONDS:g} s",
+    )
     parser.add_argument("--chunk-size", type=int, default=64, help="FAVOR+ causal chunk size")
     parser.add_argument("--performer-max-n", type=int, default=8192, help="longest n run with performer-pytorch")
     parser.add_argument("--sdpa-max-n", type=int, default=16384, help="longest n run with SDPA")
