@@ -636,7 +636,7 @@ def _base2_weight(projection: torch.Tensor) -> torch.Tensor:
 def _causal_tile(
     q: torch.Tensor, k: torch.Tensor, values: torch.Tensor, excluded: torch.Tensor | None,
     weight: torch.Tensor, eps: float, size: int, scratch: _Scratch, out: torch.Tensor,
-) -> torch.Tensor:
+) -> None:
     """Causal attention of ``g`` (batch, head) pairs, ``n`` a multiple of the chunk ``size``
     (arguments as in :func:`_bidirectional_tile`), written into ``out`` (g, n, d): the same maths as
     :func:`favor_features` followed by :func:`causal_linear_attention`. One product per input gives
@@ -699,10 +699,12 @@ def _attention_inference(
             _causal_tile(q[rows], k[rows], values[rows], mask, weight, eps, size, scratch, out[rows])
         else:
             # Keys' features first, consumed by the summary, then the queries' in the same memory.
-            features = scratch("features", q[rows].shape[0], max(q.shape[1], k.shape[1]), weight.shape[-1])
+            g, nb_features = q[rows].shape[0], weight.shape[-1]
+            features = scratch("features", g * max(q.shape[1], k.shape[1]) * nb_features)
+            key_features, query_features = (features[: g * n * nb_features].view(g, n, -1) for n in (k.shape[1], q.shape[1]))
             _bidirectional_tile(
-                q[rows], k[rows], values[rows], mask, weight, eps, features[:, : k.shape[1]], features[:, : q.shape[1]],
-                out[rows], scratch("denominators", q[rows].shape[0], 1, q.shape[1]),
+                q[rows], k[rows], values[rows], mask, weight, eps, key_features, query_features,
+                out[rows], scratch("denominators", g, 1, q.shape[1]),
             )
     scratch.done()
     return out.view(*batch, -1, v.shape[-1])[..., :n_q, :]

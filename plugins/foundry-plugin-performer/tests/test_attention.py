@@ -361,6 +361,25 @@ def test_forward_without_autograd_equals_the_autograd_path(causal, chunk_size, t
         torch.testing.assert_close(fast, tracked.detach(), atol=1e-12, rtol=1e-10)
 
 
+@pytest.mark.parametrize("tile_bytes", [1, 1 << 30], ids=["one-head-tiles", "one-tile"])
+@pytest.mark.parametrize("n_q, n_k", [(10, 30), (30, 10)])
+def test_cross_attention_without_autograd_equals_the_feature_functions(n_q, n_k, tile_bytes, monkeypatch):
+    """Queries and keys of different lengths, as in an encoder-decoder's cross-attention, padding included."""
+    monkeypatch.setattr(attention, "_TILE_BYTES", tile_bytes)
+    favor = FavorAttention(16, 24, generator=generator()).double()
+    g = generator(21)
+    q = torch.randn(2, 3, n_q, 16, generator=g, dtype=F64)
+    k, v = (torch.randn(2, 3, n_k, 16, generator=g, dtype=F64) for _ in range(2))
+    mask = torch.zeros(2, n_k, dtype=torch.bool)
+    mask[1, -4:] = True
+    with torch.no_grad():
+        fast = favor(q, k, v, mask)
+    key = favor_features(k, favor.projection, eps=favor.eps)
+    query = favor_features(q, favor.projection, eps=favor.eps)
+    reference = linear_attention(query.features, key.features, v, mask, k_log_scale=key.log_scale)
+    torch.testing.assert_close(fast, reference, atol=1e-12, rtol=1e-10)
+
+
 @pytest.mark.parametrize("causal", [True, False])
 def test_outputs_without_autograd_survive_later_calls(causal, monkeypatch):
     """The forward without autograd keeps scratch buffers for the thread's next call; no output lives in them."""
