@@ -831,6 +831,11 @@ class FavorAttention(nn.Module):
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Attend; ``key_padding_mask`` (batch, n_k) is True on padded keys."""
+        if self.causal and q.shape[-2] != k.shape[-2]:
+            raise ValueError(
+                f"causal attention needs as many queries as keys (position i attends to keys 0..i), "
+                f"got {q.shape[-2]} queries and {k.shape[-2]} keys"
+            )
         dtype = torch.promote_types(k.dtype, torch.float32)
         needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, self.projection))
         with torch.autocast(q.device.type, enabled=False):

@@ -266,6 +266,13 @@ def test_left_padding_in_causal_mode_equals_truncated():
     torch.testing.assert_close(out[:, :, 5:], favor(q[:, :, 5:], k[:, :, 5:], v[:, :, 5:]), atol=1e-6, rtol=1e-5)
 
 
+def test_causal_attention_needs_as_many_queries_as_keys():
+    favor = FavorAttention(8, 16, causal=True)
+    q, k = torch.randn(1, 2, 4, 8), torch.randn(1, 2, 6, 8)
+    with pytest.raises(ValueError, match="4 queries and 6 keys"):
+        favor(q, k, k)
+
+
 def test_key_padding_mask_must_be_bool():
     favor = FavorAttention(8, 16)
     x = torch.randn(1, 1, 4, 8)
