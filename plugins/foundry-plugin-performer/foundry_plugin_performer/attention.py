@@ -701,7 +701,8 @@ def _attention_inference(
             # Keys' features first, consumed by the summary, then the queries' in the same memory.
             g, nb_features = q[rows].shape[0], weight.shape[-1]
             features = scratch("features", g * max(q.shape[1], k.shape[1]) * nb_features)
-            key_features, query_features = (features[: g * n * nb_features].view(g, n, -1) for n in (k.shape[1], q.shape[1]))
+            lengths = (k.shape[1], q.shape[1])
+            key_features, query_features = (features[: g * n * nb_features].view(g, n, nb_features) for n in lengths)
             _bidirectional_tile(
                 q[rows], k[rows], values[rows], mask, weight, eps, key_features, query_features,
                 out[rows], scratch("denominators", g, 1, q.shape[1]),
