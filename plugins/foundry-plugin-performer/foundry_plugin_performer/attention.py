@@ -106,14 +106,9 @@ class _ShiftedExpFeatures(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = x @ (weight * (1 / math.log(2))).transpose(-1, -2)  # base-2 logits
-        shift = logits.amax(dim=-1, keepdim=True)
-        features = logits.sub_(shift).exp2_()
-        if eps:
-            features.add_(eps)
+        features, shift = _shifted_exp_features(x, weight, eps)
         ctx.save_for_backward(x, weight, features)
         ctx.eps = eps
-        shift = shift.squeeze(-1).mul_(math.log(2))
         ctx.mark_non_differentiable(shift)
         return features, shift
 
@@ -130,6 +125,16 @@ class _ShiftedExpFeatures(torch.autograd.Function):
         return grad_x, grad_weight, None
 
 
+def _shifted_exp_features(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:class:`_ShiftedExpFeatures` without autograd: the features and the shift in natural-log units."""
+    logits = x @ (weight * (1 / math.log(2))).transpose(-1, -2)  # base-2 logits
+    shift = logits.amax(dim=-1, keepdim=True)
+    features = logits.sub_(shift).exp2_()
+    if eps:
+        features.add_(eps)
+    return features, shift.squeeze(-1).mul_(math.log(2))
+
+
 def favor_features(x: torch.Tensor, projection: torch.Tensor, *, eps: float = 1e-4) -> FavorFeatures:
     """The positive softmax-kernel features of ``x`` (..., n, d) for ``projection`` (m, d).
 
@@ -140,7 +145,11 @@ def favor_features(x: torch.Tensor, projection: torch.Tensor, *, eps: float = 1e
     """
     dim, nb_features = x.shape[-1], projection.shape[0]
     # The shift is a stabiliser: it is detached, and added back exactly through log_scale.
-    features, shift = _ShiftedExpFeatures.apply(x, projection.to(x.dtype) * dim**-0.25, eps)
+    weight = projection.to(x.dtype) * dim**-0.25
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        features, shift = _ShiftedExpFeatures.apply(x, weight, eps)
+    else:  # the same without the cost of an autograd function (decoding calls this once per token)
+        features, shift = _shifted_exp_features(x, weight, eps)
     squared_norm = x.square().sum(dim=-1)
     log_scale = shift - squared_norm / (2 * math.sqrt(dim)) - 0.5 * math.log(nb_features)
     return FavorFeatures(features, log_scale)
@@ -480,8 +489,8 @@ def causal_linear_attention_step(
     log_scale = torch.zeros_like(v_t[..., 0]) if k_log_scale_t is None else k_log_scale_t
     new_max = torch.maximum(state.max_log_scale, log_scale.detach())
     carry = torch.exp(state.max_log_scale - new_max)[..., None, None]
-    gain = torch.exp(log_scale - new_max)[..., None, None]
-    summary = torch.addcmul(state.summary * carry, values.unsqueeze(-1) * k_t.unsqueeze(-2), gain)
+    gain = torch.exp(log_scale - new_max)[..., None]
+    summary = torch.addcmul(state.summary * carry, (values * gain).unsqueeze(-1), k_t.unsqueeze(-2))
     out = _normalise((q_t.unsqueeze(-2) @ summary.transpose(-1, -2)).squeeze(-2))
     return out, CausalLinearState(summary, new_max)
 
@@ -874,7 +883,9 @@ class FavorAttention(nn.Module):
         The outputs equal those of :meth:`forward` over the whole sequence.
         """
         with torch.autocast(q.device.type, enabled=False):
-            query, key = self._features(q).features, self._features(k)
+            t = q.shape[-2]
+            both = self._features(torch.cat([q, k], dim=-2))  # one feature map for the new queries and keys
+            query, key = both.features[..., :t, :], FavorFeatures(both.features[..., t:, :], both.log_scale[..., t:])
             values = v.to(query.dtype)
             if state is None:
                 state = CausalLinearState.empty(
