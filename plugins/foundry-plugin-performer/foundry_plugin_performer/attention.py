@@ -127,12 +127,10 @@ class _ShiftedExpFeatures(torch.autograd.Function):
 
 def _shifted_exp_features(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """:class:`_ShiftedExpFeatures` without autograd: the features and the shift in natural-log units."""
-    logits = x @ (weight * (1 / math.log(2))).transpose(-1, -2)  # base-2 logits
-    shift = logits.amax(dim=-1, keepdim=True)
-    features = logits.sub_(shift).exp2_()
-    if eps:
-        features.add_(eps)
-    return features, shift.squeeze(-1).mul_(math.log(2))
+    rows = x.reshape(-1, x.shape[-1])
+    features = x.new_empty(1, rows.shape[0], weight.shape[0])
+    shift = _features_into(features, [rows], (weight * (1 / math.log(2))).T, eps)
+    return features.view(*x.shape[:-1], -1), shift.mul_(math.log(2)).view(x.shape[:-1])
 
 
 def favor_features(x: torch.Tensor, projection: torch.Tensor, *, eps: float = 1e-4) -> FavorFeatures:
