@@ -24,7 +24,7 @@ def env(tmp_path_factory):
     site = tmp_path_factory.mktemp("site")
     shutil.copy(TESTS / "toy_plugin.py", site / "toy_plugin.py")
     write_distribution(site, "foundry-plugin-toy", "0.3.0", entry_points={"toy": "toy_plugin:PLUGIN"})
-    return {**os.environ, "PYTHONPATH": str(site)}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
 
 
 def foundry(env, *args):

@@ -144,7 +144,7 @@ def test_listing_imports_no_torch_in_a_fresh_process(tmp_path):
 def test_foundry_plugins_reports_a_broken_third_party_plugin(tmp_path):
     write_distribution(tmp_path, "foundry-plugin-broken", "0.0.1", {"tp_broken2": "import not_a_module\n"},
                        {"broken": "tp_broken2"})
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
     result = subprocess.run([sys.executable, "-m", "model_foundry.cli", "plugins", "--json"],
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -193,10 +193,21 @@ def _prepare_keys(
     return values, log_scale
 
 
+def _empty_to_one(denominators: torch.Tensor, *, in_place: bool = False) -> torch.Tensor:
+    """Denominators below the smallest normal float set to 1: those of a query that sees no
+    (unpadded) key, whose numerator is 0 as well, so that its output is 0 and its gradient finite.
+
+    (Clamping them to that smallest float gives the same 0 forward, but a backward of
+    ``grad / tiny``, which overflows, and ``inf`` times the zero values of padded keys is NaN.)
+    """
+    empty = denominators < torch.finfo(denominators.dtype).tiny
+    return denominators.masked_fill_(empty, 1.0) if in_place else denominators.masked_fill(empty, 1.0)
+
+
 def _normalise(numerator_and_denominator: torch.Tensor) -> torch.Tensor:
     """Split the ones column back off and divide; a query with no (unpadded) key gets zeros."""
     numerator, denominator = numerator_and_denominator[..., :-1], numerator_and_denominator[..., -1:]
-    return numerator / denominator.clamp_min(torch.finfo(denominator.dtype).tiny)
+    return numerator / _empty_to_one(denominator)
 
 
 def linear_attention(
@@ -498,7 +509,7 @@ def causal_linear_attention_step(
 # When nothing needs a gradient, :class:`FavorAttention` computes features and attention in
 # functions that keep no buffer for a backward pass; in bidirectional mode under autograd it uses
 # :class:`_BidirectionalAttention`, which keeps only what its own backward needs. Log-scales stay
-# in base 2 throughout (``exp2`` is several times faster than ``exp`` on CPU). The (batch, head)
+# in base 2 throughout (``exp2`` is several times faster than ``exp`` on CPU). On the CPU the (batch, head)
 # pairs are processed a few at a time, in tiles of about :data:`_TILE_BYTES` of features: each
 # tile's features are consumed by the products that follow while they are still in the cache, and
 # the buffers of one tile are reused by the next instead of fresh ones whose first touch (page
@@ -596,14 +607,18 @@ def _against_summaries(
 
 
 def _divide_(numerators: torch.Tensor, denominators: torch.Tensor) -> None:
-    """Divide numerators (g, n, d) in place by denominators (g, 1, n), which are first clamped in place
-    so that a query with no (unpadded) key gets zeros."""
-    numerators.div_(denominators.clamp_min_(torch.finfo(denominators.dtype).tiny).transpose(-1, -2))
+    """Divide numerators (g, n, d) in place by denominators (g, 1, n), whose empty ones are first set
+    to 1 in place (:func:`_empty_to_one`): a query with no (unpadded) key gets zeros."""
+    numerators.div_(_empty_to_one(denominators, in_place=True).transpose(-1, -2))
 
 
-def _tiles(groups: int, length: int, nb_features: int, element_size: int) -> list[slice]:
-    """Consecutive (batch, head) pairs whose features take about :data:`_TILE_BYTES` (at least one pair)."""
-    step = max(1, _TILE_BYTES // (length * nb_features * element_size))
+def _tiles(groups: int, length: int, nb_features: int, like: torch.Tensor) -> list[slice]:
+    """Consecutive (batch, head) pairs whose features take about :data:`_TILE_BYTES` (at least one
+    pair) on the CPU; on an accelerator, where each tile's few dozen small kernels would cost more
+    launches than the cache saves, all pairs in one tile."""
+    if like.device.type != "cpu":
+        return [slice(0, groups)]
+    step = max(1, _TILE_BYTES // (length * nb_features * like.element_size()))
     return [slice(start, start + step) for start in range(0, groups, step)]
 
 
@@ -700,7 +715,7 @@ def _attention_inference(
     q, k, values, excluded = _flat_inputs(q, k, v, key_padding_mask, size if causal else 1, scratch)
     weight = _base2_weight(projection)
     out = q.new_empty(*q.shape[:2], v.shape[-1])
-    for rows in _tiles(q.shape[0], max(q.shape[1], k.shape[1]), weight.shape[-1], q.element_size()):
+    for rows in _tiles(q.shape[0], max(q.shape[1], k.shape[1]), weight.shape[-1], q):
         mask = None if excluded is None else excluded[rows]
         if causal:
             _causal_tile(q[rows], k[rows], values[rows], mask, weight, eps, size, scratch, out[rows])
@@ -737,7 +752,7 @@ class _BidirectionalAttention(torch.autograd.Function):
         denominators = q.new_empty(groups, 1, q.shape[1])
         summaries = q.new_empty(groups, values.shape[-1], nb_features)
         weights = q.new_empty(groups, n_k)
-        for rows in _tiles(groups, max(n_k, q.shape[1]), nb_features, q.element_size()):
+        for rows in _tiles(groups, max(n_k, q.shape[1]), nb_features, q):
             summaries[rows], weights[rows] = _bidirectional_tile(
                 q[rows], k[rows], values[rows], None if excluded is None else excluded[rows], weight, eps,
                 key_features[rows], query_features[rows], out[rows], denominators[rows],
@@ -753,7 +768,7 @@ class _BidirectionalAttention(torch.autograd.Function):
         weight = projection * dim**-0.25  # natural-log logits: x @ weight.T
         grad_q, grad_k = k.new_empty(*query_features.shape[:2], dim), k.new_empty(k.shape)
         grad_values = values.new_empty(values.shape)
-        for rows in _tiles(k.shape[0], max(k.shape[1], out.shape[1]), weight.shape[0], k.element_size()):
+        for rows in _tiles(k.shape[0], max(k.shape[1], out.shape[1]), weight.shape[0], k):
             grad, tile_out, denominator = grad_out[rows], out[rows], denominators[rows].transpose(-1, -2)
             # d out / d (numerator, denominator): out = numerator / denominator.
             grad_nd = torch.cat([grad, -(grad * tile_out).sum(dim=-1, keepdim=True)], dim=-1).div_(denominator)

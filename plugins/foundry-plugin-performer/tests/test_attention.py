@@ -266,6 +266,36 @@ def test_left_padding_in_causal_mode_equals_truncated():
     torch.testing.assert_close(out[:, :, 5:], favor(q[:, :, 5:], k[:, :, 5:], v[:, :, 5:]), atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("causal", [True, False])
+def test_gradients_with_padding_are_finite_and_equal_truncated(causal):
+    """Queries that see no unpadded key -- left padding in causal mode, a wholly padded row -- get zero
+    outputs and zero, finite gradients, even under a large upstream gradient (dividing by a clamped
+    zero denominator once overflowed into NaN); the unpadded positions' gradients are the truncated
+    sequence's."""
+    favor = FavorAttention(16, 24, causal=causal, chunk_size=8, generator=generator()).double()
+    g = generator(22)
+    q, k, v, upstream = (3 * torch.randn(2, 2, 30, 16, generator=g, dtype=F64) for _ in range(4))
+    upstream *= 1e3
+    mask = torch.zeros(2, 30, dtype=torch.bool)
+    mask[0, :11] = True  # in causal mode, queries 0-10 see no key
+    if not causal:
+        mask[1] = True  # no query sees a key
+        upstream[0, :, :11] = 0  # padded queries of row 0 do attend to its keys: not in the truncated sequence
+    inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+    out = favor(*inputs, mask)
+    (out * upstream).sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in inputs)
+
+    alone = [t[:1, :, 11:].clone().requires_grad_() for t in (q, k, v)]
+    reference = favor(*alone)
+    (reference * upstream[:1, :, 11:]).sum().backward()
+    torch.testing.assert_close(out[:1, :, 11:], reference.detach(), atol=1e-10, rtol=1e-8)
+    for full, part in zip(inputs, alone, strict=True):
+        torch.testing.assert_close(full.grad[:1, :, 11:], part.grad, atol=1e-7, rtol=1e-7)
+    empty = (slice(0, 1), slice(None), slice(0, 11)) if causal else (slice(1, 2),)
+    assert (out[empty] == 0).all() and all((t.grad[empty] == 0).all() for t in inputs)
+
+
 def test_causal_attention_needs_as_many_queries_as_keys():
     favor = FavorAttention(8, 16, causal=True)
     q, k = torch.randn(1, 2, 4, 8), torch.randn(1, 2, 6, 8)
