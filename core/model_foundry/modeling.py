@@ -116,6 +116,9 @@ def sample_next_token(
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probabilities = logits.softmax(dim=-1)
+    if generator is not None and generator.device != probabilities.device:
+        # Drawn where the generator lives: a seeded CPU generator gives the same tokens on any device.
+        return torch.multinomial(probabilities.to(generator.device), 1, generator=generator).squeeze(-1).to(logits.device)
     return torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
 
 

@@ -8,7 +8,9 @@ Call :func:`check_architecture` from a plugin's tests::
         check_architecture("gpt2")
 
 Each check raises ``AssertionError`` with a message naming the architecture, the preset and
-what went wrong. :func:`conformance_checks` lists them, for parametrised tests.
+what went wrong. :func:`conformance_checks` lists them, for parametrised tests. The checks that
+run a model take ``device`` (``check_architecture("gpt2", device="cuda")``): the model is built
+there and fed tensors from there; None is the CPU.
 """
 
 from __future__ import annotations
@@ -58,17 +60,18 @@ def _tokenizer(directory: str) -> Any:
     return train_tokenizer(TokenizerConfig(tokenizer_type="char", vocab_size=96, min_frequency=1), [path])
 
 
-def _batch(tokenizer: Any, objective: str) -> dict[str, Any]:
+def _batch(tokenizer: Any, objective: str, device: Any) -> dict[str, Any]:
+    import torch
+
     from model_foundry.factory import create_collator
 
     lines = [line for line in SAMPLE_TEXT.splitlines() if line]
     examples = [{"input_ids": tokenizer(line, add_special_tokens=False)["input_ids"][:24]} for line in lines]
     options = {"mlm_probability": 0.3} if objective in {"masked_lm", "hybrid"} else {}
     if objective in {"masked_lm", "hybrid"}:
-        import torch
-
         options["generator"] = torch.Generator().manual_seed(0)
-    return create_collator(objective, tokenizer, **options)(examples)
+    batch = create_collator(objective, tokenizer, **options)(examples)
+    return {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
 
 
 def check_presets(name: str) -> None:
@@ -86,7 +89,7 @@ def check_presets(name: str) -> None:
             create_model(config)
 
 
-def check_training_step(name: str, preset: str = "tiny") -> None:
+def check_training_step(name: str, preset: str = "tiny", device: Any = None) -> None:
     """Forward/backward on a tiny batch from the architecture's collator gives finite loss and gradients."""
     import torch
 
@@ -100,9 +103,9 @@ def check_training_step(name: str, preset: str = "tiny") -> None:
         objectives = objectives_of(config, get_registry())
         assert objectives, f"{name}/{preset}: declares no training objective"
         torch.manual_seed(0)
-        model = create_model(config)
+        model = create_model(config, device=device)
         model.train()
-        batch = _batch(tokenizer, objectives[0])
+        batch = _batch(tokenizer, objectives[0], device)
         output = model(**batch)
         assert output.loss is not None, f"{name}: forward with labels returned no loss"
         assert output["loss"] is output.loss, f"{name}: output is not readable both as attributes and keys"
@@ -116,7 +119,7 @@ def check_training_step(name: str, preset: str = "tiny") -> None:
         assert all(torch.isfinite(g).all() for g in grads), f"{name}: non-finite gradients"
 
 
-def check_save_load(name: str, preset: str = "tiny") -> None:
+def check_save_load(name: str, preset: str = "tiny", device: Any = None) -> None:
     """save -> load rebuilds the same architecture with identical outputs, and no pickle in the directory."""
     import torch
 
@@ -128,15 +131,15 @@ def check_save_load(name: str, preset: str = "tiny") -> None:
         tokenizer = _tokenizer(tmp)
         config = _preset_config(found, preset, vocab_size=len(tokenizer))
         torch.manual_seed(0)
-        model = create_model(config).eval()
-        input_ids = torch.tensor([tokenizer("Sphinx of black quartz", add_special_tokens=False)["input_ids"]])
+        model = create_model(config, device=device).eval()
+        input_ids = torch.tensor([tokenizer("Sphinx of black quartz", add_special_tokens=False)["input_ids"]], device=device)
         with torch.no_grad():
             before = model(input_ids=input_ids).logits
         directory = os.path.join(tmp, "checkpoint")
         save(model, directory, tokenizer=tokenizer, metrics={"check": 1.0})
         for file in os.listdir(directory):
             assert not file.endswith((".bin", ".pt", ".pkl", ".pth")), f"{name}: pickle-format file {file} in checkpoint"
-        loaded = load(directory)
+        loaded = load(directory, device=device)
         assert type(loaded) is type(model), f"{name}: loaded {type(loaded).__name__}, saved {type(model).__name__}"
         assert loaded.architecture == name
         with torch.no_grad():
@@ -144,7 +147,7 @@ def check_save_load(name: str, preset: str = "tiny") -> None:
         assert torch.equal(before, after), f"{name}: outputs differ after save -> load"
 
 
-def check_generation(name: str, preset: str = "tiny") -> None:
+def check_generation(name: str, preset: str = "tiny", device: Any = None) -> None:
     """``supports_generation`` is honest: generation runs when claimed, and is refused when not."""
     import torch
 
@@ -154,12 +157,13 @@ def check_generation(name: str, preset: str = "tiny") -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = _tokenizer(tmp)
         config = _preset_config(found, preset, vocab_size=len(tokenizer))
-        model = create_model(config).eval()
-        prompt = torch.tensor([tokenizer("The quick", add_special_tokens=False)["input_ids"]])
+        model = create_model(config, device=device).eval()
+        prompt = torch.tensor([tokenizer("The quick", add_special_tokens=False)["input_ids"]], device=device)
         if model.supports_generation:
             out = model.generate(prompt, max_new_tokens=5)
             assert out.shape == (1, prompt.size(1) + 5), f"{name}: generate returned shape {tuple(out.shape)}"
             assert torch.equal(out[:, : prompt.size(1)], prompt), f"{name}: generate did not keep the prompt"
+            assert out.device == prompt.device, f"{name}: generate returned tokens on {out.device}, not {prompt.device}"
             sampled = model.generate(prompt, max_new_tokens=3, do_sample=True, top_k=5, top_p=0.9,
                                      generator=torch.Generator().manual_seed(0))
             assert sampled.shape == (1, prompt.size(1) + 3)
@@ -218,12 +222,12 @@ def conformance_checks() -> list[Callable[..., None]]:
     return list(CHECKS)
 
 
-def check_architecture(name: str, preset: str = "tiny") -> None:
-    """Run every conformance check on an installed architecture (``preset`` is the small one to train)."""
+def check_architecture(name: str, preset: str = "tiny", device: Any = None) -> None:
+    """Run every conformance check on an installed architecture (``preset`` is the small one to
+    train; the checks that run a model run it on ``device``)."""
     import inspect
 
     for check in CHECKS:
-        if "preset" in inspect.signature(check).parameters:
-            check(name, preset=preset)
-        else:
-            check(name)
+        parameters = inspect.signature(check).parameters
+        options = {"preset": preset, "device": device}
+        check(name, **{key: value for key, value in options.items() if key in parameters})
