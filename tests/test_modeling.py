@@ -78,3 +78,37 @@ def test_load_returns_converted_models_in_eval_mode_on_any_device(tmp_path):
     with isolated_registry(ToyPlugin(), Importer()):
         assert not model_foundry.load(tmp_path).training
         assert not model_foundry.load(tmp_path, device="cpu").training
+
+
+def test_weights_write_tied_entries_once_and_copy_packed_views(tmp_path):
+    """Tied weights are one entry plus an alias (as safetensors' save_model writes them); weights that
+    are views of one packed buffer -- what cuDNN makes of an RNN's weights on a GPU -- are written too,
+    where save_model refuses them. Loading restores both."""
+    from safetensors.torch import load_file, load_model, safe_open
+
+    from model_foundry.checkpoint import _write_weights
+
+    class Weights(torch.nn.Module):
+        def __init__(self, a: torch.Tensor, b: torch.Tensor):
+            super().__init__()
+            self.a, self.b = torch.nn.Parameter(a), torch.nn.Parameter(b)
+            self.embed = torch.nn.Embedding(3, 2)
+            self.head = torch.nn.Linear(2, 3, bias=False)
+            self.head.weight = self.embed.weight
+
+    flat = torch.arange(10.0)
+    model = Weights(flat[:4], flat[4:])  # views of one storage
+    assert model.a.untyped_storage().data_ptr() == model.b.untyped_storage().data_ptr()
+    path = str(tmp_path / "model.safetensors")
+    _write_weights(model, path)
+    written = load_file(path)
+    assert sorted(written) == ["a", "b", "embed.weight"]
+    with safe_open(path, "pt") as handle:
+        assert handle.metadata()["head.weight"] == "embed.weight"
+    fresh = Weights(torch.zeros(4), torch.zeros(6))  # as a model is built before loading: weights of its own
+    torch.nn.init.zeros_(fresh.embed.weight)
+    missing, unexpected = load_model(fresh, path, strict=False)
+    assert not missing and not unexpected
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[name], tensor), name
+    assert fresh.head.weight is fresh.embed.weight

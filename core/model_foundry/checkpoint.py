@@ -98,8 +98,6 @@ def save(
     ``extra(staging_dir)`` may add files (training state) inside the same atomic write.
     Returns the directory.
     """
-    from safetensors.torch import save_model
-
     registry = get_registry()
     model_config = model.config
     found = find_architecture(model_config.architecture, registry)
@@ -118,7 +116,7 @@ def save(
     }
     with atomic_directory(directory) as staging:
         write_yaml(os.path.join(staging, CONFIG_FILE), full)
-        save_model(model, os.path.join(staging, WEIGHTS_FILE), metadata={"format": "pt"})
+        _write_weights(model, os.path.join(staging, WEIGHTS_FILE))
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
         if extra is not None:
@@ -126,6 +124,40 @@ def save(
         with open(os.path.join(staging, META_FILE), "w", encoding="utf-8") as handle:
             json.dump(meta, handle, indent=2)
     return os.fspath(directory)
+
+
+def _write_weights(model: Any, path: str) -> None:
+    """The model's state dict as safetensors, in the layout of ``safetensors.torch.save_model`` (which
+    ``load`` reads back with ``load_model``): an entry that is the very tensor of an earlier one (tied
+    weights) is written once and named in the metadata as an alias of it. Entries that share a
+    storage otherwise -- on a GPU cuDNN packs an RNN's weights into one buffer, each a view of part
+    of it -- are copied, where ``save_model`` would refuse to write them at all."""
+    import torch
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    metadata = {"format": "pt"}
+    first: dict[tuple[Any, ...], str] = {}
+    for name, tensor in model.state_dict().items():
+        view = (tensor.device, tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tensor.shape,
+                tensor.stride(), tensor.dtype)
+        if tensor.numel() and view in first:
+            metadata[name] = first[view]
+            continue
+        first[view] = name
+        tensors[name] = tensor
+    sharing: dict[tuple[Any, int], int] = {}
+    for tensor in tensors.values():
+        storage = (tensor.device, tensor.untyped_storage().data_ptr())
+        sharing[storage] = sharing.get(storage, 0) + 1
+    save_file(
+        {
+            name: tensor.clone() if tensor.numel() and sharing[(tensor.device, tensor.untyped_storage().data_ptr())] > 1
+            else tensor.contiguous()
+            for name, tensor in tensors.items()
+        },
+        path, metadata=metadata,
+    )
 
 
 def is_checkpoint(directory: str | os.PathLike[str]) -> bool:
