@@ -1,19 +1,25 @@
 """Every installed architecture on a CUDA device: the conformance checks that run a model run there,
-and seeded sampling gives the same tokens on any device. Skipped where no CUDA device is present
-(CI has none); plugins keep their own device tests (e.g. the Performer's ``tests/test_cuda.py``)."""
+``foundry train`` trains it there in full and mixed precision, and seeded sampling gives the same
+tokens on any device. Skipped where no CUDA device is present (CI has none); plugins keep their
+own device tests (e.g. the Performer's ``tests/test_cuda.py``)."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 
 import model_foundry
+from model_foundry.config import load_config, load_model_config, objectives_of
 from model_foundry.modeling import sample_next_token
+from model_foundry.plugins import get_registry
 from model_foundry.testing.conformance import check_generation, check_save_load, check_training_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 ARCHITECTURES = sorted(a["name"] for a in model_foundry.list_architectures())
+DEVICE = "cuda"
 
 
 @pytest.mark.parametrize("check", [check_training_step, check_save_load, check_generation], ids=lambda c: c.__name__)
@@ -28,3 +34,39 @@ def test_a_seeded_cpu_generator_samples_the_same_tokens_on_cuda():
     on_cpu = sample_next_token(logits, generator=torch.Generator().manual_seed(0), **options)
     on_gpu = sample_next_token(logits.cuda(), generator=torch.Generator().manual_seed(0), **options)
     assert on_gpu.device.type == "cuda" and torch.equal(on_gpu.cpu(), on_cpu)
+
+
+LINES = [
+    "Now is the winter of our discontent made glorious summer by this sun of York.",
+    "To be, or not to be, that is the question.",
+    "All the world's a stage, and all the men and women merely players.",
+]
+
+
+@pytest.mark.parametrize("precision", ["no", "bf16", "fp16"])
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_foundry_train_on_cuda(name, precision, tmp_path):
+    from model_foundry.training import train
+
+    text = tmp_path / "train.txt"
+    text.write_text("\n".join(LINES * 20) + "\n", encoding="utf-8")
+    objective = objectives_of(load_model_config({"architecture": name, "preset": "tiny"}), get_registry())[0]
+    config = {
+        "model": {"architecture": name, "preset": "tiny"},
+        "tokenizer": {"tokenizer_type": "char", "vocab_size": 100, "min_frequency": 1},
+        "data": {"train_files": [str(text)], "validation_files": [str(text)], "block_size": 32,
+                 "cache_dir": str(tmp_path / "cache")},
+        "training": {"objective": objective, "max_steps": 30, "batch_size": 8, "learning_rate": 0.01,
+                     "warmup_steps": 2, "log_every": 5, "eval_every": 30, "save_every": 30,
+                     "mixed_precision": precision, "output_dir": str(tmp_path / "run")},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    result = train(load_config(str(path)))
+    assert next(result.model.parameters()).device.type == DEVICE
+    with open(tmp_path / "run" / "metrics.jsonl", encoding="utf-8") as handle:
+        losses = [record["loss"] for record in map(json.loads, handle) if "loss" in record]
+    assert all(map(torch.isfinite, torch.tensor(losses))) and losses[-1] < losses[0], losses
+    loaded = model_foundry.load(tmp_path / "run" / "final", device=DEVICE)
+    for saved, trained in zip(loaded.state_dict().values(), result.model.state_dict().values(), strict=True):
+        assert torch.equal(saved, trained)
