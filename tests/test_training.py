@@ -276,6 +276,14 @@ def test_generate_and_eval_commands(tmp_path, tiny_registry, capsys):
     first = capsys.readouterr().out
     assert first.startswith("To be") and len(first.strip()) > len("To be")
     assert cli.main(args) == 0 and capsys.readouterr().out == first  # seeded
+    assert cli.main([*args, "--device", "cpu"]) == 0 and capsys.readouterr().out == first
+    assert cli.main([*args, "--device", "gpu"]) == 2
+    assert "--device 'gpu' is not a device; use one of cpu, cuda, mps, xpu" in capsys.readouterr().err
+    import torch
+
+    if not torch.cuda.is_available():
+        assert cli.main(["eval", final, "--data", str(tmp_path / "valid.txt"), "--device", "cuda"]) == 2
+        assert "this machine has no cuda device; use --device cpu" in capsys.readouterr().err
     assert cli.main(["generate", final, "--prompt", "x", "--max-new-tokens", "100"]) == 2
     assert "max_sequence_length (64)" in capsys.readouterr().err
     assert cli.main(["eval", final, "--data", str(tmp_path / "valid.txt"), "--json"]) == 0

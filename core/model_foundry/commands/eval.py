@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from model_foundry.commands._device import add_device_argument, device_from
 from model_foundry.commands._output import print_json
 
 
@@ -19,6 +20,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--data", required=True, action="append", help="text or JSONL file (repeatable, globs allowed)")
     parser.add_argument("--block-size", type=int, default=None, help="tokens per block (default: the checkpoint's)")
     parser.add_argument("--batch-size", type=int, default=8, help="blocks per forward pass (default: 8)")
+    add_device_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(run=run)
 
@@ -33,7 +35,7 @@ def run(args) -> int:
     from model_foundry.sections import DataConfig, TrainingConfig
     from model_foundry.training.loop import eval_collator, evaluate, perplexity
 
-    model = load(args.checkpoint)
+    model = load(args.checkpoint, device=device_from(args.device))
     tokenizer = load_tokenizer(args.checkpoint)
     saved = read_yaml_plain(os.path.join(args.checkpoint, CONFIG_FILE)) or {}
     data = _section(DataConfig, saved.get("data"), ("format", "text_field", "document_per_line", "block_size"))

@@ -1,11 +1,12 @@
 """``foundry generate CHECKPOINT --prompt TEXT [...]``: continue a prompt with a saved model.
 
 Prints the prompt followed by its continuation. Sampling with ``--temperature`` (0 means
-greedy), ``--top-k`` and ``--top-p``; ``--seed`` makes it repeatable.
+greedy), ``--top-k`` and ``--top-p``; ``--seed`` makes it repeatable, on any ``--device``.
 """
 
 from __future__ import annotations
 
+from model_foundry.commands._device import add_device_argument, device_from
 from model_foundry.errors import FoundryError
 
 
@@ -18,6 +19,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
     parser.add_argument("--top-p", type=float, default=None, help="sample among the most likely tokens holding p of the mass")
     parser.add_argument("--seed", type=int, default=None, help="random seed, for repeatable samples")
+    add_device_argument(parser)
     parser.set_defaults(run=run)
 
 
@@ -33,7 +35,8 @@ def run(args) -> int:
         raise FoundryError(f"--temperature must be >= 0, got {args.temperature}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise FoundryError(f"--top-p must be in (0, 1], got {args.top_p}")
-    model = load(args.checkpoint)
+    device = device_from(args.device)
+    model = load(args.checkpoint, device=device)
     if not model.supports_generation:
         raise FoundryError(
             f"{args.checkpoint!r} holds a {model.architecture} model, which cannot generate text "
@@ -54,7 +57,7 @@ def run(args) -> int:
     generator = torch.Generator()
     generator.manual_seed(args.seed) if args.seed is not None else generator.seed()
     output = model.generate(
-        torch.tensor([prompt_ids]),
+        torch.tensor([prompt_ids], device=device),
         max_new_tokens=args.max_new_tokens,
         do_sample=args.temperature > 0,
         temperature=args.temperature or 1.0,
