@@ -459,7 +459,7 @@ def causal_linear_attention_with_state(
         before.reshape(-1, chunks + 1), None if initial is None else initial.reshape(-1, *summary_shape),
         torch.Tensor.exp_,
     )
-    inter = q @ previous.view(*batch, chunks, *summary_shape).transpose(-1, -2)
+    inter = _Scores.apply(q, previous.view(*batch, chunks, *summary_shape))  # its gradient for the prefix sums comes out contiguous
     # The summaries are relative to the maximum before the chunk; bring them to each query's own.
     out = torch.addcmul(out, inter, torch.exp(before[..., :-1].unsqueeze(-1) - running).unsqueeze(-1))
     out = _normalise(out).flatten(-3, -2)[..., :n, :]
