@@ -2,8 +2,9 @@
 
 Reading order: the random projection, the feature map, bidirectional linear attention, causal
 linear attention (chunkwise, with the final recurrent state), one-token recurrent decoding, the
-tiled passes (the forward for when nothing needs a gradient, and bidirectional attention with
-its own backward), and :class:`FavorAttention`, the module the Performer layers hold.
+tiled passes (the forward for when nothing needs a gradient, and causal and bidirectional
+attention with their own backward), and :class:`FavorAttention`, the module the Performer layers
+hold.
 
 How the maths works -- the feature map, the stabiliser that keeps it exact and strictly causal,
 the chunked causal pass and the recurrent state -- is explained in ``docs/plugins/performer.md``
@@ -358,10 +359,36 @@ def _prefix_summaries(
     return prefix, carried.view(g, *shape) if final else None
 
 
+def _prefix_summaries_backward(
+    grad_prefix: torch.Tensor, grad_final: torch.Tensor | None, chunk_max: torch.Tensor, before: torch.Tensor, exp_: Exp,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gradients of :func:`_prefix_summaries` with respect to the chunk summaries and the initial
+    summary, from those of the prefix summaries (g, chunks, R, m) and of the final one (g, R, m; None:
+    it was not asked for): the same products transposed, blocks in reverse."""
+    g, chunks, *shape = grad_prefix.shape
+    grad_prefix = grad_prefix.reshape(g, chunks, -1)
+    grad_chunks = grad_prefix.new_empty(grad_prefix.shape)
+    grad_carried = None if grad_final is None else grad_final.reshape(g, 1, -1)
+    for start in reversed(range(0, chunks, _PREFIX_BLOCK)):
+        stop = min(chunks, start + _PREFIX_BLOCK)
+        following = grad_carried is not None
+        decay, last_row, carried_factor, carried_last = _block_decay(
+            chunk_max, before, start, stop, exp_, carried=True, following=following
+        )
+        grad_block = grad_prefix[:, start:stop]
+        chunk_grad = torch.bmm(decay.transpose(-1, -2), grad_block, out=grad_chunks[:, start:stop])
+        carried = torch.bmm(carried_factor.unsqueeze(1), grad_block)
+        if following:
+            chunk_grad.baddbmm_(last_row.transpose(-1, -2), grad_carried)
+            carried.addcmul_(grad_carried, carried_last[:, None, None])
+        grad_carried = carried
+    return grad_chunks.view(g, chunks, *shape), grad_carried.view(g, *shape)
+
+
 class _PrefixSummaries(torch.autograd.Function):
-    """:func:`_prefix_summaries` (with the final summary) for autograd: the backward pass runs the
-    same products transposed, blocks in reverse, and keeps nothing but the maxima -- no per-chunk
-    loop, no slices for autograd to zero-fill."""
+    """:func:`_prefix_summaries` (with the final summary) for autograd: the backward pass
+    (:func:`_prefix_summaries_backward`) keeps nothing but the maxima -- no per-chunk loop, no
+    slices for autograd to zero-fill."""
 
     @staticmethod
     def forward(ctx, chunk_summaries, chunk_max, before, initial, exp_):  # type: ignore[override]
@@ -372,23 +399,8 @@ class _PrefixSummaries(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_prefix, grad_final):  # type: ignore[override]
         chunk_max, before = ctx.saved_tensors
-        g, chunks, *shape = grad_prefix.shape
-        grad_prefix = grad_prefix.reshape(g, chunks, -1)
-        grad_chunks = grad_prefix.new_empty(grad_prefix.shape)
-        grad_carried = grad_final.reshape(g, 1, -1)
-        for start in reversed(range(0, chunks, _PREFIX_BLOCK)):
-            stop = min(chunks, start + _PREFIX_BLOCK)
-            decay, last_row, carried_factor, carried_last = _block_decay(
-                chunk_max, before, start, stop, ctx.exp_, carried=True, following=True
-            )
-            grad_block = grad_prefix[:, start:stop]
-            chunk_grad = torch.bmm(decay.transpose(-1, -2), grad_block, out=grad_chunks[:, start:stop])
-            chunk_grad.baddbmm_(last_row.transpose(-1, -2), grad_carried)
-            grad_carried = torch.bmm(carried_factor.unsqueeze(1), grad_block).addcmul_(
-                grad_carried, carried_last[:, None, None]
-            )
-        grad_initial = grad_carried.view(g, *shape) if ctx.has_initial else None
-        return grad_chunks.view(g, chunks, *shape), None, None, grad_initial, None
+        grad_chunks, grad_initial = _prefix_summaries_backward(grad_prefix, grad_final, chunk_max, before, ctx.exp_)
+        return grad_chunks, None, None, grad_initial if ctx.has_initial else None, None
 
 
 class _Scores(torch.autograd.Function):
@@ -504,11 +516,11 @@ def causal_linear_attention_step(
     return out, CausalLinearState(summary, new_max)
 
 
-# --- tiles: the forward without autograd, and bidirectional attention with its own backward ----------
+# --- tiles: the forward without autograd, and causal and bidirectional attention with their own backward
 #
 # When nothing needs a gradient, :class:`FavorAttention` computes features and attention in
-# functions that keep no buffer for a backward pass; in bidirectional mode under autograd it uses
-# :class:`_BidirectionalAttention`, which keeps only what its own backward needs. Log-scales stay
+# functions that keep no buffer for a backward pass; under autograd it uses :class:`_CausalAttention`
+# or :class:`_BidirectionalAttention`, which keep only what their own backward needs. Log-scales stay
 # in base 2 throughout (``exp2`` is several times faster than ``exp`` on CPU). On the CPU the (batch, head)
 # pairs are processed a few at a time, in tiles of about :data:`_TILE_BYTES` of features: each
 # tile's features are consumed by the products that follow while they are still in the cache, and
@@ -615,7 +627,9 @@ def _divide_(numerators: torch.Tensor, denominators: torch.Tensor) -> None:
 def _tiles(groups: int, length: int, nb_features: int, like: torch.Tensor) -> list[slice]:
     """Consecutive (batch, head) pairs whose features take about :data:`_TILE_BYTES` (at least one
     pair) on the CPU; on an accelerator, where each tile's few dozen small kernels would cost more
-    launches than the cache saves, all pairs in one tile."""
+    launches than the cache saves, all pairs in one tile. (Tiles of 128 MiB there, which would bound
+    a backward pass's temporaries, made causal and bidirectional attention at n = 16384 up to twice
+    as slow on an H200.)"""
     if like.device.type != "cpu":
         return [slice(0, groups)]
     step = max(1, _TILE_BYTES // (length * nb_features * like.element_size()))
@@ -655,21 +669,48 @@ def _base2_weight(projection: torch.Tensor) -> torch.Tensor:
     return (projection * (projection.shape[-1] ** -0.25 / math.log(2))).T
 
 
+class _CausalBuffers(NamedTuple):
+    """What the causal tile writes besides its outputs, and a backward pass reads, for ``g`` (batch,
+    head) pairs of ``n`` positions in chunks of ``C``: the query and key features (2, g, n, m), the
+    prefix summaries (g, chunks, d + 1, m), the in-chunk scores with their decay (g * chunks, C, C)
+    and the denominators (g * chunks, 1, C)."""
+
+    features: torch.Tensor
+    prefix: torch.Tensor
+    scores: torch.Tensor
+    denominators: torch.Tensor
+
+    @classmethod
+    def of(cls, make: Callable[..., torch.Tensor], g: int, n: int, size: int, dim_value: int, nb_features: int) -> _CausalBuffers:
+        """Buffers from ``make(name, *shape)``: a :class:`_Scratch`, or fresh tensors to keep."""
+        chunks = n // size
+        return cls(
+            make("features", 2, g, n, nb_features), make("prefix summaries", g, chunks, dim_value, nb_features),
+            make("scores", g * chunks, size, size), make("denominators", g * chunks, 1, size),
+        )
+
+    def tile(self, rows: slice, chunks: int) -> _CausalBuffers:
+        """The buffers of the pairs ``rows``."""
+        chunk_rows = slice(rows.start * chunks, rows.stop * chunks)
+        return _CausalBuffers(self.features[:, rows], self.prefix[rows], self.scores[chunk_rows], self.denominators[chunk_rows])
+
+
 def _causal_tile(
     q: torch.Tensor, k: torch.Tensor, values: torch.Tensor, excluded: torch.Tensor | None,
-    weight: torch.Tensor, eps: float, size: int, scratch: _Scratch, out: torch.Tensor,
-) -> None:
+    weight: torch.Tensor, eps: float, size: int, scratch: _Scratch, out: torch.Tensor, kept: _CausalBuffers,
+) -> torch.Tensor:
     """Causal attention of ``g`` (batch, head) pairs, ``n`` a multiple of the chunk ``size``
     (arguments as in :func:`_bidirectional_tile`), written into ``out`` (g, n, d): the same maths as
     :func:`favor_features` followed by :func:`causal_linear_attention`. One product per input gives
     the features of every position; within a chunk, scores; across chunks, the prefix summaries.
-    Intermediate buffers come from ``scratch``; the numerators are computed in ``out`` itself."""
+    Writes ``kept`` (for a backward pass; scratch views when there is none), takes other
+    intermediate buffers from ``scratch``, computes the numerators in ``out`` itself, and returns
+    the keys' base-2 log-scales (g, n)."""
     g, n, dim = q.shape
     chunks, dim_value, nb_features = n // size, values.shape[-1], weight.shape[-1]
     groups = g * chunks
-    features = scratch("features", 2, g, n, nb_features)
-    shift = _features_into(features, [q, k], weight, eps)
-    queries, keys = features.view(2, groups, size, nb_features)
+    shift = _features_into(kept.features, [q, k], weight, eps)
+    queries, keys = kept.features.view(2, groups, size, nb_features)
     log_scale = _key_log_scale(shift[1], k, excluded).view(g, chunks, size)
 
     chunk_max, before, running = _running_maxima(log_scale, log_scale.new_full((g,), _lowest(q.dtype)))
@@ -683,15 +724,15 @@ def _causal_tile(
     )
     previous, _ = _prefix_summaries(
         chunk_summaries.view(g, chunks, dim_value, -1), chunk_max, before, None, torch.Tensor.exp2_,
-        final=False, out=scratch("prefix summaries", g, chunks, dim_value, nb_features),
+        final=False, out=kept.prefix,
     )
 
     decay = _lower_decay(
         log_scale, running, torch.Tensor.exp2_, diagonal=0, out=scratch("decay", g, chunks, size, size)
     ).view(groups, size, size)
-    scores = torch.bmm(queries, keys.transpose(-1, -2), out=scratch("scores", groups, size, size)).mul_(decay)
+    scores = torch.bmm(queries, keys.transpose(-1, -2), out=kept.scores).mul_(decay)
     numerators, denominators = _against_summaries(
-        scores, values.transpose(-1, -2), out.view(groups, size, dim_value - 1), scratch("denominators", groups, 1, size)
+        scores, values.transpose(-1, -2), out.view(groups, size, dim_value - 1), kept.denominators
     )
     # Earlier chunks: their summaries are relative to the maximum before the chunk; bring them to each query's own.
     earlier_numerators, earlier_denominators = _against_summaries(
@@ -701,6 +742,118 @@ def _causal_tile(
     factor = (before[..., :-1, None] - running).exp2_().view(groups, 1, size)
     numerators.addcmul_(earlier_numerators, factor.transpose(-1, -2))
     _divide_(numerators, denominators.addcmul_(earlier_denominators, factor))
+    return log_scale.view(g, n)
+
+
+def _causal_tile_backward(
+    grad: torch.Tensor, out: torch.Tensor, k: torch.Tensor, values: torch.Tensor, excluded: torch.Tensor | None,
+    log_scale: torch.Tensor, kept: _CausalBuffers, weight: torch.Tensor, eps: float, size: int, scratch: _Scratch,
+    grad_q: torch.Tensor, grad_k: torch.Tensor, grad_values: torch.Tensor,
+) -> None:
+    """The backward pass of :func:`_causal_tile` for ``g`` pairs: from the outputs' gradient ``grad``
+    (g, n, d), the gradients of the queries, keys and values (the ones column's is not used), written
+    into ``grad_q``, ``grad_k`` and ``grad_values``. ``weight`` is the natural-log projection (m, d).
+
+    The same products as autograd through :func:`causal_linear_attention` would run, transposed,
+    with the decays recomputed from the log-scales. Log-scale gradients are in natural units: a
+    decay ``exp2(l_j - M)`` is ``exp(ln 2 l_j - ...)``, and ``ln 2 l_j`` carries ``-|k_j|^2 / (2 sqrt(d))``.
+    """
+    g, n, dim = k.shape
+    chunks, dim_value, nb_features = n // size, values.shape[-1], weight.shape[0]
+    groups = g * chunks
+    queries, keys = kept.features.view(2, groups, size, nb_features)
+    scores, prefix = kept.scores, kept.prefix.view(groups, dim_value, nb_features)
+    chunked_log_scale = log_scale.view(g, chunks, size)
+    chunk_max, before, running = _running_maxima(chunked_log_scale, log_scale.new_full((g,), _lowest(k.dtype)))
+    # d out / d (numerator, denominator): out = numerator / denominator.
+    grad_nd = torch.cat(
+        [grad, -(grad * out).sum(dim=-1, keepdim=True)], dim=-1, out=scratch("grad numerators", g, n, dim_value)
+    ).div_(kept.denominators.view(g, n, 1)).view(groups, size, dim_value)
+    values = values.reshape(groups, size, dim_value)
+    chunk_grad_values = grad_values.view(groups, size, dim_value)
+
+    # Within a chunk: scores = (queries @ keys^T) * decay, numerators = scores @ values.
+    grad_scores = torch.bmm(grad_nd, values.transpose(-1, -2), out=scratch("grad scores", groups, size, size))
+    torch.bmm(scores.transpose(-1, -2), grad_nd, out=chunk_grad_values)
+    grad_log_scale = (grad_scores * scores).sum(dim=-2)
+    decay = _lower_decay(
+        chunked_log_scale, running, torch.Tensor.exp2_, diagonal=0, out=scratch("decay", g, chunks, size, size)
+    ).view(groups, size, size)
+    grad_products = grad_scores.mul_(decay)
+    grad_queries = torch.bmm(grad_products, keys, out=scratch("grad query features", groups, size, nb_features))
+    grad_keys = torch.bmm(
+        grad_products.transpose(-1, -2), queries, out=scratch("grad key features", groups, size, nb_features)
+    )
+
+    # Earlier chunks: factor * (queries @ prefix^T).
+    factor = (before[..., :-1, None] - running).exp2_().view(groups, size, 1)
+    scaled = torch.mul(grad_nd, factor, out=scratch("scaled grad numerators", groups, size, dim_value))
+    grad_queries.baddbmm_(scaled, prefix)
+    grad_prefix = torch.bmm(scaled.transpose(-1, -2), queries, out=scratch("grad prefix", groups, dim_value, nb_features))
+    grad_chunks, _ = _prefix_summaries_backward(
+        grad_prefix.view(g, chunks, dim_value, nb_features), None, chunk_max, before, torch.Tensor.exp2_
+    )
+
+    # Chunk summaries: (values * w)^T @ keys, w = exp2(l - chunk max).
+    key_weights = (chunked_log_scale - chunk_max.unsqueeze(-1)).exp2_().view(groups, size, 1)
+    weighted = torch.mul(values, key_weights, out=scratch("weighted values", groups, size, dim_value))
+    grad_chunks = grad_chunks.view(groups, dim_value, nb_features)
+    grad_keys.baddbmm_(weighted, grad_chunks)
+    grad_weighted = torch.bmm(keys, grad_chunks.transpose(-1, -2), out=scratch("grad weighted", groups, size, dim_value))
+    chunk_grad_values.addcmul_(grad_weighted, key_weights)
+    # Excluded keys' values are zero, so their log-scales got no gradient above.
+    grad_log_scale.addcmul_((grad_weighted * values).sum(dim=-1), key_weights.squeeze(-1))
+
+    # The feature maps: d features / d logits = features - eps.
+    torch.matmul((queries - eps).mul_(grad_queries).view(g, n, nb_features), weight, out=grad_q)
+    torch.matmul((keys - eps).mul_(grad_keys).view(g, n, nb_features), weight, out=grad_k)
+    grad_k.addcmul_(k, grad_log_scale.view(g, n, 1), value=-1 / math.sqrt(dim))
+
+
+class _CausalAttention(torch.autograd.Function):
+    """FAVOR+ causal attention from raw queries, keys and values, tile by tile in both passes.
+
+    The same computation as :func:`favor_features` and :func:`causal_linear_attention` under
+    autograd; keeps the features, the prefix summaries, the in-chunk scores, the denominators, the
+    keys' log-scales and the output, O(n (m + C) + n m d / C) per pair, and its backward
+    (:func:`_causal_tile_backward`) works tile by tile too. Inputs as from :func:`_flat_inputs`,
+    ``n`` a multiple of ``size``; returns the outputs (groups, n, d).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, values, excluded, projection, eps, size):  # type: ignore[override]
+        weight = _base2_weight(projection)
+        (groups, n, _), nb_features = q.shape, weight.shape[-1]
+        kept = _CausalBuffers.of(lambda _, *shape: q.new_empty(shape), groups, n, size, values.shape[-1], nb_features)
+        out, log_scale = q.new_empty(groups, n, values.shape[-1] - 1), q.new_empty(groups, n)
+        scratch = _Scratch(q)
+        for rows in _tiles(groups, n, nb_features, q):
+            log_scale[rows] = _causal_tile(
+                q[rows], k[rows], values[rows], None if excluded is None else excluded[rows], weight, eps, size,
+                scratch, out[rows], kept.tile(rows, n // size),
+            )
+        scratch.done()
+        ctx.save_for_backward(k, values, projection, log_scale, out, *kept)
+        ctx.eps, ctx.size, ctx.excluded = eps, size, excluded
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        k, values, projection, log_scale, out, *kept = ctx.saved_tensors
+        kept, (groups, n, dim) = _CausalBuffers(*kept), k.shape
+        weight = projection * dim**-0.25  # natural-log logits: x @ weight.T
+        grad_q, grad_k, grad_values = k.new_empty(k.shape), k.new_empty(k.shape), values.new_empty(values.shape)
+        scratch = _Scratch(k)
+        for rows in _tiles(groups, n, weight.shape[0], k):
+            _causal_tile_backward(
+                grad_out[rows], out[rows], k[rows], values[rows], None if ctx.excluded is None else ctx.excluded[rows],
+                log_scale[rows], kept.tile(rows, n // ctx.size), weight, ctx.eps, ctx.size, scratch,
+                grad_q[rows], grad_k[rows], grad_values[rows],
+            )
+        scratch.done()
+        if ctx.excluded is not None:
+            grad_values.masked_fill_(ctx.excluded.unsqueeze(-1), 0.0)
+        return grad_q, grad_k, grad_values, None, None, None, None
 
 
 def _attention_inference(
@@ -718,7 +871,8 @@ def _attention_inference(
     for rows in _tiles(q.shape[0], max(q.shape[1], k.shape[1]), weight.shape[-1], q):
         mask = None if excluded is None else excluded[rows]
         if causal:
-            _causal_tile(q[rows], k[rows], values[rows], mask, weight, eps, size, scratch, out[rows])
+            kept = _CausalBuffers.of(scratch, q[rows].shape[0], q.shape[1], size, values.shape[-1], weight.shape[-1])
+            _causal_tile(q[rows], k[rows], values[rows], mask, weight, eps, size, scratch, out[rows], kept)
         else:
             # Keys' features first, consumed by the summary, then the queries' in the same memory.
             g, nb_features = q[rows].shape[0], weight.shape[-1]
@@ -800,6 +954,18 @@ def _bidirectional_attention(
     return out.view(*batch, n_q, v.shape[-1])
 
 
+def _causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, projection: torch.Tensor, *,
+    eps: float, chunk_size: int, key_padding_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """:class:`_CausalAttention` on (..., n, d) inputs."""
+    *batch, n, _ = q.shape
+    size = max(1, min(chunk_size, n))
+    flat_q, flat_k, values, excluded = _flat_inputs(q, k, v, key_padding_mask, size)
+    out = _CausalAttention.apply(flat_q, flat_k, values, excluded, projection, eps, size)
+    return out.view(*batch, -1, v.shape[-1])[..., :n, :]
+
+
 # --- module ------------------------------------------------------------------------------------
 
 
@@ -868,16 +1034,22 @@ class FavorAttention(nn.Module):
                     q.to(dtype), k.to(dtype), values, self.projection.to(dtype), eps=self.eps, causal=self.causal,
                     chunk_size=self.chunk_size, key_padding_mask=key_padding_mask,
                 )
+            elif not self.projection.requires_grad:
+                if self.causal:
+                    out = _causal_attention(
+                        q.to(dtype), k.to(dtype), values, self.projection.to(dtype), eps=self.eps,
+                        chunk_size=self.chunk_size, key_padding_mask=key_padding_mask,
+                    )
+                else:
+                    out = _bidirectional_attention(
+                        q.to(dtype), k.to(dtype), values, self.projection.to(dtype), eps=self.eps,
+                        key_padding_mask=key_padding_mask,
+                    )
             elif self.causal:
                 key = self._features(k)
                 out = causal_linear_attention(
                     self._features(q).features, key.features, values, self.chunk_size,
                     k_log_scale=key.log_scale, key_padding_mask=key_padding_mask,
-                )
-            elif not self.projection.requires_grad:
-                out = _bidirectional_attention(
-                    q.to(dtype), k.to(dtype), values, self.projection.to(dtype), eps=self.eps,
-                    key_padding_mask=key_padding_mask,
                 )
             else:
                 key = self._features(k)

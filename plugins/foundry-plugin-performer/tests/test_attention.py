@@ -185,26 +185,32 @@ def test_whole_favor_attention_passes_gradcheck(causal, tile_bytes, monkeypatch)
 
 
 @pytest.mark.parametrize("tile_bytes", [1, 1 << 30], ids=["one-head-tiles", "one-tile"])
-def test_bidirectional_backward_equals_autograd_of_the_feature_functions(tile_bytes, monkeypatch):
-    """The module's bidirectional pass has its own backward (tile by tile); with eps and padding it
-    gives the gradients autograd gives through favor_features and linear_attention."""
+@pytest.mark.parametrize("causal, chunk_size", [(False, 64), (True, 1), (True, 4), (True, 64)])
+def test_backward_equals_autograd_of_the_feature_functions(causal, chunk_size, tile_bytes, monkeypatch):
+    """The module's attention has its own backward (tile by tile); with eps and padding (left and
+    right, and a length that is not a multiple of the chunk) it gives the gradients autograd gives
+    through favor_features and linear_attention or causal_linear_attention."""
     monkeypatch.setattr(attention, "_TILE_BYTES", tile_bytes)
-    favor = FavorAttention(8, 12, generator=generator(3)).double()
+    favor = FavorAttention(8, 12, causal=causal, chunk_size=chunk_size, generator=generator(3)).double()
     g = generator(9)
     q, k, v = (2 * torch.randn(2, 10, 3, 8, generator=g, dtype=F64) for _ in range(3))
     mask = torch.zeros(2, 10, dtype=torch.bool)
-    mask[1, 6:] = True
+    mask[0, :3], mask[1, 6:] = True, True
     upstream = torch.randn(2, 3, 10, 8, generator=g, dtype=F64)
     for batch, key_padding_mask in ((slice(None), None), (slice(None), mask), (slice(1, 2), mask)):
         # As a model passes them: heads split off the width, so not contiguous (batch 1 included).
         ours = [t[batch].clone().requires_grad_() for t in (q, k, v)]
-        out = favor(*(t.transpose(1, 2) for t in ours), None if key_padding_mask is None else key_padding_mask[batch])
+        batch_mask = None if key_padding_mask is None else key_padding_mask[batch]
+        out = favor(*(t.transpose(1, 2) for t in ours), batch_mask)
         reference = [t[batch].transpose(1, 2).contiguous().requires_grad_() for t in (q, k, v)]
         keys = favor_features(reference[1], favor.projection, eps=favor.eps)
-        expected = linear_attention(
-            favor_features(reference[0], favor.projection, eps=favor.eps).features, keys.features, reference[2],
-            None if key_padding_mask is None else key_padding_mask[batch], k_log_scale=keys.log_scale,
-        )
+        queries = favor_features(reference[0], favor.projection, eps=favor.eps).features
+        if causal:
+            expected = causal_linear_attention(
+                queries, keys.features, reference[2], chunk_size, k_log_scale=keys.log_scale, key_padding_mask=batch_mask
+            )
+        else:
+            expected = linear_attention(queries, keys.features, reference[2], batch_mask, k_log_scale=keys.log_scale)
         torch.testing.assert_close(out, expected, atol=1e-12, rtol=1e-10)
         grads = torch.autograd.grad(out, ours, upstream[batch])
         expected_grads = torch.autograd.grad(expected, reference, upstream[batch])
