@@ -132,32 +132,27 @@ def _write_weights(model: Any, path: str) -> None:
     weights) is written once and named in the metadata as an alias of it. Entries that share a
     storage otherwise -- on a GPU cuDNN packs an RNN's weights into one buffer, each a view of part
     of it -- are copied, where ``save_model`` would refuse to write them at all."""
+    from collections import Counter
+
     import torch
     from safetensors.torch import save_file
+
+    def storage(tensor: torch.Tensor) -> tuple[Any, ...]:
+        return tensor.device, tensor.untyped_storage().data_ptr()
 
     tensors: dict[str, torch.Tensor] = {}
     metadata = {"format": "pt"}
     first: dict[tuple[Any, ...], str] = {}
     for name, tensor in model.state_dict().items():
-        view = (tensor.device, tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tensor.shape,
-                tensor.stride(), tensor.dtype)
+        view = (*storage(tensor), tensor.storage_offset(), tensor.shape, tensor.stride(), tensor.dtype)
         if tensor.numel() and view in first:
             metadata[name] = first[view]
-            continue
-        first[view] = name
-        tensors[name] = tensor
-    sharing: dict[tuple[Any, int], int] = {}
-    for tensor in tensors.values():
-        storage = (tensor.device, tensor.untyped_storage().data_ptr())
-        sharing[storage] = sharing.get(storage, 0) + 1
-    save_file(
-        {
-            name: tensor.clone() if tensor.numel() and sharing[(tensor.device, tensor.untyped_storage().data_ptr())] > 1
-            else tensor.contiguous()
-            for name, tensor in tensors.items()
-        },
-        path, metadata=metadata,
-    )
+        else:
+            first[view] = name
+            tensors[name] = tensor
+    sharing = Counter(storage(tensor) for tensor in tensors.values() if tensor.numel())
+    written = {name: tensor.clone() if sharing[storage(tensor)] > 1 else tensor.contiguous() for name, tensor in tensors.items()}
+    save_file(written, path, metadata=metadata)
 
 
 def is_checkpoint(directory: str | os.PathLike[str]) -> bool:
