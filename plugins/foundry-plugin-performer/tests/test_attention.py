@@ -237,6 +237,27 @@ def test_large_norm_future_never_changes_the_past(chunk_size):
         assert not torch.allclose(before[:, :, 25:], after[:, :, 25:])
 
 
+@pytest.mark.parametrize("chunk_size", [1, 16, 64])
+def test_large_norm_future_never_changes_the_past_gradients(chunk_size):
+    """The backward pass is strictly causal too: gradients of the past outputs with respect to the
+    inputs are the same, bit for bit, whatever the future holds, and nothing flows to the future."""
+    favor = FavorAttention(16, 32, causal=True, chunk_size=chunk_size, generator=generator())
+    g = generator(6)
+    q, k, v, upstream = (torch.randn(2, 2, 40, 16, generator=g) for _ in range(4))
+    upstream[:, :, 25:] = 0
+    huge = [t.clone() for t in (q, k, v)]
+    for t in huge:
+        t[:, :, 25:] = 1e4 * torch.randn(t[:, :, 25:].shape, generator=g)
+    grads = []
+    for inputs in ((q, k, v), huge):
+        tracked = [t.clone().requires_grad_() for t in inputs]
+        (favor(*tracked) * upstream).sum().backward()
+        grads.append([t.grad for t in tracked])
+    for calm, wild in zip(*grads, strict=True):
+        assert torch.equal(calm[:, :, :25], wild[:, :, :25])
+        assert (wild[:, :, 25:] == 0).all() and torch.isfinite(wild).all()
+
+
 def test_huge_keys_keep_unbiased_weights():
     """A per-key stabiliser would reweight keys by their norm; the running maximum does not."""
     q, k, v, log_scale = random_features(1, 1, 20, 8, 4)
