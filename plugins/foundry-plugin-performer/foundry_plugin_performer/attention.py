@@ -943,27 +943,21 @@ class _BidirectionalAttention(torch.autograd.Function):
         return grad_q, grad_k, grad_values, None, None, None
 
 
-def _bidirectional_attention(
+def _attention_with_backward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, projection: torch.Tensor, *,
-    eps: float, key_padding_mask: torch.Tensor | None,
+    eps: float, causal: bool, chunk_size: int, key_padding_mask: torch.Tensor | None,
 ) -> torch.Tensor:
-    """:class:`_BidirectionalAttention` on (..., n, d) inputs."""
+    """:class:`_CausalAttention` or :class:`_BidirectionalAttention` on raw ``q``, ``k``, ``v``
+    (..., n, d): what :class:`FavorAttention` computes under autograd when the projection needs no
+    gradient (arguments as in :func:`_attention_inference`)."""
     *batch, n_q, _ = q.shape
-    flat_q, flat_k, values, excluded = _flat_inputs(q, k, v, key_padding_mask)
-    out = _BidirectionalAttention.apply(flat_q, flat_k, values, excluded, projection, eps)
-    return out.view(*batch, n_q, v.shape[-1])
-
-
-def _causal_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, projection: torch.Tensor, *,
-    eps: float, chunk_size: int, key_padding_mask: torch.Tensor | None,
-) -> torch.Tensor:
-    """:class:`_CausalAttention` on (..., n, d) inputs."""
-    *batch, n, _ = q.shape
-    size = max(1, min(chunk_size, n))
-    flat_q, flat_k, values, excluded = _flat_inputs(q, k, v, key_padding_mask, size)
-    out = _CausalAttention.apply(flat_q, flat_k, values, excluded, projection, eps, size)
-    return out.view(*batch, -1, v.shape[-1])[..., :n, :]
+    size = max(1, min(chunk_size, n_q))
+    flat_q, flat_k, values, excluded = _flat_inputs(q, k, v, key_padding_mask, size if causal else 1)
+    if causal:
+        out = _CausalAttention.apply(flat_q, flat_k, values, excluded, projection, eps, size)
+    else:
+        out = _BidirectionalAttention.apply(flat_q, flat_k, values, excluded, projection, eps)
+    return out.view(*batch, -1, v.shape[-1])[..., :n_q, :]
 
 
 # --- module ------------------------------------------------------------------------------------
@@ -1029,22 +1023,12 @@ class FavorAttention(nn.Module):
         needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, self.projection))
         with torch.autocast(q.device.type, enabled=False):
             values = v.to(dtype)
-            if not needs_grad:
-                out = _attention_inference(
+            if not needs_grad or not self.projection.requires_grad:
+                attend = _attention_inference if not needs_grad else _attention_with_backward
+                out = attend(
                     q.to(dtype), k.to(dtype), values, self.projection.to(dtype), eps=self.eps, causal=self.causal,
                     chunk_size=self.chunk_size, key_padding_mask=key_padding_mask,
                 )
-            elif not self.projection.requires_grad:
-                if self.causal:
-                    out = _causal_attention(
-                        q.to(dtype), k.to(dtype), values, self.projection.to(dtype), eps=self.eps,
-                        chunk_size=self.chunk_size, key_padding_mask=key_padding_mask,
-                    )
-                else:
-                    out = _bidirectional_attention(
-                        q.to(dtype), k.to(dtype), values, self.projection.to(dtype), eps=self.eps,
-                        key_padding_mask=key_padding_mask,
-                    )
             elif self.causal:
                 key = self._features(k)
                 out = causal_linear_attention(
