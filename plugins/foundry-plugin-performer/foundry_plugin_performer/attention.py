@@ -624,6 +624,12 @@ def _divide_(numerators: torch.Tensor, denominators: torch.Tensor) -> None:
     numerators.div_(_empty_to_one(denominators, in_place=True).transpose(-1, -2))
 
 
+def _through_features_(grad: torch.Tensor, features: torch.Tensor, eps: float, scratch: _Scratch) -> torch.Tensor:
+    """The gradient with respect to shifted features (g, n, m), in place, turned into the gradient with
+    respect to their logits: times ``d features / d logits = features - eps`` (natural units)."""
+    return grad.mul_(torch.sub(features, eps, out=scratch("feature slopes", *features.shape)))
+
+
 def _tiles(groups: int, length: int, nb_features: int, like: torch.Tensor) -> list[slice]:
     """Consecutive (batch, head) pairs whose features take about :data:`_TILE_BYTES` (at least one
     pair) on the CPU; on an accelerator, where each tile's few dozen small kernels would cost more
@@ -805,8 +811,8 @@ def _causal_tile_backward(
     grad_log_scale.addcmul_((grad_weighted * values).sum(dim=-1), key_weights.squeeze(-1))
 
     # The feature maps: d features / d logits = features - eps.
-    torch.matmul((queries - eps).mul_(grad_queries).view(g, n, nb_features), weight, out=grad_q)
-    torch.matmul((keys - eps).mul_(grad_keys).view(g, n, nb_features), weight, out=grad_k)
+    torch.matmul(_through_features_(grad_queries, queries, eps, scratch).view(g, n, nb_features), weight, out=grad_q)
+    torch.matmul(_through_features_(grad_keys, keys, eps, scratch).view(g, n, nb_features), weight, out=grad_k)
     grad_k.addcmul_(k, grad_log_scale.view(g, n, 1), value=-1 / math.sqrt(dim))
 
 
@@ -922,22 +928,34 @@ class _BidirectionalAttention(torch.autograd.Function):
         weight = projection * dim**-0.25  # natural-log logits: x @ weight.T
         grad_q, grad_k = k.new_empty(*query_features.shape[:2], dim), k.new_empty(k.shape)
         grad_values = values.new_empty(values.shape)
+        scratch = _Scratch(k)
         for rows in _tiles(k.shape[0], max(k.shape[1], out.shape[1]), weight.shape[0], k):
             grad, tile_out, denominator = grad_out[rows], out[rows], denominators[rows].transpose(-1, -2)
-            # d out / d (numerator, denominator): out = numerator / denominator.
-            grad_nd = torch.cat([grad, -(grad * tile_out).sum(dim=-1, keepdim=True)], dim=-1).div_(denominator)
             queries, keys, summary, key_weights = query_features[rows], key_features[rows], summaries[rows], weights[rows]
-            grad_summary = grad_nd.transpose(-1, -2) @ queries
-            grad_logits = (queries - eps).mul_(grad_nd @ summary)
-            torch.matmul(grad_logits, weight, out=grad_q[rows])
-            weighted = values[rows] * key_weights.unsqueeze(-1)
-            grad_logits = (keys - eps).mul_(weighted @ grad_summary)
-            grad_weighted = keys @ grad_summary.transpose(-1, -2)
+            (g, n_q, nb_features), n_k, dim_value = queries.shape, keys.shape[1], summary.shape[1]
+            # d out / d (numerator, denominator): out = numerator / denominator.
+            grad_nd = torch.cat(
+                [grad, -(grad * tile_out).sum(dim=-1, keepdim=True)], dim=-1,
+                out=scratch("grad numerators", g, n_q, dim_value),
+            ).div_(denominator)
+            grad_summary = torch.bmm(
+                grad_nd.transpose(-1, -2), queries, out=scratch("grad summary", g, dim_value, nb_features)
+            )
+            grad_features = torch.bmm(grad_nd, summary, out=scratch("grad features", g, n_q, nb_features))
+            torch.matmul(_through_features_(grad_features, queries, eps, scratch), weight, out=grad_q[rows])
+            weighted = torch.mul(
+                values[rows], key_weights.unsqueeze(-1), out=scratch("weighted values", g, n_k, dim_value)
+            )
+            grad_features = torch.bmm(weighted, grad_summary, out=scratch("grad features", g, n_k, nb_features))
+            grad_key = torch.matmul(_through_features_(grad_features, keys, eps, scratch), weight, out=grad_k[rows])
+            grad_weighted = torch.bmm(
+                keys, grad_summary.transpose(-1, -2), out=scratch("grad weighted", g, n_k, dim_value)
+            )
             torch.mul(grad_weighted, key_weights.unsqueeze(-1), out=grad_values[rows])
             # The weights exp(log_scale - max) carry the keys' -|k|^2 / (2 sqrt(d)); the max is a constant.
             grad_log_scale = (grad_weighted * values[rows]).sum(dim=-1).mul_(key_weights)
-            grad_key = torch.matmul(grad_logits, weight, out=grad_k[rows])
             grad_key.addcmul_(k[rows], grad_log_scale.unsqueeze(-1), value=-1 / math.sqrt(dim))
+        scratch.done()
         if ctx.excluded is not None:
             grad_values.masked_fill_(ctx.excluded.unsqueeze(-1), 0.0)
         return grad_q, grad_k, grad_values, None, None, None
