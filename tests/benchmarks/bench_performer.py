@@ -382,8 +382,8 @@ def markdown(args: argparse.Namespace, rows: list[dict], decoding: list[dict], p
         lines += ["performer-pytorch was not installed: its comparison was skipped.", ""]
     lines += ["## Goals", "", *goals(rows, decoding), "", "## Attention", "", *attention_table(rows), ""]
     lines += [
-        "A dash: not run. performer-pytorch's causal backward is run only where its (n, m, d) prefix sums "
-        f"fit in {args.memory_budget_gb:g} GiB, and SDPA up to n = {args.sdpa_max_n}.",
+        f"A dash: not run. performer-pytorch is run up to n = {args.performer_max_n}, its causal backward only "
+        f"where its (n, m, d) prefix sums fit in {args.memory_budget_gb:g} GiB, and SDPA up to n = {args.sdpa_max_n}.",
         "",
     ]
     if decoding:
