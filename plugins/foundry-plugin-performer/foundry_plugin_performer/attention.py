@@ -704,14 +704,18 @@ class _CausalBuffers(NamedTuple):
 def _causal_tile(
     q: torch.Tensor, k: torch.Tensor, values: torch.Tensor, excluded: torch.Tensor | None,
     weight: torch.Tensor, eps: float, size: int, scratch: _Scratch, out: torch.Tensor, kept: _CausalBuffers,
-) -> torch.Tensor:
+    initial: CausalLinearState | None = None, *, final: bool = False,
+) -> tuple[torch.Tensor, CausalLinearState | None]:
     """Causal attention of ``g`` (batch, head) pairs, ``n`` a multiple of the chunk ``size``
     (arguments as in :func:`_bidirectional_tile`), written into ``out`` (g, n, d): the same maths as
-    :func:`favor_features` followed by :func:`causal_linear_attention`. One product per input gives
-    the features of every position; within a chunk, scores; across chunks, the prefix summaries.
-    Writes ``kept`` (for a backward pass; scratch views when there is none), takes other
-    intermediate buffers from ``scratch``, computes the numerators in ``out`` itself, and returns
-    the keys' base-2 log-scales (g, n)."""
+    :func:`favor_features` followed by :func:`causal_linear_attention_with_state`. One product per
+    input gives the features of every position; within a chunk, scores; across chunks, the prefix
+    summaries. Writes ``kept`` (for a backward pass; scratch views when there is none), takes other
+    intermediate buffers from ``scratch``, and computes the numerators in ``out`` itself.
+
+    ``initial`` (summary (g, d + 1, m), maximum (g,)) holds earlier keys, with log-scales in base 2
+    and without the constant ``-log m / 2`` (as here). Returns the keys' log-scales (g, n) and, if
+    ``final``, the state after the last position in the same units (else None)."""
     g, n, dim = q.shape
     chunks, dim_value, nb_features = n // size, values.shape[-1], weight.shape[-1]
     groups = g * chunks
@@ -719,7 +723,8 @@ def _causal_tile(
     queries, keys = kept.features.view(2, groups, size, nb_features)
     log_scale = _key_log_scale(shift[1], k, excluded).view(g, chunks, size)
 
-    chunk_max, before, running = _running_maxima(log_scale, log_scale.new_full((g,), _lowest(q.dtype)))
+    earlier_max = log_scale.new_full((g,), _lowest(q.dtype)) if initial is None else initial.max_log_scale
+    chunk_max, before, running = _running_maxima(log_scale, earlier_max)
     values = values.reshape(groups, size, dim_value)
     weighted = torch.mul(
         values, (log_scale - chunk_max.unsqueeze(-1)).exp2_().view(groups, size, 1),
@@ -728,9 +733,9 @@ def _causal_tile(
     chunk_summaries = torch.bmm(
         weighted.transpose(-1, -2), keys, out=scratch("chunk summaries", groups, dim_value, nb_features)
     )
-    previous, _ = _prefix_summaries(
-        chunk_summaries.view(g, chunks, dim_value, -1), chunk_max, before, None, torch.Tensor.exp2_,
-        final=False, out=kept.prefix,
+    previous, after = _prefix_summaries(
+        chunk_summaries.view(g, chunks, dim_value, -1), chunk_max, before, None if initial is None else initial.summary,
+        torch.Tensor.exp2_, final=final, out=kept.prefix,
     )
 
     decay = _lower_decay(
@@ -748,7 +753,7 @@ def _causal_tile(
     factor = (before[..., :-1, None] - running).exp2_().view(groups, 1, size)
     numerators.addcmul_(earlier_numerators, factor.transpose(-1, -2))
     _divide_(numerators, denominators.addcmul_(earlier_denominators, factor))
-    return log_scale.view(g, n)
+    return log_scale.view(g, n), None if after is None else CausalLinearState(after, before[:, -1])
 
 
 def _causal_tile_backward(
@@ -834,7 +839,7 @@ class _CausalAttention(torch.autograd.Function):
         out, log_scale = q.new_empty(groups, n, values.shape[-1] - 1), q.new_empty(groups, n)
         scratch = _Scratch(q)
         for rows in _tiles(groups, n, nb_features, q):
-            log_scale[rows] = _causal_tile(
+            log_scale[rows], _ = _causal_tile(
                 q[rows], k[rows], values[rows], None if excluded is None else excluded[rows], weight, eps, size,
                 scratch, out[rows], kept.tile(rows, n // size),
             )
@@ -865,20 +870,32 @@ class _CausalAttention(torch.autograd.Function):
 def _attention_inference(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, projection: torch.Tensor, *,
     eps: float, causal: bool, chunk_size: int, key_padding_mask: torch.Tensor | None,
-) -> torch.Tensor:
+    state: CausalLinearState | None = None, keep_state: bool = False,
+) -> tuple[torch.Tensor, CausalLinearState | None]:
     """What :class:`FavorAttention` computes from raw ``q``, ``k``, ``v`` (..., n, d), for when
-    nothing needs a gradient, tile by tile (see the comment above)."""
+    nothing needs a gradient, tile by tile (see the comment above). Causal attention continues
+    after the keys in ``state`` (None: none), and returns the state after the last position if
+    ``keep_state`` (else None), as :meth:`FavorAttention.step` does."""
     *batch, n_q, _ = q.shape
     size = max(1, min(chunk_size, n_q))
     scratch = _Scratch(q)
     q, k, values, excluded = _flat_inputs(q, k, v, key_padding_mask, size if causal else 1, scratch)
     weight = _base2_weight(projection)
     out = q.new_empty(*q.shape[:2], v.shape[-1])
+    initial = None if state is None else _state_in_base2(state, weight.shape[-1])
+    summaries, maxima = [], []
     for rows in _tiles(q.shape[0], max(q.shape[1], k.shape[1]), weight.shape[-1], q):
         mask = None if excluded is None else excluded[rows]
         if causal:
             kept = _CausalBuffers.of(scratch, q[rows].shape[0], q.shape[1], size, values.shape[-1], weight.shape[-1])
-            _causal_tile(q[rows], k[rows], values[rows], mask, weight, eps, size, scratch, out[rows], kept)
+            _, after = _causal_tile(
+                q[rows], k[rows], values[rows], mask, weight, eps, size, scratch, out[rows], kept,
+                None if initial is None else CausalLinearState(initial.summary[rows], initial.max_log_scale[rows]),
+                final=keep_state,
+            )
+            if after is not None:
+                summaries.append(after.summary)
+                maxima.append(after.max_log_scale)
         else:
             # Keys' features first, consumed by the summary, then the queries' in the same memory.
             g, nb_features = q[rows].shape[0], weight.shape[-1]
@@ -890,7 +907,27 @@ def _attention_inference(
                 out[rows], scratch("denominators", g, 1, q.shape[1]),
             )
     scratch.done()
-    return out.view(*batch, -1, v.shape[-1])[..., :n_q, :]
+    final = None
+    if keep_state:
+        final = _state_in_natural(torch.cat(summaries), torch.cat(maxima), batch, weight.shape[-1])
+    return out.view(*batch, -1, v.shape[-1])[..., :n_q, :], final
+
+
+def _state_in_base2(state: CausalLinearState, nb_features: int) -> CausalLinearState:
+    """``state`` as :meth:`FavorAttention.step` keeps it, flattened to (groups, d + 1, m) and (groups,),
+    its maximum in the tiles' units: base 2, without the constant ``-log m / 2`` of :func:`favor_features`
+    (the summary, relative to the maximum, is the same in both)."""
+    maximum = (state.max_log_scale + 0.5 * math.log(nb_features)) / math.log(2)
+    maximum = maximum.clamp(min=_lowest(maximum.dtype))  # an empty state's "log of zero" stays finite
+    return CausalLinearState(state.summary.reshape(-1, *state.summary.shape[-2:]), maximum.reshape(-1))
+
+
+def _state_in_natural(
+    summary: torch.Tensor, maximum: torch.Tensor, batch: list[int], nb_features: int
+) -> CausalLinearState:
+    """The inverse of :func:`_state_in_base2`, shaped for ``batch``."""
+    maximum = maximum * math.log(2) - 0.5 * math.log(nb_features)
+    return CausalLinearState(summary.view(*batch, *summary.shape[-2:]), maximum.view(batch))
 
 
 class _BidirectionalAttention(torch.autograd.Function):
@@ -1041,9 +1078,13 @@ class FavorAttention(nn.Module):
         needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, self.projection))
         with torch.autocast(q.device.type, enabled=False):
             values = v.to(dtype)
-            if not needs_grad or not self.projection.requires_grad:
-                attend = _attention_inference if not needs_grad else _attention_with_backward
-                out = attend(
+            if not needs_grad:
+                out, _ = _attention_inference(
+                    q.to(dtype), k.to(dtype), values, self.projection.to(dtype), eps=self.eps, causal=self.causal,
+                    chunk_size=self.chunk_size, key_padding_mask=key_padding_mask,
+                )
+            elif not self.projection.requires_grad:
+                out = _attention_with_backward(
                     q.to(dtype), k.to(dtype), values, self.projection.to(dtype), eps=self.eps, causal=self.causal,
                     chunk_size=self.chunk_size, key_padding_mask=key_padding_mask,
                 )
@@ -1066,11 +1107,21 @@ class FavorAttention(nn.Module):
         """Continue causal attention over new positions (batch, heads, t, dim_head) after ``state``.
 
         ``state=None`` starts a sequence. One position (t = 1) costs the same time and memory
-        however long the sequence already is; a longer block (a prompt) goes chunkwise.
+        however long the sequence already is; a longer block (a prompt) goes chunkwise, through
+        the same tiles as :meth:`forward` when nothing needs a gradient.
         The outputs equal those of :meth:`forward` over the whole sequence.
         """
+        t = q.shape[-2]
+        tensors = (q, k, v, self.projection) + (() if state is None else (state.summary, state.max_log_scale))
+        if t > 1 and not (torch.is_grad_enabled() and any(x.requires_grad for x in tensors)):
+            dtype = torch.promote_types(k.dtype, torch.float32)
+            with torch.autocast(q.device.type, enabled=False):
+                out, state = _attention_inference(
+                    q.to(dtype), k.to(dtype), v.to(dtype), self.projection.to(dtype), eps=self.eps, causal=True,
+                    chunk_size=self.chunk_size, key_padding_mask=None, state=state, keep_state=True,
+                )
+            return out.to(v.dtype), state
         with torch.autocast(q.device.type, enabled=False):
-            t = q.shape[-2]
             both = self._features(torch.cat([q, k], dim=-2))  # one feature map for the new queries and keys
             query, key = both.features[..., :t, :], FavorFeatures(both.features[..., t:, :], both.log_scale[..., t:])
             values = v.to(query.dtype)

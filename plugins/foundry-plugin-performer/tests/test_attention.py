@@ -353,6 +353,28 @@ def test_step_by_step_decoding_equals_full_pass():
     torch.testing.assert_close(torch.cat([prompt_out, rest_out], dim=-2), full, atol=1e-6, rtol=1e-5)
 
 
+def test_prompt_blocks_and_single_steps_mix():
+    """Blocks (the forward pass's tiles) and single positions (the recurrent update) hand each other
+    the same state: any order of them gives the full pass, and a block's state equals the one the
+    autograd path computes."""
+    favor = FavorAttention(16, 32, causal=True, chunk_size=8, generator=generator()).double()
+    g = generator(11)
+    q, k, v = (3 * torch.randn(2, 2, 30, 16, generator=g, dtype=F64) for _ in range(3))
+    full = favor(q, k, v)
+    pieces = [(0, 13), (13, 14), (14, 15), (15, 26), (26, 27), (27, 30)]  # block, step, step, block, step, block
+    state, outs = CausalLinearState.empty((2, 2), 32, 16, dtype=F64), []
+    for start, stop in pieces:
+        out, state = favor.step(q[:, :, start:stop], k[:, :, start:stop], v[:, :, start:stop], state)
+        outs.append(out)
+    torch.testing.assert_close(torch.cat(outs, dim=-2), full)
+    with torch.no_grad():
+        _, block_state = favor.step(q, k, v)
+    with torch.enable_grad():
+        _, autograd_state = favor.step(q.requires_grad_(), k, v)
+    torch.testing.assert_close(block_state.max_log_scale, autograd_state.max_log_scale.detach())
+    torch.testing.assert_close(block_state.summary, autograd_state.summary.detach())
+
+
 def test_functional_step_state_matches_chunked_final_state():
     q, k, v, log_scale = random_features(1, 2, 9, 6, 3)
     _, chunked = causal_linear_attention_with_state(q, k, v, 4, k_log_scale=log_scale)
