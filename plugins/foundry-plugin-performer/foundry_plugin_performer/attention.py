@@ -1078,16 +1078,16 @@ class FavorAttention(nn.Module):
         needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, self.projection))
         with torch.autocast(q.device.type, enabled=False):
             values = v.to(dtype)
-            if not needs_grad:
-                out, _ = _attention_inference(
-                    q.to(dtype), k.to(dtype), values, self.projection.to(dtype), eps=self.eps, causal=self.causal,
-                    chunk_size=self.chunk_size, key_padding_mask=key_padding_mask,
-                )
-            elif not self.projection.requires_grad:
-                out = _attention_with_backward(
-                    q.to(dtype), k.to(dtype), values, self.projection.to(dtype), eps=self.eps, causal=self.causal,
-                    chunk_size=self.chunk_size, key_padding_mask=key_padding_mask,
-                )
+            if not needs_grad or not self.projection.requires_grad:
+                inputs = (q.to(dtype), k.to(dtype), values, self.projection.to(dtype))
+                options = {
+                    "eps": self.eps, "causal": self.causal, "chunk_size": self.chunk_size,
+                    "key_padding_mask": key_padding_mask,
+                }
+                if not needs_grad:
+                    out, _ = _attention_inference(*inputs, **options)
+                else:
+                    out = _attention_with_backward(*inputs, **options)
             elif self.causal:
                 key = self._features(k)
                 out = causal_linear_attention(
