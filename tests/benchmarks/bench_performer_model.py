@@ -24,7 +24,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
-from bench_performer import median_time  # noqa: E402
+from bench_performer import cpu_name, median_time  # noqa: E402
 
 from model_foundry import create_model  # noqa: E402
 from model_foundry.config import load_model_config  # noqa: E402
@@ -118,7 +118,7 @@ def main() -> int:
     header = (f"{'mode':<14}{'n':>6} | {'fwd ms':>8} {'ref':>8} {'x':>6} | {'f+b ms':>8} {'ref':>8} {'x':>6} | "
               f"{'saved MiB':>9} {'ref':>8} {'x':>6}")
     print(f"one layer: d_model {D_MODEL}, {HEADS} heads, {FEATURES} features, batch 1, "
-          f"{torch.get_num_threads()} thread; ref = performer-pytorch, x = ref / ours")
+          f"{torch.get_num_threads()} thread, {cpu_name()}; ref = performer-pytorch, x = ref / ours")
     print(header)
     print("-" * len(header))
     for causal in (True, False):
