@@ -110,6 +110,16 @@ def test_all_problems_reported_at_once(tmp_path):
     assert len(found) == 3, found
 
 
+@pytest.mark.parametrize("sections", [None, ("model",)])
+def test_model_keys_without_their_section_are_one_problem(tmp_path, sections):
+    path = write(tmp_path, "architecture: toy\npreset: tiny\nblock:\n  layers: 2\ntraining:\n  max_stepz: 3\n")
+    found = problems(path) if sections is None else problems(path, sections=sections)
+    assert any(p.startswith(f"{path}:1:1: architecture: a model key at the top level") and "under a line 'model:'" in p
+               for p in found), found
+    assert not any("unknown section" in p or "no 'model' section" in p for p in found), found
+    assert any("max_stepz" in p for p in found) == (sections is None), found
+
+
 def test_missing_file_and_directory(tmp_path):
     assert "config file not found" in problems(str(tmp_path / "nope.yaml"))[0]
     assert "is a directory" in problems(str(tmp_path))[0]

@@ -347,6 +347,14 @@ def structure(source: Located, sections: Sequence[str] = SECTIONS, registry: Reg
     registry = registry or get_registry()
     structurer = Structurer(source)
     data = source.data
+    headless_model = "model" in sections and "model" not in data and "architecture" in data
+    if headless_model:
+        # A model section without its heading: one problem that says so, not one per model key.
+        structurer.problem(
+            ("architecture",), "a model key at the top level: the model's keys (architecture, preset, its fields) "
+            "go in a 'model' section; indent them under a line 'model:'", key=True,
+        )
+        data = {k: v for k, v in data.items() if k in SECTIONS or k in FOREIGN_SECTIONS}
     if sections == SECTIONS:
         check_mapping_keys(structurer, {k: v for k, v in data.items() if k not in FOREIGN_SECTIONS}, set(SECTIONS), (), "section")
         for key in [k for k in data if k in FOREIGN_SECTIONS]:
@@ -358,10 +366,11 @@ def structure(source: Located, sections: Sequence[str] = SECTIONS, registry: Reg
         if name in sections and name in data:
             section = structurer.structure(data[name], cls, (name,))
             values[name] = None if section is attrs.NOTHING else section
-    if "model" in sections and "model" not in data and sections != SECTIONS:
+    if "model" in sections and "model" not in data and not headless_model and sections != SECTIONS:
         structurer.problem((), "no 'model' section in this file")
     if "data" in sections and "data" not in data and sections != SECTIONS:
-        structurer.problem((), f"no 'data' section in this file (found: {', '.join(map(str, data)) or 'nothing'})")
+        found = ", ".join(map(str, source.data)) or "nothing"
+        structurer.problem((), f"no 'data' section in this file (found: {found})")
     _check_choices(structurer, values, registry)
     if structurer.problems:
         raise ConfigError(structurer.problems)
