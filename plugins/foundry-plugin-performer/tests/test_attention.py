@@ -387,6 +387,39 @@ def test_functional_step_state_matches_chunked_final_state():
     torch.testing.assert_close(state.normalizer, chunked.normalizer)
 
 
+def test_a_state_is_never_modified_and_can_be_continued_twice():
+    """Two continuations of one state (branches, as in beam search) each equal their own full pass,
+    and stepping leaves the state it was given as it was; a step passes gradcheck."""
+    favor = FavorAttention(16, 32, causal=True, chunk_size=8, generator=generator()).double()
+    g = generator(12)
+    q, k, v = (torch.randn(2, 2, 12, 16, generator=g, dtype=F64) for _ in range(3))
+    other = tuple(torch.randn(2, 2, 1, 16, generator=g, dtype=F64) for _ in range(3))
+    _, state = favor.step(q[:, :, :11], k[:, :, :11], v[:, :, :11])
+    kept = CausalLinearState(state.summary.clone(), state.max_log_scale.clone())
+    first, _ = favor.step(q[:, :, 11:], k[:, :, 11:], v[:, :, 11:], state)
+    second, _ = favor.step(*other, state)
+    torch.testing.assert_close(state.summary, kept.summary, rtol=0, atol=0)
+    torch.testing.assert_close(state.max_log_scale, kept.max_log_scale, rtol=0, atol=0)
+    torch.testing.assert_close(first, favor(q, k, v)[:, :, 11:])
+    branch = (torch.cat([q[:, :, :11], other[0]], dim=-2), torch.cat([k[:, :, :11], other[1]], dim=-2),
+              torch.cat([v[:, :, :11], other[2]], dim=-2))
+    torch.testing.assert_close(second, favor(*branch)[:, :, 11:])
+
+    # Two steps from a given state: the outputs (not the state, whose running maximum is detached).
+    q, k, v, log_scale = random_features(1, 2, 2, 6, 3, requires_grad=True)
+    summary = torch.rand(1, 2, 4, 6, dtype=F64, requires_grad=True)
+
+    def steps(q, k, v, log_scale, summary):
+        state, outs = CausalLinearState(summary, torch.zeros(1, 2, dtype=F64)), []
+        for t in range(2):
+            out, state = causal_linear_attention_step(q[..., t, :], k[..., t, :], v[..., t, :], state,
+                                                      k_log_scale_t=log_scale[..., t])
+            outs.append(out)
+        return tuple(outs)
+
+    assert torch.autograd.gradcheck(steps, (q, k, v, log_scale, summary))
+
+
 # --- robustness and state -----------------------------------------------------------------------------
 
 
