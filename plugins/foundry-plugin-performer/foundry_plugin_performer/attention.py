@@ -512,7 +512,7 @@ def causal_linear_attention_step(
     carry = torch.exp(state.max_log_scale - new_max)[..., None, None]
     gain = torch.exp(log_scale - new_max)[..., None]
     summary = state.summary * carry  # a new tensor: the state passed in stays valid
-    # The new key's outer product as a batched product of width 1: twice as fast on CPU as addcmul's broadcast.
+    # The new key's outer product as a batched product of width 1 (CPU, 8 heads of 65 x 256: 57 us, addcmul 99).
     summary.view(-1, *summary.shape[-2:]).baddbmm_(
         (values * gain).reshape(-1, values.shape[-1], 1), k_t.reshape(-1, 1, k_t.shape[-1])
     )
