@@ -9,9 +9,9 @@ import torch
 
 import model_foundry
 from model_foundry import FoundryError
-from model_foundry.collators import CausalLMCollator, MaskedLMCollator
-from model_foundry.sections import TokenizerConfig
 from model_foundry.testing import isolated_registry
+from model_foundry.text.collators import CausalLMCollator, MaskedLMCollator
+from model_foundry.text.config import TokenizerConfig
 
 DATA = Path(__file__).parent / "data"
 FILES = [DATA / "hindi.txt", DATA / "english.txt"]

@@ -13,9 +13,9 @@ import torch
 import model_foundry
 from model_foundry import cli
 from model_foundry.config import load_config, load_model_config, objectives_of
-from model_foundry.modeling import sample_next_token
 from model_foundry.plugins import get_registry
 from model_foundry.testing.conformance import check_generation, check_save_load, check_training_step
+from model_foundry.text.modeling import sample_next_token
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -8,8 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from model_foundry import data as data_module
-from model_foundry.data import (
+from model_foundry.text import data as data_module
+from model_foundry.errors import ConfigError, FoundryError
+from model_foundry.text.config import TextDataConfig, TokenizerConfig
+from model_foundry.text.data import (
     TokenBlocks,
     load_text_data,
     obtain_tokenizer,
@@ -18,8 +20,6 @@ from model_foundry.data import (
     separator_id,
     tokenize_to_array,
 )
-from model_foundry.errors import ConfigError, FoundryError
-from model_foundry.sections import DataConfig, TokenizerConfig
 
 LINES = [f"line {i}: the quick brown fox jumps over the lazy dog {i % 7}" for i in range(40)]
 
@@ -29,7 +29,7 @@ def tokenizer(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tok")
     text = folder / "text.txt"
     text.write_text("\n".join(LINES) + "\n", encoding="utf-8")
-    return obtain_tokenizer(TokenizerConfig(vocab_size=300, min_frequency=1), DataConfig(train_files=[str(text)]), str(folder / "cache"))
+    return obtain_tokenizer(TokenizerConfig(vocab_size=300, min_frequency=1), TextDataConfig(train_files=[str(text)]), str(folder / "cache"))
 
 
 def write(path, text):
@@ -57,12 +57,12 @@ def test_missing_empty_and_unmatched_files_are_all_reported(tmp_path):
 
 def test_documents_per_line_whole_file_and_jsonl(tmp_path):
     text = write(tmp_path / "t.txt", "one\n\n  \ntwo\n")
-    assert list(read_documents(text, DataConfig())) == ["one", "two"]
-    assert list(read_documents(text, DataConfig(document_per_line=False))) == ["one\n\n  \ntwo\n"]
+    assert list(read_documents(text, TextDataConfig())) == ["one", "two"]
+    assert list(read_documents(text, TextDataConfig(document_per_line=False))) == ["one\n\n  \ntwo\n"]
     jsonl = write(tmp_path / "t.jsonl", '{"text": "alpha"}\n\n{"text": "beta", "id": 2}\n')
-    assert list(read_documents(jsonl, DataConfig())) == ["alpha", "beta"]
+    assert list(read_documents(jsonl, TextDataConfig())) == ["alpha", "beta"]
     body = write(tmp_path / "b.jsonl", '{"body": "x"}\n')
-    assert list(read_documents(body, DataConfig(text_field="body"))) == ["x"]
+    assert list(read_documents(body, TextDataConfig(text_field="body"))) == ["x"]
 
 
 @pytest.mark.parametrize(
@@ -77,7 +77,7 @@ def test_documents_per_line_whole_file_and_jsonl(tmp_path):
 def test_bad_documents_are_located(tmp_path, content, message):
     path = write(tmp_path / "b.jsonl", content)
     with pytest.raises(FoundryError, match=message.replace("(", r"\(")):
-        list(read_documents(path, DataConfig()))
+        list(read_documents(path, TextDataConfig()))
 
 
 def test_documents_are_separated_by_eos(tokenizer):
@@ -98,7 +98,7 @@ def test_blocks_cut_the_stream_and_drop_the_tail():
 
 def test_second_load_reads_the_cache_without_tokenizing(tmp_path, tokenizer, monkeypatch):
     train = write(tmp_path / "train.txt", "\n".join(LINES))
-    config = DataConfig(train_files=[train], validation_fraction=0.25, block_size=8)
+    config = TextDataConfig(train_files=[train], validation_fraction=0.25, block_size=8)
     first = load_text_data(config, tokenizer, str(tmp_path / "cache"))
     assert first.cache_hits == 0
     assert isinstance(first.train.tokens, np.memmap)
@@ -116,7 +116,7 @@ def test_second_load_reads_the_cache_without_tokenizing(tmp_path, tokenizer, mon
 def test_changed_file_or_tokenizer_invalidates_the_cache(tmp_path, tokenizer):
     train = tmp_path / "train.txt"
     write(train, "\n".join(LINES))
-    config = DataConfig(train_files=[str(train)], validation_fraction=0.0, block_size=8)
+    config = TextDataConfig(train_files=[str(train)], validation_fraction=0.0, block_size=8)
     cache = str(tmp_path / "cache")
     load_text_data(config, tokenizer, cache)
     write(train, "\n".join(LINES[:20]) + "\nsomething new entirely\n")
@@ -128,7 +128,7 @@ def test_changed_file_or_tokenizer_invalidates_the_cache(tmp_path, tokenizer):
 
 def test_validation_fraction_holds_out_an_exact_share_of_documents(tmp_path, tokenizer):
     train = write(tmp_path / "train.txt", "\n".join(LINES))
-    held = load_text_data(DataConfig(train_files=[train], validation_fraction=0.25, block_size=4), tokenizer, str(tmp_path / "c"))
+    held = load_text_data(TextDataConfig(train_files=[train], validation_fraction=0.25, block_size=4), tokenizer, str(tmp_path / "c"))
     entry = next(p for p in (tmp_path / "c").iterdir() if p.name.startswith("tokens-"))
     meta = json.loads((entry / "meta.json").read_text())
     assert (meta["documents"], meta["held_out_documents"]) == (30, 10)
@@ -139,15 +139,15 @@ def test_validation_fraction_holds_out_an_exact_share_of_documents(tmp_path, tok
 def test_validation_files_and_no_validation(tmp_path, tokenizer):
     train = write(tmp_path / "train.txt", "\n".join(LINES))
     valid = write(tmp_path / "valid.txt", "\n".join(LINES[:10]))
-    both = load_text_data(DataConfig(train_files=[train], validation_files=[valid], block_size=4), tokenizer, str(tmp_path / "c"))
+    both = load_text_data(TextDataConfig(train_files=[train], validation_files=[valid], block_size=4), tokenizer, str(tmp_path / "c"))
     assert both.validation is not None and len(both.validation) > 0
-    none = load_text_data(DataConfig(train_files=[train], validation_fraction=0.0, block_size=4), tokenizer, str(tmp_path / "c"))
+    none = load_text_data(TextDataConfig(train_files=[train], validation_fraction=0.0, block_size=4), tokenizer, str(tmp_path / "c"))
     assert none.validation is None
 
 
 def test_a_split_with_no_document_is_an_error_and_leaves_no_cache_entry(tmp_path, tokenizer):
     whole = write(tmp_path / "one.txt", "\n".join(LINES))
-    config = DataConfig(train_files=[whole], document_per_line=False, validation_fraction=0.5, block_size=4)
+    config = TextDataConfig(train_files=[whole], document_per_line=False, validation_fraction=0.5, block_size=4)
     with pytest.raises(FoundryError, match="split is empty"):
         load_text_data(config, tokenizer, str(tmp_path / "c"))
     assert not [name for name in os.listdir(tmp_path / "c") if not name.startswith(".")]
@@ -157,21 +157,21 @@ def test_a_bad_record_midway_leaves_no_cache_entry(tmp_path, tokenizer):
     records = [json.dumps({"text": line}) for line in LINES] + ["{broken"]
     path = write(tmp_path / "d.jsonl", "\n".join(records) + "\n")
     with pytest.raises(FoundryError, match="d.jsonl:41: invalid JSON"):
-        load_text_data(DataConfig(train_files=[path], validation_fraction=0.0), tokenizer, str(tmp_path / "c"))
+        load_text_data(TextDataConfig(train_files=[path], validation_fraction=0.0), tokenizer, str(tmp_path / "c"))
     assert os.listdir(tmp_path / "c") == []
 
 
 def test_too_little_text_for_one_block_names_block_size(tmp_path, tokenizer):
     path = write(tmp_path / "t.txt", "tiny\n")
     with pytest.raises(ConfigError, match="data.block_size"):
-        load_text_data(DataConfig(train_files=[path], validation_fraction=0.0, block_size=512), tokenizer, str(tmp_path / "c"))
+        load_text_data(TextDataConfig(train_files=[path], validation_fraction=0.0, block_size=512), tokenizer, str(tmp_path / "c"))
 
 
 def test_trained_tokenizer_is_cached_and_jsonl_text_is_what_it_learns(tmp_path, monkeypatch):
-    from model_foundry import tokenization
+    from model_foundry.text import tokenization
 
     path = write(tmp_path / "d.jsonl", "\n".join(json.dumps({"text": line}) for line in LINES) + "\n")
-    config, data = TokenizerConfig(vocab_size=300, min_frequency=1), DataConfig(train_files=[path])
+    config, data = TokenizerConfig(vocab_size=300, min_frequency=1), TextDataConfig(train_files=[path])
     first = obtain_tokenizer(config, data, str(tmp_path / "c"))
     assert '{"' not in first.get_vocab() and 'text' not in first.get_vocab()  # no JSON syntax learnt
 

@@ -7,8 +7,8 @@ import torch
 
 import model_foundry
 from model_foundry import FoundryError, create_model
-from model_foundry.modeling import ModelOutput, sample_next_token, sdpa_attention_mask
-from model_foundry.sections import TokenizerConfig
+from model_foundry.text.config import TokenizerConfig
+from model_foundry.text.modeling import ModelOutput, sample_next_token, sdpa_attention_mask
 
 
 @pytest.mark.parametrize("architecture", ["gpt2", "bert", "hybrid", "lstm"])

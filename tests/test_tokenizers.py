@@ -10,9 +10,9 @@ import pytest
 
 import model_foundry
 from model_foundry import ConfigError, FoundryError, load_config
-from model_foundry.sections import SPECIAL_TOKEN_ROLES, TokenizerConfig
 from model_foundry.testing import isolated_registry
-from model_foundry.tokenization import tokenizer_from_config
+from model_foundry.text.config import SPECIAL_TOKEN_ROLES, TokenizerConfig
+from model_foundry.text.tokenization import tokenizer_from_config
 
 DATA = Path(__file__).parent / "data"
 HINDI = (DATA / "hindi.txt").read_text(encoding="utf-8").splitlines()

@@ -47,7 +47,7 @@ class TinyConfig:
 def build_tiny(model_config):
     from torch import nn
 
-    from model_foundry.modeling import LanguageModel, ModelOutput, causal_lm_loss
+    from model_foundry.text.modeling import LanguageModel, ModelOutput, causal_lm_loss
 
     class Tiny(LanguageModel):
         supports_generation = True

@@ -55,7 +55,7 @@ class TwoPartConfig:
 def build(model_config):
     from torch import nn
 
-    from model_foundry.modeling import LanguageModel, ModelOutput, causal_lm_loss
+    from model_foundry.text.modeling import LanguageModel, ModelOutput, causal_lm_loss
 
     class Toy(LanguageModel):
         supports_generation = True

@@ -9,17 +9,17 @@ from model_foundry.specs import CollatorSpec, TokenizerSpec
 @hookimpl
 def foundry_tokenizers() -> list[TokenizerSpec]:
     return [
-        TokenizerSpec("bpe", "model_foundry.tokenization:train_bpe", "byte-level BPE (GPT-2 style)"),
-        TokenizerSpec("wordpiece", "model_foundry.tokenization:train_wordpiece", "WordPiece (BERT style)"),
-        TokenizerSpec("unigram", "model_foundry.tokenization:train_unigram", "Unigram LM (SentencePiece style)"),
-        TokenizerSpec("sentencepiece", "model_foundry.tokenization:train_unigram", "alias of unigram"),
-        TokenizerSpec("char", "model_foundry.tokenization:train_char", "one token per character"),
+        TokenizerSpec("bpe", "model_foundry.text.tokenization:train_bpe", "byte-level BPE (GPT-2 style)"),
+        TokenizerSpec("wordpiece", "model_foundry.text.tokenization:train_wordpiece", "WordPiece (BERT style)"),
+        TokenizerSpec("unigram", "model_foundry.text.tokenization:train_unigram", "Unigram LM (SentencePiece style)"),
+        TokenizerSpec("sentencepiece", "model_foundry.text.tokenization:train_unigram", "alias of unigram"),
+        TokenizerSpec("char", "model_foundry.text.tokenization:train_char", "one token per character"),
     ]
 
 
 @hookimpl
 def foundry_collators() -> list[CollatorSpec]:
     return [
-        CollatorSpec("causal_lm", "model_foundry.collators:CausalLMCollator", "pad; labels = input ids, -100 on padding"),
-        CollatorSpec("masked_lm", "model_foundry.collators:MaskedLMCollator", "BERT masking: 80% mask, 10% random, 10% kept"),
+        CollatorSpec("causal_lm", "model_foundry.text.collators:CausalLMCollator", "pad; labels = input ids, -100 on padding"),
+        CollatorSpec("masked_lm", "model_foundry.text.collators:MaskedLMCollator", "BERT masking: 80% mask, 10% random, 10% kept"),
     ]

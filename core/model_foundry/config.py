@@ -31,7 +31,8 @@ from model_foundry.schema import (
     json_schema,
     unstructure,
 )
-from model_foundry.sections import DataConfig, TokenizerConfig, TrainingConfig
+from model_foundry.sections import TrainingConfig
+from model_foundry.text.config import TextDataConfig, TokenizerConfig
 
 SECTIONS = ("model", "tokenizer", "data", "training")
 MODEL_KEYS = ("architecture", "preset")
@@ -76,7 +77,7 @@ class FoundryConfig:
 
     model: ModelConfig | None = None
     tokenizer: TokenizerConfig | None = None
-    data: DataConfig | None = None
+    data: TextDataConfig | None = None
     training: TrainingConfig | None = None
     path: str | None = None
 
@@ -362,7 +363,7 @@ def structure(source: Located, sections: Sequence[str] = SECTIONS, registry: Reg
     values: dict[str, Any] = {}
     if "model" in sections and "model" in data:
         values["model"] = _structure_model(source, structurer, registry)
-    for name, cls in (("tokenizer", TokenizerConfig), ("data", DataConfig), ("training", TrainingConfig)):
+    for name, cls in (("tokenizer", TokenizerConfig), ("data", TextDataConfig), ("training", TrainingConfig)):
         if name in sections and name in data:
             section = structurer.structure(data[name], cls, (name,))
             values[name] = None if section is attrs.NOTHING else section
@@ -486,7 +487,7 @@ def config_schema(registry: Registry | None = None) -> dict[str, Any]:
         "properties": {
             "model": {"oneOf": models},
             "tokenizer": json_schema(TokenizerConfig),
-            "data": json_schema(DataConfig),
+            "data": json_schema(TextDataConfig),
             "training": json_schema(TrainingConfig),
         },
     }

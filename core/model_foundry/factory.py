@@ -8,8 +8,8 @@ from typing import Any, Iterable, Mapping
 from model_foundry.config import FoundryConfig, ModelConfig, find_architecture, load_config, load_model_config
 from model_foundry.errors import ConfigError, FoundryError, Problem, did_you_mean, one_of
 from model_foundry.plugins import Registry, get_registry
-from model_foundry.sections import TokenizerConfig
 from model_foundry.specs import resolve
+from model_foundry.text.config import TokenizerConfig
 
 
 def model_config_of(config: Any, registry: Registry | None = None) -> ModelConfig:
@@ -47,13 +47,18 @@ def create_model(config: Any, *, device: Any = None, registry: Registry | None =
             f"{found.plugin.distribution} {found.plugin.version} declares architecture {found.name!r} "
             "but no model builder for it (a bug in that plugin)"
         )
+    from model_foundry.protocol import check_capabilities
+
     build = resolve(found.builder.build)
     if device is None:
-        return build(model_config)
-    import torch
+        model = build(model_config)
+    else:
+        import torch
 
-    with torch.device(device):
-        return build(model_config)
+        with torch.device(device):
+            model = build(model_config)
+    check_capabilities(model, found.schema.capabilities, found.plugin.distribution)
+    return model
 
 
 def _unique(table: Mapping[str, list[Any]], name: str, what: str) -> Any:

@@ -54,9 +54,48 @@ def foundry_collators() -> list:
     """Contribute data collators (``causal_lm``, ``masked_lm``, ...).
 
     Called once. Return a list of :class:`~model_foundry.specs.CollatorSpec`; its
-    ``factory(tokenizer, **options)`` returns a callable from a list of
-    ``{"input_ids": [...]}`` examples to a dict of tensors. Chosen by
-    ``training.objective`` or :func:`model_foundry.create_collator`.
+    ``factory(tokenizer, **options)`` returns a callable from a dataset's batch (for text, a
+    list of ``{"input_ids": [...]}`` examples) to a dict of tensors. Chosen by
+    ``training.objective`` or :func:`model_foundry.create_collator`. The factory declares the
+    options it takes as keyword parameters, and training passes those it has by name:
+    ``model_config``, ``data_config``, ``generator`` (a seeded ``torch.Generator`` whose state
+    training checkpoints), ``mlm_probability`` and any of ``training.collator_options``.
+    """
+
+
+@hookspec
+def foundry_modalities() -> list:
+    """Contribute modalities (``text``, ``image``, ``audio``, ``vector``, ``point_cloud``, ...).
+
+    Called once. Return a list of :class:`~model_foundry.specs.ModalitySpec`: the modality's
+    batch key, its default collator (preprocessing) and how its samples are written for a
+    person to look at.
+    """
+
+
+@hookspec
+def foundry_datasets() -> list:
+    """Contribute dataset kinds (``text``, ``digits``, ``toy``, ``npy``, ``image_folder``, ...).
+
+    Called once. Return a list of :class:`~model_foundry.specs.DatasetSpec`, each chosen by
+    ``data.kind``, with its own typed config class for the rest of the ``data`` section.
+    """
+
+
+@hookspec
+def foundry_metrics() -> list:
+    """Contribute evaluation metrics (perplexity, bits/dim, sample quality, ...).
+
+    Called once. Return a list of :class:`~model_foundry.specs.MetricSpec`; evaluation runs
+    those that apply to the data's modality and the model's capabilities.
+    """
+
+
+@hookspec
+def foundry_extensions() -> list:
+    """Contribute extensions built beside a model from the ``extensions`` section (EMA, ...).
+
+    Called once. Return a list of :class:`~model_foundry.specs.ExtensionSpec`.
     """
 
 

@@ -29,7 +29,11 @@ from model_foundry.specs import (
     ArchitectureSchema,
     CheckpointConverter,
     CollatorSpec,
+    DatasetSpec,
     Exporter,
+    ExtensionSpec,
+    MetricSpec,
+    ModalitySpec,
     ModelBuilder,
     TokenizerSpec,
     TrainingStep,
@@ -122,6 +126,10 @@ class Registry:
     converters: list[tuple[CheckpointConverter, PluginInfo]] = attrs.field(factory=list)
     exporters: list[tuple[Exporter, PluginInfo]] = attrs.field(factory=list)
     training_steps: dict[str, list[tuple[TrainingStep, PluginInfo]]] = attrs.field(factory=dict)
+    modalities: dict[str, list[tuple[ModalitySpec, PluginInfo]]] = attrs.field(factory=dict)
+    datasets: dict[str, list[tuple[DatasetSpec, PluginInfo]]] = attrs.field(factory=dict)
+    metrics: dict[str, list[tuple[MetricSpec, PluginInfo]]] = attrs.field(factory=dict)
+    extensions: dict[str, list[tuple[ExtensionSpec, PluginInfo]]] = attrs.field(factory=dict)
 
     def conflicts(self) -> dict[str, list[str]]:
         """Names contributed by more than one distribution, with those distributions."""
@@ -130,6 +138,10 @@ class Registry:
             ("architecture", self.architectures),
             ("collator", self.collators),
             ("tokenizer", self.tokenizers),
+            ("modality", self.modalities),
+            ("dataset", self.datasets),
+            ("metric", self.metrics),
+            ("extension", self.extensions),
         ):
             for name, entries in table.items():
                 dists = [_plugin_of(entry).distribution for entry in entries]
@@ -149,6 +161,10 @@ class Registry:
             "checkpoint_converters": sorted(c.name for c, p in self.converters if p == plugin),
             "exporters": sorted(f"{e.architecture}->{e.format}" for e, p in self.exporters if p == plugin),
             "training_steps": names(self.training_steps),
+            "modalities": names(self.modalities),
+            "datasets": names(self.datasets),
+            "metrics": names(self.metrics),
+            "extensions": names(self.extensions),
         }
 
 
@@ -249,6 +265,14 @@ def collect(manager: pluggy.PluginManager, registry: Registry) -> Registry:
         registry.exporters.append((spec, info))
     for spec, info in _answers(manager, registry, "foundry_training_steps"):
         registry.training_steps.setdefault(spec.architecture, []).append((spec, info))
+    for hook, table in (
+        ("foundry_modalities", registry.modalities),
+        ("foundry_datasets", registry.datasets),
+        ("foundry_metrics", registry.metrics),
+        ("foundry_extensions", registry.extensions),
+    ):
+        for spec, info in _answers(manager, registry, hook):
+            table.setdefault(spec.name, []).append((spec, info))
     return registry
 
 

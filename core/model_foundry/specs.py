@@ -8,12 +8,9 @@ string and imported only when it is first used (see :func:`resolve`).
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Literal, Mapping, Optional
 
 import attrs
-
-OBJECTIVES = ("causal_lm", "masked_lm", "hybrid")
-
 
 def resolve(reference: str | Callable[..., Any]) -> Any:
     """Import ``"package.module:attribute"`` and return the attribute (callables pass through)."""
@@ -37,11 +34,29 @@ def _is_reference(_instance: Any, attribute: attrs.Attribute, value: Any) -> Non
 
 @attrs.frozen
 class Capabilities:
-    """What an architecture can do; shown by ``foundry list`` and checked at validation."""
+    """What an architecture can do; shown by ``foundry list``, checked at validation and when a
+    model is built (see :mod:`model_foundry.protocol` for the method behind each capability).
+
+    ``objectives`` name the collators it trains with (text: ``causal_lm``, ``masked_lm``, ...;
+    empty for models whose batches need no objective-specific collation). ``modality`` is the
+    data it models natively; ``modalities`` lists every modality
+    ``create_model(config, modality=...)`` can adapt it to (default: just ``modality``).
+    """
 
     objectives: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     supports_generation: bool = False
     modality: str = "text"
+    modalities: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    sampling: bool = False
+    likelihood: Optional[Literal["exact", "bound"]] = None
+    latent: bool = False
+    energy: bool = False
+    score: bool = False
+    conditional: bool = False
+
+    @property
+    def supported_modalities(self) -> tuple[str, ...]:
+        return self.modalities or (self.modality,)
 
 
 @attrs.frozen
@@ -137,3 +152,72 @@ class TrainingStep:
 
     architecture: str
     step: str | Callable[..., Any] = attrs.field(validator=_is_reference)
+
+
+@attrs.frozen
+class ModalitySpec:
+    """A kind of data: answer to :func:`~model_foundry.hookspecs.foundry_modalities`.
+
+    ``input_key`` is the batch key holding the data (``input_ids``, ``pixel_values``,
+    ``input_values``, ``points``, ...); ``sample_shape`` describes one example's layout for
+    people (``"(channels, height, width)"``). ``write_samples`` names
+    ``write_samples(samples, path_stem, **info) -> list[str]``, which writes a batch of samples
+    for a person to look at (an image grid PNG, a scatter PNG, WAV files; always also ``.npy``)
+    and returns the paths written. ``collator`` names the default
+    ``factory(**options) -> callable`` turning a dataset's batch into model inputs
+    (preprocessing such as scaling or dequantisation) when the architecture names no objective.
+    """
+
+    name: str
+    input_key: str
+    description: str = ""
+    sample_shape: str = ""
+    write_samples: str | Callable[..., Any] | None = attrs.field(default=None)
+    collator: str | Callable[..., Any] | None = attrs.field(default=None)
+
+
+@attrs.frozen
+class DatasetSpec:
+    """A kind of dataset: answer to :func:`~model_foundry.hookspecs.foundry_datasets`.
+
+    Chosen by ``data.kind``; ``config_class`` is the attrs class of the rest of the ``data``
+    section (validated and located like ``model``). ``load`` names
+    ``load(data_config, context) -> Dataset``; see :mod:`model_foundry.datasets`.
+    """
+
+    name: str
+    modality: str
+    config_class: type
+    load: str | Callable[..., Any] = attrs.field(validator=_is_reference)
+    description: str = ""
+
+
+@attrs.frozen
+class MetricSpec:
+    """An evaluation metric: answer to :func:`~model_foundry.hookspecs.foundry_metrics`.
+
+    ``compute`` names ``compute(model, dataset, context) -> dict[str, float]``. It runs at each
+    evaluation and in ``foundry eval`` for data of one of ``modalities`` (empty: any) when the
+    model has every capability in ``requires`` (e.g. ``("sampling",)``).
+    """
+
+    name: str
+    compute: str | Callable[..., Any] = attrs.field(validator=_is_reference)
+    modalities: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    requires: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    description: str = ""
+
+
+@attrs.frozen
+class ExtensionSpec:
+    """Something built beside a model from the ``extensions`` section: answer to
+    :func:`~model_foundry.hookspecs.foundry_extensions`.
+
+    ``config_class`` types the extension's block (``extensions.<name>``); ``build`` names
+    ``build(model, config) -> extension``. See :mod:`model_foundry.extensions`.
+    """
+
+    name: str
+    config_class: type
+    build: str | Callable[..., Any] = attrs.field(validator=_is_reference)
+    description: str = ""

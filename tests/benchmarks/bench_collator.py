@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from transformers import DataCollatorForLanguageModeling  # noqa: E402
 
 import model_foundry  # noqa: E402
-from model_foundry.sections import TokenizerConfig  # noqa: E402
+from model_foundry.text.config import TokenizerConfig  # noqa: E402
 
 GOAL = 1.5
 DATA = Path(__file__).resolve().parent.parent / "data"

@@ -1,4 +1,4 @@
-"""Tokenize + pack throughput of model_foundry.data, and its cache-hit start-up.
+"""Tokenize + pack throughput of model_foundry.text.data, and its cache-hit start-up.
 
 1. Throughput: ``cached_tokens`` on a cold cache (read the file, split lines into documents,
    encode in batches, append eos, write the ids to disk) against the tokenizers library's own
@@ -24,9 +24,9 @@ import sys
 import tempfile
 import time
 
-from model_foundry.data import cached_tokens, load_text_data, obtain_tokenizer, read_documents
 from model_foundry.examples.shakespeare import prepare
-from model_foundry.sections import DataConfig, TokenizerConfig
+from model_foundry.text.config import TextDataConfig, TokenizerConfig
+from model_foundry.text.data import cached_tokens, load_text_data, obtain_tokenizer, read_documents
 
 THROUGHPUT_GOAL = 0.8
 STARTUP_GOAL = 50.0
@@ -39,7 +39,7 @@ def main() -> int:
     scratch = tempfile.mkdtemp(prefix="bench-data-")
     try:
         train_path, _ = prepare(os.path.join(scratch, "shakespeare"))
-        data = DataConfig(train_files=[train_path], validation_fraction=0.0, block_size=128)
+        data = TextDataConfig(train_files=[train_path], validation_fraction=0.0, block_size=128)
         tokenizer = obtain_tokenizer(TokenizerConfig(vocab_size=8000), data, os.path.join(scratch, "tokenizer"))
         documents = list(read_documents(train_path, data))
         backend = tokenizer.backend_tokenizer

@@ -27,9 +27,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 from model_foundry.config import load_config  # noqa: E402
-from model_foundry.data import load_text_data, obtain_tokenizer  # noqa: E402
 from model_foundry.examples.shakespeare import prepare  # noqa: E402
 from model_foundry.factory import create_collator, create_model  # noqa: E402
+from model_foundry.text.data import load_text_data, obtain_tokenizer  # noqa: E402
 from model_foundry.training import train  # noqa: E402
 from model_foundry.training.loop import BlockOrder, collate, lr_multiplier, parameter_groups  # noqa: E402
 from model_foundry.training.reporting import read_metrics  # noqa: E402

@@ -31,7 +31,7 @@ def add_parser(subparsers) -> None:
 
 def summarize(model: Any, depth: int = 2) -> dict[str, Any]:
     """Parameter counts, memory footprint and per-module table of a built model (meta device or not)."""
-    from model_foundry.modeling import LanguageModel
+    from model_foundry.text.modeling import LanguageModel
 
     # Any nn.Module: LanguageModel's accounting needs nothing but parameters() and buffers().
     footprint = getattr(model, "memory_footprint", None) or functools.partial(LanguageModel.memory_footprint, model)

@@ -29,16 +29,17 @@ def run(args) -> int:
     import attrs
 
     from model_foundry.checkpoint import CONFIG_FILE, load, read_yaml_plain
-    from model_foundry.data import TokenBlocks, read_documents, resolve_files, tokenize_to_array
     from model_foundry.errors import FoundryError
     from model_foundry.factory import create_collator, load_tokenizer
-    from model_foundry.sections import DataConfig, TrainingConfig
+    from model_foundry.sections import TrainingConfig
+    from model_foundry.text.config import TextDataConfig
+    from model_foundry.text.data import TokenBlocks, read_documents, resolve_files, tokenize_to_array
     from model_foundry.training.loop import eval_collator, evaluate, perplexity
 
     model = load(args.checkpoint, device=device_from(args.device))
     tokenizer = load_tokenizer(args.checkpoint)
     saved = read_yaml_plain(os.path.join(args.checkpoint, CONFIG_FILE)) or {}
-    data = _section(DataConfig, saved.get("data"), ("format", "text_field", "document_per_line", "block_size"))
+    data = _section(TextDataConfig, saved.get("data"), ("format", "text_field", "document_per_line", "block_size"))
     if args.block_size is not None:
         if args.block_size < 1:
             raise FoundryError(f"--block-size must be >= 1, got {args.block_size}")

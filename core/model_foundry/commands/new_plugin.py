@@ -88,7 +88,7 @@ MODEL = '''\
 import torch
 from torch import nn
 
-from model_foundry.modeling import LanguageModel, ModelOutput, causal_lm_loss, with_vocab_size
+from model_foundry.text.modeling import LanguageModel, ModelOutput, causal_lm_loss, with_vocab_size
 
 
 class {cls}Model(LanguageModel):

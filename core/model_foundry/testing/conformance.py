@@ -52,7 +52,7 @@ def _preset_config(found: Architecture, preset: str, vocab_size: int | None) -> 
 
 def _tokenizer(directory: str) -> Any:
     from model_foundry.factory import train_tokenizer
-    from model_foundry.sections import TokenizerConfig
+    from model_foundry.text.config import TokenizerConfig
 
     path = os.path.join(directory, "sample.txt")
     with open(path, "w", encoding="utf-8") as handle:

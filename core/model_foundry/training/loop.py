@@ -23,9 +23,10 @@ import torch
 
 from model_foundry.checkpoint import is_checkpoint, save
 from model_foundry.config import FoundryConfig, ModelConfig, apply_overrides, read_yaml
-from model_foundry.data import TokenBlocks, load_text_data, obtain_tokenizer, resolve_files
 from model_foundry.errors import ConfigError, FoundryError, Problem
-from model_foundry.sections import DataConfig, TokenizerConfig, TrainingConfig
+from model_foundry.sections import TrainingConfig
+from model_foundry.text.config import TextDataConfig, TokenizerConfig
+from model_foundry.text.data import TokenBlocks, load_text_data, obtain_tokenizer, resolve_files
 from model_foundry.training.reporting import LOSS_CURVE_FILE, METRICS_FILE, MetricsLog, Progress, plot_loss_curve
 from model_foundry.training.state import (
     STATE_JSON,
@@ -196,7 +197,7 @@ def _key_path(dotted: str) -> tuple[str | int, ...]:
 # --- the loop --------------------------------------------------------------------------------
 
 
-def _sections(config: FoundryConfig) -> tuple[ModelConfig, TokenizerConfig, DataConfig, TrainingConfig]:
+def _sections(config: FoundryConfig) -> tuple[ModelConfig, TokenizerConfig, TextDataConfig, TrainingConfig]:
     missing = [name for name in ("model", "data", "training") if getattr(config, name) is None]
     if missing:
         raise ConfigError(Problem(f"training needs the section(s): {', '.join(missing)}; see docs/training.md"))

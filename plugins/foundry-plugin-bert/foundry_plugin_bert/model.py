@@ -15,13 +15,13 @@ import transformers
 
 from model_foundry.config import ModelConfig
 from model_foundry.errors import FoundryError
-from model_foundry.hf import (
+from model_foundry.text.hf import (
     TransformersLanguageModel,
     export_transformers,
     import_transformers,
     read_transformers_config,
 )
-from model_foundry.modeling import ModelOutput, masked_lm_loss, with_vocab_size
+from model_foundry.text.modeling import ModelOutput, masked_lm_loss, with_vocab_size
 
 BERT_LAYER_NORM_EPS = 1e-12
 

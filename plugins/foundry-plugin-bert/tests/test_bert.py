@@ -10,8 +10,8 @@ from foundry_plugin_bert.config import BertOptions
 import model_foundry
 from model_foundry.cli import main
 from model_foundry.errors import FoundryError
-from model_foundry.modeling import masked_lm_loss
 from model_foundry.testing import check_architecture
+from model_foundry.text.modeling import masked_lm_loss
 
 
 def test_conformance():

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import attrs
 
-from model_foundry.blocks import TRANSFORMER_PRESETS, TransformerConfig, require_embedding_size_equal_hidden
 from model_foundry.schema import option, positive
+from model_foundry.text.blocks import TransformerConfig, require_embedding_size_equal_hidden, transformer_sizes
 
 
 @attrs.frozen
@@ -25,5 +25,10 @@ class GPT2Config:
         yield from require_embedding_size_equal_hidden(self.transformer, "gpt2")
 
 
-# The sizes of the GPT-2 / BERT architectures guide, shared by both plugins.
-PRESETS = TRANSFORMER_PRESETS
+# The sizes of the GPT-2 / BERT architectures guide; "tiny" is for tests and smoke runs.
+PRESETS = {
+    "tiny": transformer_sizes(layers=2, hidden=64, heads=4, intermediate=256, length=128, dropout=0.0),
+    "small": transformer_sizes(layers=6, hidden=512, heads=8, intermediate=2048, length=256),
+    "base": transformer_sizes(layers=12, hidden=768, heads=12, intermediate=3072, length=512),
+    "large": transformer_sizes(layers=24, hidden=1024, heads=16, intermediate=4096, length=1024),
+}

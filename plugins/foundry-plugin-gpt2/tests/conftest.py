@@ -6,7 +6,7 @@ import pytest
 
 from model_foundry import train_tokenizer
 from model_foundry.config import load_model_config
-from model_foundry.sections import TokenizerConfig
+from model_foundry.text.config import TokenizerConfig
 
 TEXT = "the cat sat on the mat.\nthe dog ate the bone.\na bird sang in the tree.\n" * 20
 

@@ -10,11 +10,11 @@ import torch
 import transformers
 
 import model_foundry
-from model_foundry.blocks import TransformerConfig
 from model_foundry.cli import main
 from model_foundry.errors import FoundryError
-from model_foundry.modeling import causal_lm_loss
 from model_foundry.testing import check_architecture
+from model_foundry.text.blocks import TransformerConfig
+from model_foundry.text.modeling import causal_lm_loss
 
 
 def test_conformance():

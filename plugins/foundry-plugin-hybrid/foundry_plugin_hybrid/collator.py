@@ -6,14 +6,14 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from model_foundry.collators import CausalLMCollator, MaskedLMCollator
+from model_foundry.text.collators import CausalLMCollator, MaskedLMCollator
 
 
 class HybridCollator:
     """Causal ``input_ids``/``attention_mask``/``labels`` plus masked ``mlm_input_ids``/``mlm_labels``.
 
-    The causal part is :class:`~model_foundry.collators.CausalLMCollator`'s output and the
-    masked part :class:`~model_foundry.collators.MaskedLMCollator`'s (BERT masking of
+    The causal part is :class:`~model_foundry.text.collators.CausalLMCollator`'s output and the
+    masked part :class:`~model_foundry.text.collators.MaskedLMCollator`'s (BERT masking of
     ``mlm_probability`` of the tokens), both from the same examples and padded alike, so
     the batch goes straight into ``HybridModel(**batch)``.
     """

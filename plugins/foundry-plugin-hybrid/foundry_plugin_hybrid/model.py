@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from foundry_plugin_hybrid.config import HybridConfig
 from model_foundry.config import ModelConfig
 from model_foundry.errors import FoundryError
-from model_foundry.modeling import (
+from model_foundry.text.modeling import (
     LanguageModel,
     ModelOutput,
     causal_lm_loss,

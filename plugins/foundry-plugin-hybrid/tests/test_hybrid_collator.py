@@ -7,10 +7,10 @@ import torch
 from foundry_plugin_hybrid.collator import HybridCollator
 
 import model_foundry
-from model_foundry.collators import CausalLMCollator, MaskedLMCollator
 from model_foundry.config import load_model_config
-from model_foundry.sections import TokenizerConfig
 from model_foundry.testing import check_architecture
+from model_foundry.text.collators import CausalLMCollator, MaskedLMCollator
+from model_foundry.text.config import TokenizerConfig
 
 CORPUS = [
     "the cat sat on the mat.",

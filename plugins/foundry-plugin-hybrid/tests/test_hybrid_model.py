@@ -12,7 +12,7 @@ from foundry_plugin_hybrid.config import PRESETS
 import model_foundry
 from model_foundry import ConfigError, FoundryError, cli
 from model_foundry.config import load_config, load_model_config
-from model_foundry.modeling import causal_lm_loss, masked_lm_loss
+from model_foundry.text.modeling import causal_lm_loss, masked_lm_loss
 
 VOCAB = 40
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "hybrid-small.yaml"

@@ -13,7 +13,7 @@ from model_foundry import checkpoint
 from model_foundry.config import load_model_config
 from model_foundry.errors import FoundryError
 from model_foundry.factory import create_collator, create_model, train_tokenizer
-from model_foundry.sections import TokenizerConfig
+from model_foundry.text.config import TokenizerConfig
 
 ARCHITECTURES = ["lstm", "gru", "rnn"]
 VOCAB = 23

@@ -19,7 +19,7 @@ import torch  # noqa: E402
 
 import model_foundry  # noqa: E402
 from model_foundry.config import load_model_config  # noqa: E402
-from model_foundry.modeling import LanguageModel  # noqa: E402
+from model_foundry.text.modeling import LanguageModel  # noqa: E402
 
 PROMPT = 16
 LENGTHS = (64, 256)

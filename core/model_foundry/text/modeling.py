@@ -1,6 +1,7 @@
-"""The interface every language model shares, and the pieces they all need.
+"""The text branch of the model protocol: language models and the pieces they all need.
 
-A plugin's model subclasses :class:`LanguageModel`, implements ``forward``,
+A plugin's language model subclasses :class:`LanguageModel` (a
+:class:`~model_foundry.protocol.FoundryModel`), implements ``forward``,
 ``get_input_embeddings`` and ``resize_token_embeddings``, sets ``supports_generation``,
 and — for fast generation — overrides :meth:`LanguageModel.next_token_logits` to carry a
 cache or recurrent state from one step to the next.
@@ -8,15 +9,20 @@ cache or recurrent state from one step to the next.
 
 from __future__ import annotations
 
-import os
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
 from model_foundry.config import ModelConfig
 from model_foundry.errors import FoundryError
-from model_foundry.sections import TokenizerConfig
+from model_foundry.protocol import FoundryModel, ModelOutput, unique_parameters
+from model_foundry.text.config import TokenizerConfig
+
+__all__ = [
+    "LanguageModel", "ModelOutput", "causal_lm_loss", "masked_lm_loss", "sample_next_token", "sdpa_attention_mask",
+    "with_vocab_size",
+]
 
 
 def with_vocab_size(config: ModelConfig) -> ModelConfig:
@@ -52,32 +58,6 @@ def sdpa_attention_mask(
         # nothing is NaN; letting every query see itself changes no real position's output.
         visible = visible | (keys == queries)
     return visible, False
-
-
-class ModelOutput(dict):
-    """A model's output: read fields as attributes or as keys (``out.loss``, ``out["loss"]``).
-
-    Only fields that are set are keys; the usual ones read as ``None`` when absent.
-    """
-
-    _FIELDS = ("loss", "logits", "hidden_states", "attentions")
-
-    def __init__(self, fields: Any = None, /, **more: Any):
-        # Also built from a mapping, like dict: Accelerate's mixed precision rebuilds outputs as type(out)({...}).
-        super().__init__((k, v) for k, v in {**(fields or {}), **more}.items() if v is not None)
-
-    def __getattr__(self, name: str) -> Any:
-        if name in self:
-            return self[name]
-        if name in self._FIELDS:
-            return None
-        raise AttributeError(name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        self[name] = value
-
-    def to_tuple(self) -> tuple[Any, ...]:
-        return tuple(self.values())
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -122,22 +102,17 @@ def sample_next_token(
     return torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
 
 
-class LanguageModel(nn.Module):
-    """Base class of language models built by plugins.
+class LanguageModel(FoundryModel):
+    """Base class of language models built by plugins: the text branch of the model protocol.
 
     ``forward(input_ids, attention_mask=None, labels=None, **kw)`` returns a
-    :class:`ModelOutput` with ``logits`` and, when labels are given, ``loss``.
+    :class:`ModelOutput` with ``logits`` and, when labels are given, ``loss``. The config
+    class of a language model has a ``vocab_size`` field (``None``: the tokenizer's size).
     """
 
     supports_generation: bool = False
-
-    def __init__(self, config: ModelConfig):
-        super().__init__()
-        self.config = config
-
-    @property
-    def architecture(self) -> str:
-        return self.config.architecture
+    # The longest sequence the model accepts (learned positions), or None when unbounded.
+    max_sequence_length: int | None = None
 
     # -- to implement -------------------------------------------------------------------------
     def get_input_embeddings(self) -> nn.Module:
@@ -146,39 +121,13 @@ class LanguageModel(nn.Module):
     def resize_token_embeddings(self, new_num_tokens: int) -> nn.Module:
         raise NotImplementedError
 
-    # -- sizes --------------------------------------------------------------------------------
     def num_parameters(self, trainable_only: bool = False, exclude_embeddings: bool = False) -> int:
         """Parameter count; tied (shared) tensors count once."""
-        seen: set[int] = set()
         embedding_ids = {id(p) for p in self.get_input_embeddings().parameters()} if exclude_embeddings else set()
-        total = 0
-        for parameter in self.parameters():
-            if id(parameter) in seen or id(parameter) in embedding_ids:
-                continue
-            if trainable_only and not parameter.requires_grad:
-                continue
-            seen.add(id(parameter))
-            total += parameter.numel()
-        return total
-
-    def memory_footprint(self) -> dict[str, int]:
-        """Bytes: ``parameters``, ``buffers``, ``total``, and ``training_adamw`` (weights, grads, two moments)."""
-        params = sum(p.numel() * p.element_size() for p in _unique(self.parameters()))
-        buffers = sum(b.numel() * b.element_size() for b in self.buffers())
-        trainable = sum(p.numel() * p.element_size() for p in _unique(self.parameters()) if p.requires_grad)
-        return {
-            "parameters": params,
-            "buffers": buffers,
-            "total": params + buffers,
-            "training_adamw": params + buffers + trainable * 3,
-        }
-
-    # -- saving -------------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | os.PathLike[str], tokenizer: Any = None, metrics: Any = None) -> str:
-        """Write a checkpoint directory (config.yaml, model.safetensors, foundry.json); see :func:`model_foundry.save`."""
-        from model_foundry.checkpoint import save
-
-        return save(self, directory, tokenizer=tokenizer, metrics=metrics)
+        return sum(
+            p.numel() for p in unique_parameters(self.parameters())
+            if id(p) not in embedding_ids and (p.requires_grad or not trainable_only)
+        )
 
     # -- generation ---------------------------------------------------------------------------
     def next_token_logits(self, input_ids: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
@@ -231,11 +180,3 @@ class LanguageModel(nn.Module):
             return output
         finally:
             self.train(was_training)
-
-
-def _unique(parameters: Iterator[nn.Parameter]) -> Iterator[nn.Parameter]:
-    seen: set[int] = set()
-    for parameter in parameters:
-        if id(parameter) not in seen:
-            seen.add(id(parameter))
-            yield parameter

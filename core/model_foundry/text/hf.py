@@ -1,7 +1,7 @@
 """Shared pieces for plugins whose models wrap a Hugging Face transformers model.
 
 :class:`TransformersLanguageModel` adapts a ``PreTrainedModel`` (held as ``hf_model``) to
-the :class:`~model_foundry.modeling.LanguageModel` interface. :func:`import_transformers`
+the :class:`~model_foundry.text.modeling.LanguageModel` interface. :func:`import_transformers`
 and :func:`export_transformers` are the bodies of a plugin's checkpoint converter and
 ``hf`` exporter: the plugin only says how its config maps onto the transformers config.
 """
@@ -19,7 +19,7 @@ from torch import nn
 
 from model_foundry.config import ModelConfig, load_model_config
 from model_foundry.errors import ConfigError, FoundryError
-from model_foundry.modeling import LanguageModel, ModelOutput
+from model_foundry.text.modeling import LanguageModel, ModelOutput
 
 TRANSFORMERS_CONFIG = "config.json"
 SPECIAL_TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
@@ -29,8 +29,8 @@ class TransformersLanguageModel(LanguageModel):
     """A language model around ``hf_model``, a transformers model with an LM head.
 
     Subclasses build the transformers model from their config, pass it to ``__init__`` and
-    set ``objective_loss`` (:func:`~model_foundry.modeling.causal_lm_loss` or
-    :func:`~model_foundry.modeling.masked_lm_loss`); their ``forward`` calls :meth:`run`.
+    set ``objective_loss`` (:func:`~model_foundry.text.modeling.causal_lm_loss` or
+    :func:`~model_foundry.text.modeling.masked_lm_loss`); their ``forward`` calls :meth:`run`.
     The loss is the core's, so every architecture training an objective computes it alike.
     """
 

@@ -29,7 +29,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 from transformers import PreTrainedTokenizerFast
 
 from model_foundry.errors import ConfigError, FoundryError, Problem
-from model_foundry.sections import SPECIAL_TOKEN_ROLES, TokenizerConfig
+from model_foundry.text.config import SPECIAL_TOKEN_ROLES, TokenizerConfig
 
 # Ids 0.. go to the special tokens in this order (the seed reserves the first ids for them).
 _ID_ORDER = ("pad_token", "unk_token", "cls_token", "sep_token", "bos_token", "eos_token", "mask_token")

@@ -33,7 +33,7 @@ from model_foundry import __version__
 from model_foundry.checkpoint import atomic_directory
 from model_foundry.errors import ConfigError, FoundryError, Problem
 from model_foundry.schema import unstructure
-from model_foundry.sections import DataConfig, TokenizerConfig
+from model_foundry.text.config import TextDataConfig, TokenizerConfig
 
 CACHE_FORMAT = 1
 ENCODE_BATCH_DOCUMENTS = 1000
@@ -74,13 +74,13 @@ def resolve_files(patterns: Sequence[str], key: str) -> list[str]:
     return list(dict.fromkeys(files))
 
 
-def file_format(path: str, data: DataConfig) -> str:
+def file_format(path: str, data: TextDataConfig) -> str:
     if data.format != "auto":
         return data.format
     return "jsonl" if path.endswith((".jsonl", ".json")) else "text"
 
 
-def read_documents(path: str, data: DataConfig) -> Iterator[str]:
+def read_documents(path: str, data: TextDataConfig) -> Iterator[str]:
     """The documents of one file: lines, the whole file, or a JSONL field; raises if there are none."""
     count = 0
     try:
@@ -210,7 +210,7 @@ class TextData:
 
 
 def _tokenize_entry(
-    directory: str, files: Sequence[str], data: DataConfig, tokenizer: Any, held_out_fraction: float, key: str
+    directory: str, files: Sequence[str], data: TextDataConfig, tokenizer: Any, held_out_fraction: float, key: str
 ) -> None:
     """Tokenize ``files`` into a cache entry, holding out ``held_out_fraction`` of the documents.
 
@@ -282,7 +282,7 @@ def _open_entry(directory: str) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def cached_tokens(
-    files: Sequence[str], data: DataConfig, tokenizer: Any, cache_dir: str, held_out_fraction: float = 0.0
+    files: Sequence[str], data: TextDataConfig, tokenizer: Any, cache_dir: str, held_out_fraction: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray | None, bool]:
     """Token ids of ``files`` (and of the held-out documents), from the cache or tokenized into it.
 
@@ -305,7 +305,7 @@ def cached_tokens(
     return tokens, held_out, was_cached
 
 
-def load_text_data(data: DataConfig, tokenizer: Any, cache_dir: str) -> TextData:
+def load_text_data(data: TextDataConfig, tokenizer: Any, cache_dir: str) -> TextData:
     """Training and validation blocks for a ``data`` section, through the token cache."""
     train_files = resolve_files(data.train_files, "data.train_files")
     validation_files = resolve_files(data.validation_files, "data.validation_files")
@@ -335,10 +335,10 @@ def load_text_data(data: DataConfig, tokenizer: Any, cache_dir: str) -> TextData
 # --- the tokenizer ---------------------------------------------------------------------------
 
 
-def obtain_tokenizer(tokenizer_config: TokenizerConfig, data: DataConfig, cache_dir: str) -> Any:
+def obtain_tokenizer(tokenizer_config: TokenizerConfig, data: TextDataConfig, cache_dir: str) -> Any:
     """The run's tokenizer: loaded from ``tokenizer.path``, or trained on the training files (cached)."""
     from model_foundry.factory import load_tokenizer
-    from model_foundry.tokenization import tokenizer_from_config
+    from model_foundry.text.tokenization import tokenizer_from_config
 
     if tokenizer_config.path is not None:
         return tokenizer_from_config(tokenizer_config, [])

@@ -52,7 +52,7 @@ class TransformerConfig:
         512, doc="longest sequence the model accepts (learned position embeddings)", validator=positive
     )
     layer_norm_eps: float | None = option(
-        None, doc="layer-norm epsilon; null means the architecture's usual value (GPT-2 1e-5, BERT 1e-12)",
+        None, doc="layer-norm epsilon; null means the architecture's usual value (see `foundry info ARCH`)",
         validator=positive,
     )
     initializer_range: float = option(0.02, doc="standard deviation of the initial weights", validator=positive)
@@ -104,7 +104,10 @@ def _nearest_divisor(value: int, near: int) -> int:
     return min(divisors, key=lambda d: (abs(d - near), d))
 
 
-def _sizes(layers: int, hidden: int, heads: int, intermediate: int, length: int, dropout: float = 0.1) -> dict:
+def transformer_sizes(
+    layers: int, hidden: int, heads: int, intermediate: int, length: int, dropout: float = 0.1
+) -> dict:
+    """A preset's ``transformer:`` block as plain data, for an architecture's presets table."""
     return {
         "transformer": {
             "layers": layers,
@@ -116,13 +119,3 @@ def _sizes(layers: int, hidden: int, heads: int, intermediate: int, length: int,
             "attention_dropout": dropout,
         }
     }
-
-
-# The sizes of the GPT-2 / BERT architectures guide, as presets of a `transformer:` block;
-# "tiny" is for tests and smoke runs.
-TRANSFORMER_PRESETS = {
-    "tiny": _sizes(layers=2, hidden=64, heads=4, intermediate=256, length=128, dropout=0.0),
-    "small": _sizes(layers=6, hidden=512, heads=8, intermediate=2048, length=256),
-    "base": _sizes(layers=12, hidden=768, heads=12, intermediate=3072, length=512),
-    "large": _sizes(layers=24, hidden=1024, heads=16, intermediate=4096, length=1024),
-}
