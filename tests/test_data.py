@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from model_foundry.text import data as data_module
 from model_foundry.errors import ConfigError, FoundryError
+from model_foundry.text import data as data_module
 from model_foundry.text.config import TextDataConfig, TokenizerConfig
 from model_foundry.text.data import (
     TokenBlocks,

@@ -12,6 +12,7 @@ from typing import Any, Callable, Literal, Mapping, Optional
 
 import attrs
 
+
 def resolve(reference: str | Callable[..., Any]) -> Any:
     """Import ``"package.module:attribute"`` and return the attribute (callables pass through)."""
     if callable(reference):
