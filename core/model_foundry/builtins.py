@@ -1,9 +1,11 @@
-"""The core's own contributions: tokenizers and collators, registered through the same hooks as any plugin."""
+"""The core's own contributions — modalities, dataset kinds, tokenizers and collators — registered
+through the same hooks as any plugin."""
 
 from __future__ import annotations
 
 from model_foundry.hookspecs import hookimpl
-from model_foundry.specs import CollatorSpec, TokenizerSpec
+from model_foundry.specs import CollatorSpec, DatasetSpec, ModalitySpec, TokenizerSpec
+from model_foundry.text.config import TextDataConfig
 
 
 @hookimpl
@@ -22,4 +24,21 @@ def foundry_collators() -> list[CollatorSpec]:
     return [
         CollatorSpec("causal_lm", "model_foundry.text.collators:CausalLMCollator", "pad; labels = input ids, -100 on padding"),
         CollatorSpec("masked_lm", "model_foundry.text.collators:MaskedLMCollator", "BERT masking: 80% mask, 10% random, 10% kept"),
+    ]
+
+
+@hookimpl
+def foundry_modalities() -> list[ModalitySpec]:
+    return [
+        ModalitySpec("text", "input_ids", "token ids from a tokenizer", "(sequence,)"),
+    ]
+
+
+@hookimpl
+def foundry_datasets() -> list[DatasetSpec]:
+    return [
+        DatasetSpec(
+            "text", "text", TextDataConfig, "model_foundry.text.data:load_text_dataset",
+            "local text or JSONL files, tokenized once and cached",
+        ),
     ]

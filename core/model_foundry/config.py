@@ -1,6 +1,8 @@
 """Reading config files: YAML with locations, presets, ``--set`` overrides, typed sections.
 
-A config file has up to four sections — ``model``, ``tokenizer``, ``data``, ``training``.
+A config file has up to five sections — ``model``, ``tokenizer``, ``data``, ``training``,
+``extensions``. ``model`` is typed by its ``architecture``, ``data`` by its ``kind`` (default
+``text``), each block of ``extensions`` by its name, all through the registry.
 :func:`load_config` reads it and returns a :class:`FoundryConfig`, or raises
 :class:`~model_foundry.errors.ConfigError` listing every problem as
 ``FILE:LINE:COL: dotted.key: message``.
@@ -32,10 +34,11 @@ from model_foundry.schema import (
     unstructure,
 )
 from model_foundry.sections import TrainingConfig
-from model_foundry.text.config import TextDataConfig, TokenizerConfig
+from model_foundry.text.config import TokenizerConfig
 
-SECTIONS = ("model", "tokenizer", "data", "training")
+SECTIONS = ("model", "tokenizer", "data", "training", "extensions")
 MODEL_KEYS = ("architecture", "preset")
+DEFAULT_DATA_KIND = "text"
 # Top-level keys of a data manager's combined model + dataset file (the Performer guide's): say what to do instead.
 FOREIGN_SECTIONS = {
     "datasets": "a data manager's dataset list is not read by Model Foundry; describe text data in a 'data' "
@@ -72,23 +75,55 @@ class ModelConfig:
 
 
 @attrs.frozen
+class DataSection:
+    """The ``data`` section: a dataset ``kind`` and that kind's typed fields.
+
+    The fields of ``params`` (the kind's attrs config) read as attributes of this object too:
+    ``config.data.block_size``.
+    """
+
+    kind: str
+    params: Any
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.params, name)
+
+    def evolve(self, **changes: Any) -> "DataSection":
+        """A copy with some of the kind's fields changed (validators run again)."""
+        return attrs.evolve(self, params=attrs.evolve(self.params, **changes))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **unstructure(self.params)}
+
+
+@attrs.frozen
 class FoundryConfig:
-    """A whole config file: each section is ``None`` when the file did not have it."""
+    """A whole config file: each section is ``None`` when the file did not have it.
+
+    ``extensions`` maps an extension's name to its typed config, in the file's order.
+    """
 
     model: ModelConfig | None = None
     tokenizer: TokenizerConfig | None = None
-    data: TextDataConfig | None = None
+    data: DataSection | None = None
     training: TrainingConfig | None = None
+    extensions: Mapping[str, Any] | None = None
     path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.model is not None:
             out["model"] = self.model.to_dict()
-        for name in ("tokenizer", "data", "training"):
-            section = getattr(self, name)
-            if section is not None:
-                out[name] = unstructure(section)
+        if self.tokenizer is not None:
+            out["tokenizer"] = unstructure(self.tokenizer)
+        if self.data is not None:
+            out["data"] = self.data.to_dict()
+        if self.training is not None:
+            out["training"] = unstructure(self.training)
+        if self.extensions is not None:
+            out["extensions"] = {name: unstructure(block) for name, block in self.extensions.items()}
         return out
 
 
@@ -319,6 +354,53 @@ def _structure_model(source: Located, structurer: Structurer, registry: Registry
     return ModelConfig(architecture=schema.name, params=params, preset=preset)
 
 
+def _structure_data(source: Located, structurer: Structurer, registry: Registry) -> DataSection | None:
+    data = source.data["data"]
+    if not isinstance(data, dict):
+        structurer.problem(("data",), f"expected a mapping with 'kind' and the dataset's fields; kinds: {one_of(registry.datasets)}")
+        return None
+    kind = data.get("kind", DEFAULT_DATA_KIND)
+    found = unique_entry(registry.datasets, kind, "dataset kind")
+    if isinstance(found, str):
+        structurer.problem(("data", "kind"), found)
+        return None
+    fields = {k: v for k, v in data.items() if k != "kind"}
+    params = structurer.structure(fields, found.config_class, ("data",))
+    return None if params is attrs.NOTHING else DataSection(kind=found.name, params=params)
+
+
+def _structure_extensions(source: Located, structurer: Structurer, registry: Registry) -> dict[str, Any] | None:
+    blocks = source.data["extensions"]
+    if blocks is None:
+        return {}
+    if not isinstance(blocks, dict):
+        structurer.problem(("extensions",), f"expected a mapping of extension names to their options; available: {one_of(registry.extensions)}")
+        return None
+    out: dict[str, Any] = {}
+    for name, options in blocks.items():
+        found = unique_entry(registry.extensions, name, "extension")
+        if isinstance(found, str):
+            structurer.problem(("extensions", name), found, key=True)
+            continue
+        value = structurer.structure({} if options is None else options, found.config_class, ("extensions", name))
+        if value is not attrs.NOTHING:
+            out[name] = value
+    return out
+
+
+def unique_entry(table: Mapping[str, list[tuple[Any, Any]]], name: Any, what: str) -> Any:
+    """The spec registered as ``name`` in a registry table (collators, datasets, ...), or a message
+    saying why there is none: unknown (with a did-you-mean), or provided by several distributions."""
+    entries = table.get(name) if isinstance(name, str) else None
+    if not entries:
+        hint = did_you_mean(str(name), table) if isinstance(name, str) else ""
+        return f"unknown {what} {name!r}{hint}; available: {one_of(table)}"
+    dists = sorted({info.distribution for _, info in entries})
+    if len(dists) > 1:
+        return f"{what} {name!r} is provided by {', '.join(dists)}; block one with FOUNDRY_PLUGINS_BLOCK"
+    return entries[0][0]
+
+
 def _at(data: Any, path: Path) -> Any:
     for part in path:
         data = data[part]
@@ -363,10 +445,14 @@ def structure(source: Located, sections: Sequence[str] = SECTIONS, registry: Reg
     values: dict[str, Any] = {}
     if "model" in sections and "model" in data:
         values["model"] = _structure_model(source, structurer, registry)
-    for name, cls in (("tokenizer", TokenizerConfig), ("data", TextDataConfig), ("training", TrainingConfig)):
+    for name, cls in (("tokenizer", TokenizerConfig), ("training", TrainingConfig)):
         if name in sections and name in data:
             section = structurer.structure(data[name], cls, (name,))
             values[name] = None if section is attrs.NOTHING else section
+    if "data" in sections and "data" in data:
+        values["data"] = _structure_data(source, structurer, registry)
+    if "extensions" in sections and "extensions" in data:
+        values["extensions"] = _structure_extensions(source, structurer, registry)
     if "model" in sections and "model" not in data and not headless_model and sections != SECTIONS:
         structurer.problem((), "no 'model' section in this file")
     if "data" in sections and "data" not in data and sections != SECTIONS:
@@ -379,8 +465,9 @@ def structure(source: Located, sections: Sequence[str] = SECTIONS, registry: Reg
 
 
 def _check_choices(structurer: Structurer, values: Mapping[str, Any], registry: Registry) -> None:
-    """Checks that need the registry or span sections: tokenizer kinds, objectives."""
+    """Checks that need the registry or span sections: modalities, tokenizer kinds, objectives."""
     tokenizer, training, model = values.get("tokenizer"), values.get("training"), values.get("model")
+    _check_modality(structurer, values, registry)
     if tokenizer is not None and tokenizer.path is None and tokenizer.tokenizer_type not in registry.tokenizers:
         hint = did_you_mean(tokenizer.tokenizer_type, registry.tokenizers)
         structurer.problem(
@@ -405,6 +492,33 @@ def _check_choices(structurer: Structurer, values: Mapping[str, Any], registry: 
                 else f"{arch} cannot train {objective!r}; it supports: {supported}"
             )
             structurer.problem(("training", "objective"), message)
+
+
+def data_modality(data: DataSection, registry: Registry) -> str:
+    """The modality of a ``data`` section's dataset kind."""
+    spec = unique_entry(registry.datasets, data.kind, "dataset kind")
+    return DEFAULT_DATA_KIND if isinstance(spec, str) else spec.modality
+
+
+def _check_modality(structurer: Structurer, values: Mapping[str, Any], registry: Registry) -> None:
+    """A tokenizer belongs to text; the data's modality must be one the architecture models."""
+    data, model = values.get("data"), values.get("model")
+    modality = data_modality(data, registry) if data is not None else None
+    if values.get("tokenizer") is not None and modality not in (None, "text"):
+        structurer.problem(
+            ("tokenizer",), f"a tokenizer belongs to text, and data.kind {data.kind!r} is {modality} data; "
+            "remove the 'tokenizer' section", key=True,
+        )
+    if model is None or modality is None:
+        return
+    found = find_architecture(model.architecture, registry)
+    supported = found.schema.capabilities.supported_modalities if isinstance(found, Architecture) else (modality,)
+    if modality not in supported:
+        kinds = sorted(name for name, entries in registry.datasets.items() if entries[0][0].modality in supported)
+        structurer.problem(
+            ("data", "kind"), f"{model.architecture} models {', '.join(supported)} data, and data.kind {data.kind!r} "
+            f"is {modality}; use a dataset kind of its modality ({one_of(kinds)})",
+        )
 
 
 def load_config(
@@ -487,7 +601,21 @@ def config_schema(registry: Registry | None = None) -> dict[str, Any]:
         "properties": {
             "model": {"oneOf": models},
             "tokenizer": json_schema(TokenizerConfig),
-            "data": json_schema(TextDataConfig),
+            "data": {"oneOf": [_data_schema(name, registry) for name in sorted(registry.datasets)]},
             "training": json_schema(TrainingConfig),
+            "extensions": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {name: json_schema(entries[0][0].config_class) for name, entries in sorted(registry.extensions.items())},
+            },
         },
     }
+
+
+def _data_schema(kind: str, registry: Registry) -> dict[str, Any]:
+    spec = registry.datasets[kind][0][0]
+    body = class_schema(spec.config_class)
+    body["properties"] = {"kind": {"const": kind, "description": spec.description}, **body["properties"]}
+    if kind != DEFAULT_DATA_KIND:
+        body["required"] = ["kind", *body.get("required", [])]
+    return body

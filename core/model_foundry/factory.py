@@ -5,8 +5,15 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable, Mapping
 
-from model_foundry.config import FoundryConfig, ModelConfig, find_architecture, load_config, load_model_config
-from model_foundry.errors import ConfigError, FoundryError, Problem, did_you_mean, one_of
+from model_foundry.config import (
+    FoundryConfig,
+    ModelConfig,
+    find_architecture,
+    load_config,
+    load_model_config,
+    unique_entry,
+)
+from model_foundry.errors import ConfigError, FoundryError, Problem
 from model_foundry.plugins import Registry, get_registry
 from model_foundry.specs import resolve
 from model_foundry.text.config import TokenizerConfig
@@ -62,15 +69,10 @@ def create_model(config: Any, *, device: Any = None, registry: Registry | None =
 
 
 def _unique(table: Mapping[str, list[Any]], name: str, what: str) -> Any:
-    entries = table.get(name)
-    if not entries:
-        raise ConfigError(Problem(f"unknown {what} {name!r}{did_you_mean(name, table)}; available: {one_of(table)}"))
-    dists = sorted({info.distribution for _, info in entries})
-    if len(dists) > 1:
-        raise ConfigError(
-            Problem(f"{what} {name!r} is provided by {', '.join(dists)}; block one with FOUNDRY_PLUGINS_BLOCK")
-        )
-    return entries[0][0]
+    found = unique_entry(table, name, what)
+    if isinstance(found, str):
+        raise ConfigError(Problem(found))
+    return found
 
 
 def create_collator(name: str, tokenizer: Any, registry: Registry | None = None, **options: Any) -> Any:

@@ -26,11 +26,11 @@ import random
 import tempfile
 from typing import Any, Iterable, Iterator, Sequence
 
-import attrs
 import numpy as np
 
 from model_foundry import __version__
 from model_foundry.checkpoint import atomic_directory
+from model_foundry.datasets import DataContext, LoadedData
 from model_foundry.errors import ConfigError, FoundryError, Problem
 from model_foundry.schema import unstructure
 from model_foundry.text.config import TextDataConfig, TokenizerConfig
@@ -196,14 +196,9 @@ class TokenBlocks:
     def num_tokens(self) -> int:
         return len(self) * self.block_size
 
-
-@attrs.frozen
-class TextData:
-    """The token blocks of a run; ``validation`` is ``None`` when nothing is held out."""
-
-    train: TokenBlocks
-    validation: TokenBlocks | None
-    cache_hits: int  # entries read from the cache instead of tokenized
+    def batch(self, indices: Sequence[int]) -> list[dict[str, list[int]]]:
+        """The blocks at ``indices`` as examples for a text collator."""
+        return [{"input_ids": self[int(i)].tolist()} for i in indices]
 
 
 # --- the cache -------------------------------------------------------------------------------
@@ -305,7 +300,14 @@ def cached_tokens(
     return tokens, held_out, was_cached
 
 
-def load_text_data(data: TextDataConfig, tokenizer: Any, cache_dir: str) -> TextData:
+def load_text_dataset(data: TextDataConfig, context: DataContext) -> LoadedData:
+    """The loader of dataset kind ``text`` (see :mod:`model_foundry.datasets`): token blocks, cached."""
+    if context.tokenizer is None:
+        raise FoundryError("text data needs a tokenizer to turn it into token ids (a bug in the caller)")
+    return load_text_data(data, context.tokenizer, context.cache_dir)
+
+
+def load_text_data(data: TextDataConfig, tokenizer: Any, cache_dir: str) -> LoadedData:
     """Training and validation blocks for a ``data`` section, through the token cache."""
     train_files = resolve_files(data.train_files, "data.train_files")
     validation_files = resolve_files(data.validation_files, "data.validation_files")
@@ -329,7 +331,10 @@ def load_text_data(data: TextDataConfig, tokenizer: Any, cache_dir: str) -> Text
                 "data.block_size",
             )
         )
-    return TextData(train=blocks, validation=validation, cache_hits=hits)
+    return LoadedData(
+        modality="text", train=blocks, validation=validation, unit="tokens", units_per_example=data.block_size,
+        cache_hits=hits,
+    )
 
 
 # --- the tokenizer ---------------------------------------------------------------------------

@@ -201,7 +201,7 @@ def _sections(config: FoundryConfig) -> tuple[ModelConfig, TokenizerConfig, Text
     missing = [name for name in ("model", "data", "training") if getattr(config, name) is None]
     if missing:
         raise ConfigError(Problem(f"training needs the section(s): {', '.join(missing)}; see docs/training.md"))
-    return config.model, config.tokenizer or TokenizerConfig(), config.data, config.training
+    return config.model, config.tokenizer or TokenizerConfig(), config.data.params, config.training
 
 
 def _accelerator(training: TrainingConfig) -> Any:
