@@ -15,8 +15,21 @@ from model_foundry.config import (
 )
 from model_foundry.errors import ConfigError, FoundryError, Problem
 from model_foundry.plugins import Registry, get_registry
+from model_foundry.schema import Located, Path, Structurer, unstructure
 from model_foundry.specs import resolve
 from model_foundry.text.config import TokenizerConfig
+
+
+def typed_config(value: Any, cls: type, path: Path) -> Any:
+    """``value`` — an instance of the attrs class ``cls``, a plain mapping of its fields, or ``None``
+    for its defaults — as a checked instance: field validators and ``validate()`` run, and every
+    problem is raised at once as a :class:`ConfigError` located at ``path``."""
+    data = unstructure(value) if isinstance(value, cls) else ({} if value is None else value)
+    structurer = Structurer(Located(data))
+    instance = structurer.structure(data, cls, path)
+    if structurer.problems:
+        raise ConfigError(structurer.problems)
+    return instance
 
 
 def model_config_of(config: Any, registry: Registry | None = None) -> ModelConfig:
