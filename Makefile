@@ -1,12 +1,13 @@
 # Two entry points for a fresh machine: `make quickstart` (the main job) and `make test`.
-# Both create .venv if needed and install torch first, then the core and every plugin
-# under plugins/ as real distributions with pip.
+# Both create .venv if needed and install torch first, then the core, every plugin under
+# plugins/ and the worked example plugin of the docs (tests/example-plugin/) as real
+# distributions with pip.
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-PLUGINS := $(sort $(wildcard plugins/*/pyproject.toml))
+PLUGINS := $(sort $(wildcard plugins/*/pyproject.toml)) tests/example-plugin/foundry-plugin-gaussian/pyproject.toml
 STAMP := $(VENV)/.foundry-installed
 
 export OMP_NUM_THREADS ?= 1

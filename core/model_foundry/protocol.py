@@ -27,7 +27,8 @@ capability         method(s)
 ``energy``         ``energy(x)`` -> per-example energy
 ``score``          ``score(x, ...)`` -> the gradient of the log-density in x
 ``conditional``    ``sample(..., conditions=class_labels)`` and ``class_labels`` in
-                   the batch
+                   the batch; ``num_classes`` says how many classes (``None``: this
+                   model, as configured, is unconditional)
 =================  ==================================================================
 """
 
@@ -80,6 +81,10 @@ class ModelOutput(dict):
 
 class FoundryModel(nn.Module):
     """Base class of every model a plugin builds; see the module docstring for the protocol."""
+
+    # Conditional models: class labels (``conditions`` of ``sample``) run over 0 .. num_classes - 1.
+    # None: the model, as configured, conditions on nothing.
+    num_classes: int | None = None
 
     def __init__(self, config: Any):
         super().__init__()
