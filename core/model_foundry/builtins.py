@@ -3,6 +3,7 @@ through the same hooks as any plugin."""
 
 from __future__ import annotations
 
+from model_foundry.datasets.config import DigitsDataConfig, ToyDataConfig
 from model_foundry.hookspecs import hookimpl
 from model_foundry.specs import CollatorSpec, DatasetSpec, ModalitySpec, TokenizerSpec
 from model_foundry.text.config import TextDataConfig
@@ -31,6 +32,17 @@ def foundry_collators() -> list[CollatorSpec]:
 def foundry_modalities() -> list[ModalitySpec]:
     return [
         ModalitySpec("text", "input_ids", "token ids from a tokenizer", "(sequence,)"),
+        ModalitySpec(
+            "image", "pixel_values", "float32 pixels scaled to [-1, 1]", "(channels, height, width)",
+            "model_foundry.modalities:write_images",
+        ),
+        ModalitySpec(
+            "audio", "input_values", "float32 mono waveform in [-1, 1]", "(time,)", "model_foundry.modalities:write_audio",
+        ),
+        ModalitySpec("vector", "vectors", "float32 points or feature vectors", "(dim,)", "model_foundry.modalities:write_vectors"),
+        ModalitySpec(
+            "point_cloud", "points", "float32 sets of 3-D points", "(points, 3)", "model_foundry.modalities:write_point_clouds",
+        ),
     ]
 
 
@@ -40,5 +52,13 @@ def foundry_datasets() -> list[DatasetSpec]:
         DatasetSpec(
             "text", "text", TextDataConfig, "model_foundry.text.data:load_text_dataset",
             "local text or JSONL files, tokenized once and cached",
+        ),
+        DatasetSpec(
+            "digits", "image", DigitsDataConfig, "model_foundry.datasets.images:load_digits",
+            "scikit-learn's bundled 8x8 digits with class labels (pip install 'model-foundry[images]')",
+        ),
+        DatasetSpec(
+            "toy", "vector", ToyDataConfig, "model_foundry.datasets.vectors:load_toy",
+            "2-D/3-D toy distributions: moons, circles, 8gaussians, checkerboard, swiss_roll, s_curve",
         ),
     ]

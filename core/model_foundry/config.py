@@ -495,7 +495,10 @@ def _check_choices(structurer: Structurer, values: Mapping[str, Any], registry: 
 
 
 def data_modality(data: DataSection, registry: Registry) -> str:
-    """The modality of a ``data`` section's dataset kind."""
+    """The modality of a ``data`` section: its own ``modality`` field for kinds that hold several
+    (``npy``), else its dataset kind's."""
+    if "modality" in attrs.fields_dict(type(data.params)):
+        return data.params.modality
     spec = unique_entry(registry.datasets, data.kind, "dataset kind")
     return DEFAULT_DATA_KIND if isinstance(spec, str) else spec.modality
 
