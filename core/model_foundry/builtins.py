@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from model_foundry.datasets.config import DigitsDataConfig, ToyDataConfig
 from model_foundry.hookspecs import hookimpl
-from model_foundry.specs import CollatorSpec, DatasetSpec, ModalitySpec, TokenizerSpec
+from model_foundry.specs import CollatorSpec, DatasetSpec, MetricSpec, ModalitySpec, TokenizerSpec
 from model_foundry.text.config import TextDataConfig
 
 
@@ -61,4 +61,11 @@ def foundry_datasets() -> list[DatasetSpec]:
             "toy", "vector", ToyDataConfig, "model_foundry.datasets.vectors:load_toy",
             "2-D/3-D toy distributions: moons, circles, 8gaussians, checkerboard, swiss_roll, s_curve",
         ),
+    ]
+
+
+@hookimpl
+def foundry_metrics() -> list[MetricSpec]:
+    return [
+        MetricSpec("perplexity", "model_foundry.evaluation:perplexity_metric", ("text",), (), "exp(validation loss)"),
     ]

@@ -474,12 +474,12 @@ def _check_choices(structurer: Structurer, values: Mapping[str, Any], registry: 
             ("tokenizer", "tokenizer_type"),
             f"unknown tokenizer type {tokenizer.tokenizer_type!r}{hint}; available: {one_of(registry.tokenizers)}",
         )
-    if training is not None and training.objective not in registry.collators:
+    if training is not None and training.objective is not None and training.objective not in registry.collators:
         hint = did_you_mean(training.objective, registry.collators)
         structurer.problem(
             ("training", "objective"), f"unknown objective {training.objective!r}{hint}; available: {one_of(registry.collators)}"
         )
-    elif training is not None and model is not None:
+    elif training is not None and training.objective is not None and model is not None:
         allowed = objectives_of(model, registry)
         if allowed and training.objective not in allowed:
             found = find_architecture(model.architecture, registry)

@@ -9,7 +9,7 @@ such as ``training.objective``, are strings checked against the registry by
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import attrs
 
@@ -17,11 +17,25 @@ from model_foundry.schema import non_negative, option, positive, probability, un
 
 
 @attrs.frozen
+class OptimizerConfig:
+    """One parameter group's AdamW settings (``training.optimizers.<group>``); unset: training's own."""
+
+    learning_rate: Optional[float] = option(None, doc="peak learning rate", validator=positive)
+    weight_decay: Optional[float] = option(None, doc="AdamW weight decay (not applied to biases and norms)", validator=non_negative)
+    adam_beta1: Optional[float] = option(None, doc="AdamW beta1", validator=probability)
+    adam_beta2: Optional[float] = option(None, doc="AdamW beta2", validator=probability)
+
+
+@attrs.frozen
 class TrainingConfig:
     """The training loop: objective, optimisation, schedule, logging and checkpoints."""
 
-    objective: str = option("causal_lm", doc="training objective: causal_lm, masked_lm, hybrid (a collator name)")
+    objective: Optional[str] = option(
+        None, doc="the collator that makes batches (causal_lm, masked_lm, ...); null: the architecture's first objective, "
+        "or the modality's own collator",
+    )
     mlm_probability: float = option(0.15, doc="share of tokens selected for masking (masked_lm, hybrid)", validator=probability)
+    collator_options: dict[str, Any] = option(factory=dict, doc="more keyword options for the collator's factory")
     max_steps: int = option(1000, doc="optimizer steps to train for", validator=positive)
     batch_size: int = option(16, doc="blocks per micro-batch on each process", validator=positive)
     gradient_accumulation_steps: int = option(1, doc="micro-batches per optimizer step", validator=positive)
@@ -29,12 +43,18 @@ class TrainingConfig:
     weight_decay: float = option(0.01, doc="AdamW weight decay (not applied to biases and norms)", validator=non_negative)
     adam_beta1: float = option(0.9, doc="AdamW beta1", validator=probability)
     adam_beta2: float = option(0.999, doc="AdamW beta2", validator=probability)
+    optimizers: dict[str, OptimizerConfig] = option(
+        factory=dict, doc="per parameter group (of models that name groups): learning_rate, weight_decay, adam_beta1, adam_beta2",
+    )
     max_grad_norm: Optional[float] = option(1.0, doc="gradient clipping norm; null disables", validator=positive)
     warmup_steps: int = option(100, doc="linear warmup steps", validator=non_negative)
     lr_scheduler: Literal["cosine", "linear", "constant"] = option("cosine", doc="decay after warmup")
     min_lr_ratio: float = option(0.1, doc="final learning rate as a share of the peak", validator=unit_interval)
     eval_every: int = option(200, doc="evaluate every N steps (0 disables)", validator=non_negative)
     eval_batches: Optional[int] = option(None, doc="validation batches per evaluation (null: all)", validator=positive)
+    eval_samples: int = option(
+        64, doc="samples written at each evaluation by models that can sample (0 disables)", validator=non_negative,
+    )
     save_every: int = option(500, doc="write a training checkpoint every N steps (0: only at the end)", validator=non_negative)
     keep_checkpoints: int = option(2, doc="training checkpoints kept in output_dir", validator=positive)
     log_every: int = option(10, doc="log metrics every N steps", validator=positive)

@@ -30,11 +30,11 @@ def run(args) -> int:
 
     from model_foundry.checkpoint import CONFIG_FILE, load, read_yaml_plain
     from model_foundry.errors import FoundryError
-    from model_foundry.factory import create_collator, load_tokenizer
+    from model_foundry.evaluation import eval_collator, perplexity, validation_loss
+    from model_foundry.factory import load_tokenizer
     from model_foundry.sections import TrainingConfig
     from model_foundry.text.config import TextDataConfig
     from model_foundry.text.data import TokenBlocks, read_documents, resolve_files, tokenize_to_array
-    from model_foundry.training.loop import eval_collator, evaluate, perplexity
 
     model = load(args.checkpoint, device=device_from(args.device))
     tokenizer = load_tokenizer(args.checkpoint)
@@ -55,8 +55,10 @@ def run(args) -> int:
     blocks = TokenBlocks(tokens, block_size)
     if len(blocks) == 0:
         raise FoundryError(f"the data has {len(tokens)} tokens, fewer than one block of {block_size}; lower --block-size")
-    collator = eval_collator(training, tokenizer, create_collator)
-    loss_sum, count = evaluate(model, blocks, collator, max(1, args.batch_size), device=next(model.parameters()).device)
+    collator = eval_collator(training, model.config, data, "text", tokenizer)
+    loss_sum, count = validation_loss(
+        model, blocks, collator, batch_size=max(1, args.batch_size), device=next(model.parameters()).device
+    )
     loss = loss_sum / count
     result = {"eval_loss": loss, "perplexity": perplexity(loss), "tokens": blocks.num_tokens, "blocks": len(blocks)}
     if args.json:

@@ -7,10 +7,10 @@ from model_foundry.training.loop import (
     FINAL_DIR,
     StepContext,
     TrainResult,
-    evaluate,
+    default_step,
     latest_checkpoint,
     list_checkpoints,
     train,
 )
 
-__all__ = ["FINAL_DIR", "StepContext", "TrainResult", "evaluate", "latest_checkpoint", "list_checkpoints", "train"]
+__all__ = ["FINAL_DIR", "StepContext", "TrainResult", "default_step", "latest_checkpoint", "list_checkpoints", "train"]

@@ -2,7 +2,9 @@
 
 One process on the CPU by default; under ``accelerate launch`` or ``torchrun`` the same code
 runs data-parallel (Accelerate wraps the model in DDP and each process reads its own share of
-every batch). See docs/training.md for the outputs and the resume guarantees.
+every batch). The loop knows no modality or objective by name: the data comes from its kind's
+loader, batches from the objective's or the modality's collator, and a tokenizer exists only
+for text. See docs/training.md for the outputs and the resume guarantees.
 """
 
 from __future__ import annotations
@@ -15,20 +17,21 @@ import shutil
 import signal
 import sys
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import attrs
 import numpy as np
 import torch
 
 from model_foundry.checkpoint import is_checkpoint, save
-from model_foundry.config import FoundryConfig, ModelConfig, apply_overrides, read_yaml
+from model_foundry.config import DataSection, FoundryConfig, ModelConfig, apply_overrides, read_yaml
 from model_foundry.errors import ConfigError, FoundryError, Problem
-from model_foundry.sections import TrainingConfig
-from model_foundry.text.config import TextDataConfig, TokenizerConfig
-from model_foundry.text.data import TokenBlocks, load_text_data, obtain_tokenizer, resolve_files
+from model_foundry.evaluation import to_device
+from model_foundry.protocol import FoundryModel
+from model_foundry.sections import OptimizerConfig, TrainingConfig
 from model_foundry.training.reporting import LOSS_CURVE_FILE, METRICS_FILE, MetricsLog, Progress, plot_loss_curve
 from model_foundry.training.state import (
+    DEFAULT_OPTIMIZER,
     STATE_JSON,
     capture_rng,
     is_training_checkpoint,
@@ -41,17 +44,66 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 # What atomic_directory leaves behind when a process is killed in the middle of a write.
 STAGING_PATTERN = re.compile(r"^\.(checkpoint-\d+|final)\.(tmp|old)-")
 FINAL_DIR = "final"
-MASKING_OBJECTIVES = ("masked_lm", "hybrid")
+SAMPLES_DIR = "samples"
 
 
 @attrs.frozen
 class StepContext:
-    """What a custom training step (``foundry_training_steps``) gets besides the model and batch."""
+    """What a training step gets besides the model and the micro-batches of one optimizer step.
+
+    A custom step (``foundry_training_steps``) drives the optimizers through these helpers, so
+    mixed precision, DDP and clipping stay the loop's: see docs/training.md.
+    """
 
     accelerator: Any
-    optimizer: Any
+    model: Any  # the model as training runs it (wrapped in DDP on several processes)
+    optimizers: Mapping[str, Any]  # parameter group name -> its optimizer ("model" when the model names none)
+    schedulers: Mapping[str, Any]  # the same names -> their LR schedulers (stepped by the loop, once per step)
     training: TrainingConfig
     step: int  # the optimizer step about to happen (1-based)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()`` through Accelerate (mixed-precision loss scaling, DDP)."""
+        self.accelerator.backward(loss)
+
+    def step_optimizer(self, name: str) -> None:
+        """Clip the group's gradients at ``training.max_grad_norm``, step its optimizer, zero its gradients."""
+        if name not in self.optimizers:
+            raise FoundryError(f"no optimizer named {name!r}; this model's are: {', '.join(self.optimizers)}")
+        optimizer = self.optimizers[name]
+        if self.training.max_grad_norm is not None:
+            parameters = [p for group in optimizer.param_groups for p in group["params"]]
+            self.accelerator.clip_grad_norm_(parameters, self.training.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def no_sync(self) -> Any:
+        """A context in which backward passes do not average gradients across processes: wrap
+        every micro-batch's backward but the last of those that feed one optimizer step."""
+        return self.accelerator.no_sync(self.model)
+
+
+def default_step(model: Any, batches: list[dict[str, Any]], context: StepContext) -> dict[str, torch.Tensor]:
+    """Forward and backward over the micro-batches (gradients synced on the last), then step every optimizer.
+
+    The gradient is that of the mean loss over the micro-batches. Returns the mean ``loss`` and
+    the mean of any other scalar ``*_loss`` the model reports (a hybrid's ``clm_loss``), to be logged.
+    """
+    totals: dict[str, torch.Tensor] = {}
+    for index, batch in enumerate(batches):
+        with contextlib.nullcontext() if index == len(batches) - 1 else context.no_sync():
+            output = model(**batch)
+            context.backward(output.loss / len(batches))
+        for key, value in output.items():
+            if _is_loss(key) and torch.is_tensor(value) and value.dim() == 0:
+                totals[key] = totals.get(key, 0.0) + value.detach().float()
+    for name in context.optimizers:
+        context.step_optimizer(name)
+    return {key: total / len(batches) for key, total in totals.items()}
+
+
+def _is_loss(key: str) -> bool:
+    return key == "loss" or key.endswith("_loss")
 
 
 @attrs.frozen
@@ -59,7 +111,7 @@ class TrainResult:
     """The outcome of :func:`train`: the trained (unwrapped) model and where things were written."""
 
     model: Any
-    tokenizer: Any
+    tokenizer: Any  # None unless the data is text
     step: int
     interrupted: bool
     output_dir: str
@@ -104,7 +156,7 @@ def latest_checkpoint(output_dir: str) -> str:
 
 
 class BlockOrder:
-    """Which blocks each micro-batch holds: a seeded permutation per epoch, split across processes.
+    """Which examples each micro-batch holds: a seeded permutation per epoch, split across processes.
 
     A pure function of the micro-batch index, so resuming needs only the index.
     """
@@ -115,8 +167,8 @@ class BlockOrder:
         if self.per_epoch == 0:
             raise ConfigError(
                 Problem(
-                    f"the training data has {num_blocks} blocks, fewer than one batch of {batch_size} per process "
-                    f"({world} process(es)); lower it, lower data.block_size or add text",
+                    f"the training data has {num_blocks} examples, fewer than one batch of {batch_size} per process "
+                    f"({world} process(es)); lower it or add data",
                     "training.batch_size",
                 )
             )
@@ -130,19 +182,18 @@ class BlockOrder:
         return self._permutation[start : start + self.batch_size]
 
 
-def collate(collator: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]], blocks: TokenBlocks,
-            indices: Any, device: torch.device) -> dict[str, torch.Tensor]:
-    batch = collator([{"input_ids": blocks[int(i)].tolist()} for i in indices])
-    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+def collate(collator: Callable[[Any], Mapping[str, Any]], dataset: Any, indices: Any, device: torch.device) -> dict[str, Any]:
+    """The model inputs of the examples at ``indices``, on ``device``."""
+    return to_device(collator(dataset.batch(indices)), device)
 
 
 # --- optimisation ----------------------------------------------------------------------------
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def adamw_groups(parameters: Iterable[torch.nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: decay on weight matrices, none on biases, norms and other 1-D parameters."""
     decay, no_decay, seen = [], [], set()
-    for _, parameter in model.named_parameters():
+    for parameter in parameters:
         if not parameter.requires_grad or id(parameter) in seen:
             continue
         seen.add(id(parameter))
@@ -164,6 +215,55 @@ def lr_multiplier(training: TrainingConfig) -> Callable[[int], float]:
         return floor + (1 - floor) * shape
 
     return multiplier
+
+
+def build_optimizers(model: torch.nn.Module, training: TrainingConfig) -> dict[str, torch.optim.AdamW]:
+    """One AdamW per parameter group the model names (``parameter_groups()``), else one for all.
+
+    A group's settings come from ``training.optimizers.<group>``, each unset field from
+    ``training``. A name there that is not one of the model's groups is a ConfigError.
+    """
+    named = model.parameter_groups() if isinstance(model, FoundryModel) else None
+    groups = {DEFAULT_OPTIMIZER: model.parameters()} if named is None else dict(named)
+    unknown = [name for name in training.optimizers if named is None or name not in named]
+    if unknown:
+        have = f"its parameter groups are {', '.join(named)}" if named else \
+            "it trains all its parameters with one optimizer, set by training's own learning_rate, weight_decay and betas"
+        raise ConfigError([
+            Problem(f"this model has no parameter group {name!r}; {have}", f"training.optimizers.{name}") for name in unknown
+        ])
+    optimizers = {}
+    for name, parameters in groups.items():
+        own = training.optimizers.get(name, OptimizerConfig())
+        weight_decay, learning_rate, beta1, beta2 = (
+            getattr(training, field) if getattr(own, field) is None else getattr(own, field)
+            for field in ("weight_decay", "learning_rate", "adam_beta1", "adam_beta2")
+        )
+        optimizers[name] = torch.optim.AdamW(adamw_groups(parameters, weight_decay), lr=learning_rate, betas=(beta1, beta2))
+    return optimizers
+
+
+class WindowClock:
+    """Seconds spent training since the last training record: evaluations and checkpoint writes
+    run with the clock paused, so a record's speed is its units over the time spent training them."""
+
+    def __init__(self, seconds: float = 0.0):
+        self.seconds = seconds  # up to the last pause, while paused
+        self._since = time.perf_counter()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        self.seconds += time.perf_counter() - self._since
+        try:
+            yield
+        finally:
+            self._since = time.perf_counter()
+
+    def lap(self) -> float:
+        """The window's seconds, starting a new window."""
+        now = time.perf_counter()
+        seconds, self.seconds, self._since = self.seconds + now - self._since, 0.0, now
+        return seconds
 
 
 # --- locations for run-time config checks ----------------------------------------------------
@@ -189,6 +289,15 @@ def located(config: FoundryConfig, overrides: tuple[str, ...], error: ConfigErro
     ])
 
 
+@contextlib.contextmanager
+def locating(config: FoundryConfig, overrides: tuple[str, ...]) -> Any:
+    """Re-raise a ConfigError from the block with its problems located in the config file."""
+    try:
+        yield
+    except ConfigError as error:
+        raise located(config, overrides, error) from None
+
+
 def _key_path(dotted: str) -> tuple[str | int, ...]:
     """``"data.train_files[0]"`` -> ``("data", "train_files", 0)``."""
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"\.|\[|\]", dotted) if part)
@@ -197,16 +306,23 @@ def _key_path(dotted: str) -> tuple[str | int, ...]:
 # --- the loop --------------------------------------------------------------------------------
 
 
-def _sections(config: FoundryConfig) -> tuple[ModelConfig, TokenizerConfig, TextDataConfig, TrainingConfig]:
+def _sections(config: FoundryConfig) -> tuple[ModelConfig, DataSection, TrainingConfig]:
     missing = [name for name in ("model", "data", "training") if getattr(config, name) is None]
     if missing:
         raise ConfigError(Problem(f"training needs the section(s): {', '.join(missing)}; see docs/training.md"))
-    return config.model, config.tokenizer or TokenizerConfig(), config.data.params, config.training
+    return config.model, config.data, config.training
 
 
-def _accelerator(training: TrainingConfig) -> Any:
+def _cache_dir(data: DataSection, output_dir: str) -> str:
+    """The data's own ``cache_dir`` where its kind has one and it is set, else ``.foundry-cache`` beside the run."""
+    own = data.params.cache_dir if "cache_dir" in attrs.fields_dict(type(data.params)) else None
+    return own or os.path.join(os.path.dirname(output_dir), ".foundry-cache")
+
+
+def _accelerator(training: TrainingConfig, find_unused_parameters: bool) -> Any:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedDataParallelKwargs
 
     # Each run sets its own precision, also when one process runs several (tests, notebooks);
     # the process group (PartialState) is kept.
@@ -222,6 +338,8 @@ def _accelerator(training: TrainingConfig) -> Any:
         mixed_precision=precision,
         log_with=trackers or None,
         project_dir=training.output_dir if trackers else None,
+        # A custom step may run one part of the model at a time (a GAN's discriminator alone).
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else None,
     )
 
 
@@ -245,7 +363,7 @@ def _clean_output_dir(output_dir: str, afresh: bool) -> None:
     doomed = [os.path.join(output_dir, name) for name in os.listdir(output_dir) if STAGING_PATTERN.match(name)]
     if afresh:
         doomed += [path for _, path in list_checkpoints(output_dir)]
-        doomed += [os.path.join(output_dir, name) for name in (FINAL_DIR, METRICS_FILE, LOSS_CURVE_FILE)]
+        doomed += [os.path.join(output_dir, name) for name in (FINAL_DIR, METRICS_FILE, LOSS_CURVE_FILE, SAMPLES_DIR)]
     for path in doomed:
         if os.path.isdir(path):
             shutil.rmtree(path, ignore_errors=True)
@@ -253,17 +371,47 @@ def _clean_output_dir(output_dir: str, afresh: bool) -> None:
             os.remove(path)
 
 
-def _with_vocab(model: ModelConfig, tokenizer: Any, config: FoundryConfig, overrides: tuple[str, ...]) -> ModelConfig:
-    size = len(tokenizer)
-    current = getattr(model.params, "vocab_size", "absent")
+# --- the text modality's part ------------------------------------------------------------------
+
+
+def _text_tokenizer(config: FoundryConfig, resume_from: str | None, cache_dir: str, accelerator: Any) -> Any:
+    """The run's tokenizer: the checkpoint's when resuming, else ``tokenizer.path`` or one trained on the data."""
+    from model_foundry.factory import load_tokenizer
+    from model_foundry.text.config import TokenizerConfig
+    from model_foundry.text.data import obtain_tokenizer, resolve_files
+
+    # Missing files are reported before any process waits for another.
+    resolve_files(config.data.train_files, "data.train_files")
+    resolve_files(config.data.validation_files, "data.validation_files")
+    with accelerator.main_process_first():
+        if resume_from:
+            return load_tokenizer(resume_from)
+        return obtain_tokenizer(config.tokenizer or TokenizerConfig(), config.data.params, cache_dir)
+
+
+def _with_vocab(model: ModelConfig, tokenizer: Any) -> ModelConfig:
+    """A text model config's ``vocab_size``: the tokenizer's when null; a smaller explicit one is an error."""
+    size, current = len(tokenizer), model.vocab_size
     if current is None:
         return model.evolve(vocab_size=size)
-    if isinstance(current, int) and current < size:
-        raise config_problem(
-            config, overrides, ("model", "vocab_size"),
+    if current < size:
+        raise ConfigError(Problem(
             f"{current} is smaller than the tokenizer's {size} tokens; set it to null to use the tokenizer's size",
-        )
+            "model.vocab_size",
+        ))
     return model
+
+
+def _check_block_size(model: Any, data: DataSection) -> None:
+    from model_foundry.text.modeling import LanguageModel
+
+    limit = model.max_sequence_length if isinstance(model, LanguageModel) else None
+    if limit is not None and data.block_size > limit:
+        raise ConfigError(Problem(
+            f"{data.block_size} is longer than the model's max_sequence_length ({limit}); lower it or "
+            "raise the model's position embeddings",
+            "data.block_size",
+        ))
 
 
 class _InterruptFlag:
@@ -295,66 +443,73 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
     """
     from accelerate.utils import gather_object, set_seed
 
-    from model_foundry.factory import create_collator, create_model, load_tokenizer
+    from model_foundry.config import data_modality, find_architecture, unique_entry
+    from model_foundry.datasets import DataContext, load_data
+    from model_foundry.evaluation import MetricContext, eval_collator, evaluate, make_collator, write_samples
+    from model_foundry.factory import create_model
     from model_foundry.plugins import get_registry
     from model_foundry.specs import resolve
 
-    model_config, tokenizer_config, data_config, training = _sections(config)
+    registry = get_registry()
+    model_config, data_section, training = _sections(config)
+    modality = data_modality(data_section, registry)
     output_dir = os.path.abspath(training.output_dir)
-    cache_dir = data_config.cache_dir or os.path.join(os.path.dirname(output_dir), ".foundry-cache")
+    cache_dir = _cache_dir(data_section, output_dir)
     resume_from = latest_checkpoint(output_dir) if resume else None
-    try:  # user errors before anything is written
-        resolve_files(data_config.train_files, "data.train_files")
-        resolve_files(data_config.validation_files, "data.validation_files")
-    except ConfigError as error:
-        raise located(config, overrides, error) from None
+    custom = registry.training_steps.get(model_config.architecture)
+    train_step = resolve(custom[0][0].step) if custom else default_step
 
-    accelerator = _accelerator(training)
+    accelerator = _accelerator(training, find_unused_parameters=bool(custom))
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
-    with accelerator.main_process_first():
-        tokenizer = load_tokenizer(resume_from) if resume_from else obtain_tokenizer(tokenizer_config, data_config, cache_dir)
-    model_config = _with_vocab(model_config, tokenizer, config, overrides)
-    set_seed(training.seed)
-    model = create_model(model_config)
-    limit = getattr(model, "max_sequence_length", None)
-    if limit is not None and data_config.block_size > limit:
-        raise config_problem(
-            config, overrides, ("data", "block_size"),
-            f"{data_config.block_size} is longer than the model's max_sequence_length ({limit}); lower it or "
-            "raise the model's position embeddings",
+    tokenizer = None
+    with locating(config, overrides):
+        if modality == "text":
+            tokenizer = _text_tokenizer(config, resume_from, cache_dir, accelerator)
+            model_config = _with_vocab(model_config, tokenizer)
+        set_seed(training.seed)
+        model = create_model(model_config, registry=registry)
+        if modality == "text":
+            _check_block_size(model, data_section)
+        optimizers = build_optimizers(model, training)
+        with accelerator.main_process_first():
+            data = load_data(data_section, DataContext(cache_dir, training.seed, tokenizer, model_config), registry)
+        order = BlockOrder(len(data.train), training.batch_size, training.seed, rank, world)
+        set_seed(training.seed + rank)  # different dropout masks on each process
+        # Every random draw of the collators (masking, dequantisation) comes from here, saved in checkpoints.
+        collator_generator = torch.Generator().manual_seed(training.seed * 1_000_003 + rank)
+        collator = make_collator(training, model_config, data_section.params, modality, tokenizer, collator_generator, registry)
+        validation_collator = (
+            eval_collator(training, model_config, data_section.params, modality, tokenizer, registry)
+            if data.validation is not None else None
         )
-    with accelerator.main_process_first():
-        data = load_text_data(data_config, tokenizer, cache_dir)
-    order = BlockOrder(len(data.train), training.batch_size, training.seed, rank, world)
-    set_seed(training.seed + rank)  # different dropout masks on each process
+    schedulers = {name: torch.optim.lr_scheduler.LambdaLR(o, lr_multiplier(training)) for name, o in optimizers.items()}
 
-    collator_generator = torch.Generator().manual_seed(training.seed * 1_000_003 + rank)
-    masking = training.objective in MASKING_OBJECTIVES
-    options = {"mlm_probability": training.mlm_probability, "generator": collator_generator} if masking else {}
-    collator = create_collator(training.objective, tokenizer, **options)
-
-    optimizer = torch.optim.AdamW(
-        parameter_groups(model, training.weight_decay), lr=training.learning_rate,
-        betas=(training.adam_beta1, training.adam_beta2),
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(training))
     step, state = 0, {}
     if resume_from:
         from safetensors.torch import load_model
 
         load_model(model, os.path.join(resume_from, "model.safetensors"))
-        state, optimizer_state, rng_states = read_training_state(resume_from)
+        state, optimizer_states, rng_states = read_training_state(resume_from)
+        if set(optimizer_states) != set(optimizers):
+            raise FoundryError(
+                f"{resume_from} holds optimizers {', '.join(optimizer_states)}, and this model has "
+                f"{', '.join(optimizers)}; resume needs the same model"
+            )
         step = state["step"]
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, *prepared = accelerator.prepare(model, *optimizers.values())
+    optimizers = dict(zip(optimizers, prepared, strict=True))
     if resume_from:
-        optimizer.load_state_dict(optimizer_state)
-        scheduler.load_state_dict(state["scheduler"])
+        for name, optimizer in optimizers.items():
+            optimizer.load_state_dict(optimizer_states[name])
+            schedulers[name].load_state_dict(state["schedulers"][name])
         if len(rng_states) != world:
             warn(f"resuming {len(rng_states)}-process random state on {world} process(es): not bit-exact")
-        restore_rng(rng_states[rank % len(rng_states)], collator_generator if masking else None)
+        restore_rng(rng_states[rank % len(rng_states)], collator_generator)
     unwrapped = accelerator.unwrap_model(model)
-    custom = get_registry().training_steps.get(model_config.architecture)
-    custom_step = resolve(custom[0][0].step) if custom else None
+    architecture = find_architecture(model_config.architecture, registry)
+    capabilities = architecture.schema.capabilities
+    modality_spec = unique_entry(registry.modalities, modality, "modality")
+    sample_every_eval = capabilities.sampling and training.eval_samples > 0 and not isinstance(modality_spec, str)
 
     if main:
         os.makedirs(output_dir, exist_ok=True)
@@ -363,36 +518,52 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
     if training.report_to and main:
         accelerator.init_trackers(os.path.basename(output_dir), config=config.to_dict().get("training", {}))
     progress = Progress(training.max_steps, step, enabled=main)
-    tokens_per_step = training.batch_size * training.gradient_accumulation_steps * data_config.block_size * world
+    units_per_step = training.batch_size * training.gradient_accumulation_steps * data.units_per_example * world
+    speed_key = f"{data.unit}_per_sec"
+    examples = (
+        f"blocks of {data.units_per_example} tokens" if data.unit == "tokens" else f"{modality} examples"
+    ) + (" (cached)" if data.cache_hits else "")
     progress.message(
-        f"training {model_config.architecture} ({unwrapped.num_parameters():,} parameters) on {len(data.train):,} blocks "
-        f"of {data_config.block_size} tokens ({'cached' if data.cache_hits else 'tokenized'}), {world} process(es)"
-        + (f"; resuming from {resume_from} at step {step}" if resume_from else "")
+        f"training {model_config.architecture} ({unwrapped.num_parameters():,} parameters) on {len(data.train):,} "
+        f"{examples}, {world} process(es)" + (f"; resuming from {resume_from} at step {step}" if resume_from else "")
+    )
+    metric_context = MetricContext(
+        device=accelerator.device, capabilities=capabilities, data_info=data.info, batch_size=training.batch_size,
+        seed=training.seed, autocast=accelerator.autocast,
     )
 
+    def sum_over_processes(total: float, weight: float) -> tuple[float, float]:
+        sums = accelerator.reduce(torch.tensor([total, weight], dtype=torch.float64, device=accelerator.device), "sum")
+        return float(sums[0]), float(sums[1])
+
     def evaluate_now() -> dict[str, Any] | None:
-        if data.validation is None:
-            return None
-        loss_sum, count = evaluate(
-            unwrapped, data.validation, eval_collator(training, tokenizer, create_collator), training.batch_size,
-            accelerator.device, training.eval_batches, rank, world, autocast=accelerator.autocast,
-        )
-        totals = accelerator.reduce(torch.tensor([loss_sum, count], dtype=torch.float64, device=accelerator.device), "sum")
-        eval_loss = float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
-        return {"step": step, "eval_loss": eval_loss, "perplexity": perplexity(eval_loss), "elapsed": round(elapsed(), 3)}
+        record: dict[str, Any] = {"step": step}
+        if data.validation is not None:
+            record.update(evaluate(
+                unwrapped, data, validation_collator, context=metric_context, batch_size=training.batch_size,
+                max_batches=training.eval_batches, rank=rank, world=world, reduce=sum_over_processes, registry=registry,
+            ))
+        if sample_every_eval and main:
+            write_samples(
+                unwrapped, modality_spec, os.path.join(output_dir, SAMPLES_DIR, f"step-{step}"),
+                num_samples=training.eval_samples, seed=training.seed, capabilities=capabilities, data_info=data.info,
+            )
+        return {**record, "elapsed": round(elapsed(), 3)} if len(record) > 1 else None
 
     def checkpoint(metrics_now: Mapping[str, Any]) -> str:
-        rng = gather_object([capture_rng(collator_generator if masking else None)])
+        rng = gather_object([capture_rng(collator_generator)])
         directory = os.path.join(output_dir, f"checkpoint-{step}")
         if main:
             run_state = {
                 "step": step, "micro_batches": step * training.gradient_accumulation_steps, "world_size": world,
-                "elapsed": elapsed(), "window": {"sums": {k: float(v) for k, v in sums.items()}, "steps": window_steps},
-                "scheduler": scheduler.state_dict(),
+                "elapsed": elapsed(),
+                "window": {"sums": {k: float(v) for k, v in sums.items()}, "steps": window_steps, "seconds": clock.seconds},
+                "schedulers": {name: scheduler.state_dict() for name, scheduler in schedulers.items()},
             }
+            optimizer_states = {name: optimizer.state_dict() for name, optimizer in optimizers.items()}
             save(
                 unwrapped, directory, tokenizer=tokenizer, metrics=metrics_now, config=config,
-                extra=lambda staging: write_training_state(staging, run_state, optimizer.state_dict(), rng),
+                extra=lambda staging: write_training_state(staging, run_state, optimizer_states, rng),
             )
             for _, old in list_checkpoints(output_dir)[: -training.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -404,11 +575,12 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
     def elapsed() -> float:
         return time.perf_counter() - started
 
-    # Sums of the step losses ("loss", and parts such as a hybrid's "clm_loss") since the last log.
+    # Sums of the step losses ("loss", and parts such as a hybrid's "clm_loss") since the last record.
     saved_window = state.get("window", {})
     sums: dict[str, Any] = dict(saved_window.get("sums", {}))
     window_steps: int = saved_window.get("steps", 0)
-    window_started, last_record, last_checkpoint, interrupted = time.perf_counter(), {}, resume_from, False
+    last_record, last_checkpoint, interrupted = {}, resume_from, False
+    clock = WindowClock(saved_window.get("seconds", 0.0))
     model.train()
     with _InterruptFlag() as interrupt:
         while step < training.max_steps:
@@ -417,15 +589,12 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
                 collate(collator, data.train, order.indices(micro + i), accelerator.device)
                 for i in range(training.gradient_accumulation_steps)
             ]
-            if custom_step is not None:
-                merged = {key: torch.cat([b[key] for b in batches]) for key in batches[0]}
-                outcome = custom_step(model, merged, StepContext(accelerator, optimizer, training, step + 1))
-                losses = {k: torch.as_tensor(v).detach().float() for k, v in outcome.items() if _is_loss(k)}
-            else:
-                losses = _optimizer_step(model, optimizer, batches, accelerator, training.max_grad_norm)
-            scheduler.step()
+            outcome = train_step(model, batches, StepContext(accelerator, model, optimizers, schedulers, training, step + 1))
+            losses = {k: torch.as_tensor(v).detach().float() for k, v in outcome.items() if _is_loss(k)}
+            for scheduler in schedulers.values():
+                scheduler.step()
             step += 1
-            if hasattr(unwrapped, "on_optimizer_step"):
+            if isinstance(unwrapped, FoundryModel):
                 unwrapped.on_optimizer_step(step)
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + value
@@ -436,16 +605,17 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
                     key: accelerator.reduce(torch.as_tensor(total, device=accelerator.device) / window_steps, "mean").item()
                     for key, total in sorted(sums.items(), key=lambda item: item[0] != "loss")
                 }
-                now = time.perf_counter()
+                rates = {f"lr_{name}": s.get_last_lr()[0] for name, s in schedulers.items()} if len(schedulers) > 1 else {}
                 last_record = {
-                    "step": step, **means, "lr": scheduler.get_last_lr()[0],
-                    "tokens_per_sec": round(tokens_per_step * window_steps / max(now - window_started, 1e-9), 1),
+                    "step": step, **means, "lr": next(iter(schedulers.values())).get_last_lr()[0], **rates,
+                    speed_key: round(units_per_step * window_steps / max(clock.lap(), 1e-9), 1),
                     "elapsed": round(elapsed(), 3),
                 }
-                sums, window_steps, window_started = {}, 0, now
+                sums, window_steps = {}, 0
                 _record(last_record, metrics, progress, accelerator, step)
             if training.eval_every and (step % training.eval_every == 0 or step == training.max_steps):
-                record = evaluate_now()
+                with clock.paused():
+                    record = evaluate_now()
                 if record is not None:
                     _record(record, metrics, progress, accelerator, step)
                     last_record = {**last_record, **record}
@@ -453,7 +623,8 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
                 flag = accelerator.reduce(torch.tensor(float(interrupt.raised), device=accelerator.device), "sum")
                 interrupt.raised = bool(flag.item())
             if interrupt.raised or step == training.max_steps or (training.save_every and step % training.save_every == 0):
-                last_checkpoint = checkpoint(last_record)
+                with clock.paused():
+                    last_checkpoint = checkpoint(last_record)
             if interrupt.raised:
                 interrupted = True
                 break
@@ -469,75 +640,9 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
     return TrainResult(unwrapped, tokenizer, step, interrupted, output_dir, last_checkpoint, final, last_record)
 
 
-def _is_loss(key: str) -> bool:
-    return key == "loss" or key.endswith("_loss")
-
-
-def _optimizer_step(model: Any, optimizer: Any, batches: list[dict[str, torch.Tensor]], accelerator: Any,
-                    max_grad_norm: float | None) -> dict[str, torch.Tensor]:
-    """Forward and backward over the micro-batches (syncing gradients on the last), clip, step.
-
-    Returns the mean ``loss`` over the micro-batches, and of any other scalar ``*_loss`` the
-    model reports (a hybrid's ``clm_loss`` and ``mlm_loss``), so they are logged too.
-    """
-    totals: dict[str, torch.Tensor] = {}
-    for index, batch in enumerate(batches):
-        last = index == len(batches) - 1
-        with contextlib.nullcontext() if last else accelerator.no_sync(model):
-            output = model(**batch)
-            accelerator.backward(output.loss / len(batches))
-        for key, value in output.items():
-            if _is_loss(key) and torch.is_tensor(value) and value.dim() == 0:
-                totals[key] = totals.get(key, 0.0) + value.detach().float()
-    if max_grad_norm is not None:
-        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return {key: total / len(batches) for key, total in totals.items()}
-
-
 def _record(record: Mapping[str, Any], metrics: MetricsLog | None, progress: Progress, accelerator: Any, step: int) -> None:
     if metrics is not None:
         metrics.write(record)
     progress.record(record)
     if accelerator.trackers:
         accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
-
-
-def perplexity(loss: float) -> float:
-    return math.exp(loss) if loss < 700 else float("inf")
-
-
-def eval_collator(training: TrainingConfig, tokenizer: Any, create_collator: Callable[..., Any]) -> Any:
-    """A collator for evaluation; masking draws from its own fixed-seed generator, so every
-    evaluation masks the same positions and training's random streams are untouched."""
-    if training.objective not in MASKING_OBJECTIVES:
-        return create_collator(training.objective, tokenizer)
-    generator = torch.Generator().manual_seed(training.seed)
-    return create_collator(training.objective, tokenizer, mlm_probability=training.mlm_probability, generator=generator)
-
-
-@torch.no_grad()
-def evaluate(
-    model: Any, blocks: TokenBlocks, collator: Any, batch_size: int, device: Any, max_batches: int | None = None,
-    rank: int = 0, world: int = 1, autocast: Callable[[], Any] = contextlib.nullcontext,
-) -> tuple[float, int]:
-    """``(sum of loss × label tokens, label tokens)`` over this process's share of ``blocks``."""
-    was_training = model.training
-    model.eval()
-    loss_sum, count = 0.0, 0
-    batches = range(0, len(blocks), batch_size)
-    for number, start in enumerate(batches):
-        if max_batches is not None and number >= max_batches:
-            break
-        if number % world != rank:
-            continue
-        batch = collate(collator, blocks, range(start, min(start + batch_size, len(blocks))), device)
-        with autocast():
-            loss = model(**batch).loss
-        tokens = int((batch["labels"] != -100).sum())
-        loss_sum += float(loss) * tokens
-        count += tokens
-    model.train(was_training)
-    return loss_sum, count
-

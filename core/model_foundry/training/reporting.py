@@ -38,19 +38,30 @@ def read_metrics(path: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+# Throughput keys of training records (LoadedData.unit + "_per_sec") and how they are shown.
+SPEED_UNITS = {"tokens_per_sec": "tok/s", "samples_per_sec": "samples/s"}
+
+
 def format_record(record: Mapping[str, Any]) -> str:
-    """``step 40 | loss 5.1234 | lr 3.00e-04 | 1,234 tok/s``, or the eval line."""
-    if "eval_loss" in record:
-        return f"step {record['step']} | eval_loss {record['eval_loss']:.4f} | perplexity {record['perplexity']:.2f}"
+    """``step 40 | loss 5.1234 | lr 3.00e-04 | 1,234 tok/s`` (or ``samples/s``), or the eval line
+    ``step 40 | eval_loss 4.9876 | perplexity 146.60`` with whatever metrics the evaluation had."""
+    if "loss" not in record:
+        metrics = "".join(f" | {key} {_number(value)}" for key, value in record.items() if key not in ("step", "elapsed"))
+        return f"step {record['step']}{metrics}"
     parts = "".join(f" | {key} {value:.4f}" for key, value in record.items() if key.endswith("_loss"))
-    return (
-        f"step {record['step']} | loss {record['loss']:.4f}{parts} | lr {record['lr']:.2e} | "
-        f"{record['tokens_per_sec']:,.0f} tok/s"
-    )
+    speed = "".join(f" | {record[key]:,.0f} {unit}" for key, unit in SPEED_UNITS.items() if key in record)
+    return f"step {record['step']} | loss {record['loss']:.4f}{parts} | lr {record['lr']:.2e}{speed}"
+
+
+def _number(value: Any) -> str:
+    """Losses with four decimals, larger numbers (perplexity, FID) with two."""
+    if not isinstance(value, float):
+        return str(value)
+    return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
 
 
 class Progress:
-    """A tqdm bar (loss and tokens/s) on a terminal; plain log lines otherwise. Silent off the main process."""
+    """A tqdm bar (loss and throughput) on a terminal; plain log lines otherwise. Silent off the main process."""
 
     def __init__(self, total: int, initial: int, enabled: bool):
         self.enabled = enabled
@@ -69,10 +80,11 @@ class Progress:
             return
         if self.bar is None:
             print(format_record(record), flush=True)
-        elif "eval_loss" in record:
+        elif "loss" not in record:
             self.bar.write(format_record(record))
         else:
-            self.bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_sec']:,.0f}")
+            speed = {unit.replace("/", "_"): f"{record[key]:,.0f}" for key, unit in SPEED_UNITS.items() if key in record}
+            self.bar.set_postfix(loss=f"{record['loss']:.4f}", **speed)
 
     def message(self, text: str) -> None:
         if not self.enabled:

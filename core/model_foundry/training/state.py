@@ -3,10 +3,14 @@
 A training checkpoint is a model checkpoint (see :mod:`model_foundry.checkpoint`) plus two
 files written inside the same atomic directory write:
 
-* ``training_state.json`` — step, data position, running metrics, the optimizer's structure
-  (param groups, non-tensor state), the scheduler, and each process's Python and numpy RNG;
-* ``training_state.safetensors`` — the optimizer's tensors, and each process's torch (and
-  CUDA) RNG and collator generator states.
+* ``training_state.json`` — step, data position, running metrics, each optimizer's structure
+  (param groups, non-tensor state) and scheduler by name, and each process's Python and
+  numpy RNG;
+* ``training_state.safetensors`` — the optimizers' tensors (``optimizer.<name>.<param>.<field>``),
+  and each process's torch (and CUDA) RNG and collator generator states.
+
+Checkpoints written before models could have several optimizers hold one ``optimizer`` and
+one ``scheduler``; they read as the optimizer and scheduler named ``model``.
 """
 
 from __future__ import annotations
@@ -23,15 +27,22 @@ STATE_JSON = "training_state.json"
 STATE_TENSORS = "training_state.safetensors"
 
 
-def flatten_optimizer_state(state_dict: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Split ``optimizer.state_dict()`` into JSON-able structure and named tensors."""
+# The name of the one optimizer of a model that names no parameter groups (and of the one
+# optimizer of a checkpoint written before there could be several).
+DEFAULT_OPTIMIZER = "model"
+
+
+def flatten_optimizer_state(
+    state_dict: Mapping[str, Any], prefix: str = "optimizer"
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Split ``optimizer.state_dict()`` into JSON-able structure and tensors named ``<prefix>.<param>.<field>``."""
     tensors: dict[str, torch.Tensor] = {}
     state: dict[str, dict[str, Any]] = {}
     for param_id, entries in state_dict["state"].items():
         state[str(param_id)] = {}
         for name, value in entries.items():
             if torch.is_tensor(value):
-                key = f"optimizer.{param_id}.{name}"
+                key = f"{prefix}.{param_id}.{name}"
                 tensors[key] = value.detach().cpu().contiguous()
                 state[str(param_id)][name] = {"tensor": key}
             else:
@@ -48,7 +59,7 @@ def unflatten_optimizer_state(structure: Mapping[str, Any], tensors: Mapping[str
     return {"state": state, "param_groups": [dict(group) for group in structure["param_groups"]]}
 
 
-def capture_rng(collator_generator: torch.Generator | None) -> dict[str, Any]:
+def capture_rng(collator_generator: torch.Generator) -> dict[str, Any]:
     """This process's random states, as JSON-able data (torch states as lists of bytes)."""
     version, internal, gauss = random.getstate()
     name, keys, position, has_gauss, cached = np.random.get_state()
@@ -59,12 +70,11 @@ def capture_rng(collator_generator: torch.Generator | None) -> dict[str, Any]:
     }
     if torch.cuda.is_available():
         states["cuda"] = [state.tolist() for state in torch.cuda.get_rng_state_all()]
-    if collator_generator is not None:
-        states["collator"] = collator_generator.get_state().tolist()
+    states["collator"] = collator_generator.get_state().tolist()
     return states
 
 
-def restore_rng(states: Mapping[str, Any], collator_generator: torch.Generator | None) -> None:
+def restore_rng(states: Mapping[str, Any], collator_generator: torch.Generator) -> None:
     version, internal, gauss = states["python"]
     random.setstate((version, tuple(internal), gauss))
     name, keys, position, has_gauss, cached = states["numpy"]
@@ -72,7 +82,7 @@ def restore_rng(states: Mapping[str, Any], collator_generator: torch.Generator |
     torch.set_rng_state(_bytes(states["torch"]))
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([_bytes(state) for state in states["cuda"]])
-    if collator_generator is not None and "collator" in states:
+    if "collator" in states:  # older checkpoints of runs without masking have none
         collator_generator.set_state(_bytes(states["collator"]))
 
 
@@ -84,12 +94,19 @@ _TORCH_RNG_KEYS = ("torch", "collator")
 
 
 def write_training_state(
-    directory: str, state: Mapping[str, Any], optimizer_state: Mapping[str, Any], rng_per_process: list[dict[str, Any]]
+    directory: str, state: Mapping[str, Any], optimizer_states: Mapping[str, Mapping[str, Any]],
+    rng_per_process: list[dict[str, Any]],
 ) -> None:
-    """Write the two training-state files into ``directory`` (a checkpoint's staging directory)."""
+    """Write the two training-state files into ``directory`` (a checkpoint's staging directory).
+
+    ``optimizer_states`` maps each optimizer's name to its ``state_dict()``.
+    """
     from safetensors.torch import save_file
 
-    structure, tensors = flatten_optimizer_state(optimizer_state)
+    structures, tensors = {}, {}
+    for name, optimizer_state in optimizer_states.items():
+        structures[name], own = flatten_optimizer_state(optimizer_state, f"optimizer.{name}")
+        tensors.update(own)
     processes = []
     for rank, states in enumerate(rng_per_process):
         light = dict(states)
@@ -101,17 +118,20 @@ def write_training_state(
         processes.append(light)
     save_file(tensors, os.path.join(directory, STATE_TENSORS))
     with open(os.path.join(directory, STATE_JSON), "w", encoding="utf-8") as handle:
-        json.dump({**state, "optimizer": structure, "rng": processes}, handle)
+        json.dump({**state, "optimizers": structures, "rng": processes}, handle)
 
 
-def read_training_state(directory: str) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-    """``(state, optimizer_state_dict, rng_per_process)`` from a training checkpoint."""
+def read_training_state(directory: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """``(state, {optimizer name: state_dict}, rng_per_process)`` from a training checkpoint."""
     from safetensors.torch import load_file
 
     with open(os.path.join(directory, STATE_JSON), encoding="utf-8") as handle:
         state = json.load(handle)
     tensors = load_file(os.path.join(directory, STATE_TENSORS))
-    optimizer_state = unflatten_optimizer_state(state.pop("optimizer"), tensors)
+    if "optimizer" in state:
+        state["optimizers"] = {DEFAULT_OPTIMIZER: state.pop("optimizer")}
+        state["schedulers"] = {DEFAULT_OPTIMIZER: state.pop("scheduler")}
+    optimizer_states = {name: unflatten_optimizer_state(s, tensors) for name, s in state.pop("optimizers").items()}
     processes = []
     for rank, light in enumerate(state.pop("rng")):
         states = dict(light)
@@ -123,7 +143,7 @@ def read_training_state(directory: str) -> tuple[dict[str, Any], dict[str, Any],
         if cuda:
             states["cuda"] = cuda
         processes.append(states)
-    return state, optimizer_state, processes
+    return state, optimizer_states, processes
 
 
 def is_training_checkpoint(directory: str) -> bool:
