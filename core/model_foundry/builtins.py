@@ -4,8 +4,9 @@ through the same hooks as any plugin."""
 from __future__ import annotations
 
 from model_foundry.datasets.config import DigitsDataConfig, ToyDataConfig
+from model_foundry.extensions import AugmentationConfig, EMAConfig, RegularizationConfig
 from model_foundry.hookspecs import hookimpl
-from model_foundry.specs import CollatorSpec, DatasetSpec, MetricSpec, ModalitySpec, TokenizerSpec
+from model_foundry.specs import CollatorSpec, DatasetSpec, ExtensionSpec, MetricSpec, ModalitySpec, TokenizerSpec
 from model_foundry.text.config import TextDataConfig
 
 
@@ -68,4 +69,16 @@ def foundry_datasets() -> list[DatasetSpec]:
 def foundry_metrics() -> list[MetricSpec]:
     return [
         MetricSpec("perplexity", "model_foundry.evaluation:perplexity_metric", ("text",), (), "exp(validation loss)"),
+    ]
+
+
+@hookimpl
+def foundry_extensions() -> list[ExtensionSpec]:
+    return [
+        ExtensionSpec("ema", EMAConfig, "model_foundry.extensions:ExponentialMovingAverage",
+                      "exponential moving average of the weights, used for sampling and saved in checkpoints"),
+        ExtensionSpec("augmentation", AugmentationConfig, "model_foundry.extensions:Augmentation",
+                      "image flips and shifts, Gaussian noise on vectors"),
+        ExtensionSpec("regularization", RegularizationConfig, "model_foundry.extensions:Regularization",
+                      "L2 weight penalty, gradient penalty on the inputs"),
     ]

@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable, Mapping
 
+import attrs
+
 from model_foundry.config import (
     FoundryConfig,
     ModelConfig,
+    data_modality,
     find_architecture,
     load_config,
     load_model_config,
     unique_entry,
 )
-from model_foundry.errors import ConfigError, FoundryError, Problem
-from model_foundry.plugins import Registry, get_registry
+from model_foundry.errors import ConfigError, FoundryError, Problem, did_you_mean, one_of
+from model_foundry.plugins import Architecture, Registry, get_registry
 from model_foundry.schema import Located, Path, Structurer, unstructure
 from model_foundry.specs import resolve
 from model_foundry.text.config import TokenizerConfig
@@ -33,7 +36,9 @@ def typed_config(value: Any, cls: type, path: Path) -> Any:
 
 
 def model_config_of(config: Any, registry: Registry | None = None) -> ModelConfig:
-    """The model section of a loaded config, a model section, a YAML path or a plain mapping."""
+    """The model section of a loaded config, a model section, a YAML path, a plain mapping or a
+    typed config object (an instance of an installed architecture's config class)."""
+    registry = registry or get_registry()
     if isinstance(config, (str, os.PathLike)):
         config = load_config(config, sections=("model", "tokenizer"), registry=registry)
     if isinstance(config, Mapping):
@@ -48,16 +53,100 @@ def model_config_of(config: Any, registry: Registry | None = None) -> ModelConfi
         return model
     if isinstance(config, ModelConfig):
         return config
-    raise TypeError(f"expected a config, a model section, a YAML path or a mapping, got {type(config).__name__}")
+    return _from_config_object(config, registry)
 
 
-def create_model(config: Any, *, device: Any = None, registry: Registry | None = None) -> Any:
+def _from_config_object(config: Any, registry: Registry) -> ModelConfig:
+    """A typed config object: its class names the architecture (presets are not applied)."""
+    owners = {
+        name: entries[0] for name, entries in registry.architectures.items() if entries[0].schema.config_class is type(config)
+    }
+    if not owners:
+        installed = sorted(
+            f"{entries[0].schema.config_class.__name__} ({name})" for name, entries in registry.architectures.items()
+        )
+        raise TypeError(
+            f"create_model() got a {type(config).__module__}.{type(config).__qualname__}, which is no installed "
+            f"architecture's config class; expected one of {one_of(installed)}, or a FoundryConfig, a model "
+            "section, a YAML path or a mapping"
+        )
+    if len(owners) > 1:
+        raise FoundryError(
+            f"{type(config).__name__} is the config class of several architectures ({', '.join(sorted(owners))}); "
+            "say which with create_model({'architecture': NAME, ...}) or a ModelConfig"
+        )
+    (name, found), = owners.items()
+    return ModelConfig(architecture=name, params=typed_config(config, found.schema.config_class, ("model",)))
+
+
+def _for_modality(model_config: ModelConfig, found: Architecture, modality: str | None, from_data: bool) -> ModelConfig:
+    """The model section adapted to ``modality`` (default: the section's own, else the architecture's native one).
+
+    An architecture that models several modalities has a ``modality`` field in its config class,
+    which its builder reads; it is set here, so that a saved model rebuilds for the same modality.
+    """
+    capabilities = found.schema.capabilities
+    supported = capabilities.supported_modalities
+    has_field = "modality" in attrs.fields_dict(type(model_config.params))
+    own = model_config.params.modality if has_field else None
+    if from_data and own is not None and modality != own:
+        raise ConfigError(Problem(
+            f"the model is set to {own} data, and the data section holds {modality} data; remove model.modality "
+            "or change one of them", "model.modality",
+        ))
+    wanted = modality or own or capabilities.modality
+    if wanted not in supported:
+        raise FoundryError(
+            f"{found.name} cannot be adapted to {wanted!r} data{did_you_mean(str(wanted), supported)}; "
+            f"it models {one_of(supported)}"
+        )
+    if not has_field:
+        if len(supported) > 1:
+            raise FoundryError(
+                f"{found.plugin.distribution} declares that {found.name} models {', '.join(supported)}, but its config "
+                f"class {type(model_config.params).__name__} has no 'modality' field to build for one (a bug in that plugin)"
+            )
+        return model_config
+    return model_config if own == wanted else model_config.evolve(modality=wanted)
+
+
+def modality_of(model_config: ModelConfig, registry: Registry | None = None) -> str:
+    """The modality a model section builds for: its ``modality`` field where the architecture has
+    one (set by :func:`create_model`), else the architecture's native modality."""
+    found = find_architecture(model_config.architecture, registry or get_registry())
+    if isinstance(found, str):
+        raise FoundryError(found)
+    own = getattr(model_config.params, "modality", None) if "modality" in attrs.fields_dict(type(model_config.params)) else None
+    return own or found.schema.capabilities.modality
+
+
+def create_model(
+    config: Any,
+    *,
+    modality: str | None = None,
+    device: Any = None,
+    registry: Registry | None = None,
+    preset: str | None = None,
+    **overrides: Any,
+) -> Any:
     """Build the model a config describes, through its architecture's plugin.
 
-    ``config`` may be a :class:`FoundryConfig`, its :class:`ModelConfig`, a YAML path or a
-    mapping. ``device="meta"`` builds without allocating weights (for size summaries).
+    ``config`` may be a :class:`FoundryConfig`, its :class:`ModelConfig`, a YAML path, a mapping,
+    a typed config object (an instance of an installed architecture's config class, which names
+    the architecture; its validators run, presets are not applied), or an architecture name with
+    an optional ``preset`` and field ``overrides`` (``create_model("gpt2", preset="tiny", layers=2)``).
+    ``modality`` adapts an architecture that models several (``Capabilities.modalities``); a
+    FoundryConfig with a ``data`` section builds for the data's modality. ``device="meta"`` builds
+    without allocating weights (for size summaries).
     """
     registry = registry or get_registry()
+    if isinstance(config, str) and config in registry.architectures and not os.path.exists(config):
+        config = {"architecture": config, **({"preset": preset} if preset is not None else {}), **overrides}
+    elif preset is not None or overrides:
+        raise TypeError("create_model() takes a preset and field overrides only with an architecture name")
+    from_data = modality is None and isinstance(config, FoundryConfig) and config.data is not None
+    if from_data:
+        modality = data_modality(config.data, registry)
     model_config = model_config_of(config, registry)
     found = find_architecture(model_config.architecture, registry)
     if isinstance(found, str):
@@ -67,6 +156,7 @@ def create_model(config: Any, *, device: Any = None, registry: Registry | None =
             f"{found.plugin.distribution} {found.plugin.version} declares architecture {found.name!r} "
             "but no model builder for it (a bug in that plugin)"
         )
+    model_config = _for_modality(model_config, found, modality, from_data)
     from model_foundry.protocol import check_capabilities
 
     build = resolve(found.builder.build)
@@ -79,6 +169,31 @@ def create_model(config: Any, *, device: Any = None, registry: Registry | None =
             model = build(model_config)
     check_capabilities(model, found.schema.capabilities, found.plugin.distribution)
     return model
+
+
+def create_model_with_extensions(
+    config: Any,
+    *,
+    extensions_config: Mapping[str, Any] | None = None,
+    modality: str | None = None,
+    device: Any = None,
+    registry: Registry | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """A model (as :func:`create_model` builds it) and the extensions built beside it.
+
+    The extensions are ``extensions_config`` (extension name -> typed config, plain mapping or
+    ``None``) when given, else the config's ``extensions`` section. ``config`` is anything
+    :func:`create_model` takes; a YAML path is read with its ``extensions`` section.
+    """
+    from model_foundry.extensions import build_extensions
+
+    registry = registry or get_registry()
+    if isinstance(config, (str, os.PathLike)) and not (isinstance(config, str) and config in registry.architectures):
+        config = load_config(config, sections=("model", "tokenizer", "extensions"), registry=registry)
+    if extensions_config is None and isinstance(config, FoundryConfig):
+        extensions_config = config.extensions
+    model = create_model(config, modality=modality, device=device, registry=registry)
+    return model, build_extensions(extensions_config, model, registry)
 
 
 def _unique(table: Mapping[str, list[Any]], name: str, what: str) -> Any:

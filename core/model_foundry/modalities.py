@@ -150,8 +150,9 @@ def write_point_clouds(samples: Any, path_stem: str, **info: Any) -> list[str]:
 
 
 def pcm16(waveform: np.ndarray) -> bytes:
-    """Samples in [-1, 1] (clipped) as little-endian 16-bit PCM."""
-    return np.rint(np.clip(waveform, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    """Samples in [-1, 1] as little-endian 16-bit PCM, scaled by 32768 like the WAV reader divides
+    (so a round trip is exact to half a step; +1.0 is clipped to 32767)."""
+    return np.clip(np.rint(waveform * 32768.0), -32768, 32767).astype("<i2").tobytes()
 
 
 def write_audio(samples: Any, path_stem: str, **info: Any) -> list[str]:

@@ -15,11 +15,14 @@ import numpy as np
 
 from model_foundry.datasets import DataContext, LoadedData
 from model_foundry.datasets.arrays import split_arrays
-from model_foundry.datasets.config import DigitsDataConfig
-from model_foundry.errors import FoundryError
+from model_foundry.datasets.config import DigitsDataConfig, ImageFolderDataConfig
+from model_foundry.datasets.files import cached_arrays, file_stamps, folder_files
+from model_foundry.errors import ConfigError, FoundryError, Problem
 
 DIGITS_LEVELS = 17  # scikit-learn's digits hold integer intensities 0..16
 DIGITS_FILE = "sklearn/datasets/data/digits.csv.gz"
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+IMAGE_CACHE_FORMAT = 1
 
 
 def scale_levels(values: np.ndarray, levels: int) -> np.ndarray:
@@ -57,4 +60,65 @@ def load_digits(config: DigitsDataConfig, context: DataContext) -> LoadedData:
     return split_arrays(
         {"pixel_values": pixels, "class_labels": labels}, modality="image",
         validation_fraction=config.validation_fraction, seed=config.seed, info=info,
+    )
+
+
+def _class_names(root: str, files: list[str]) -> list[str]:
+    """The top sub-folder of each image under ``root``: its class."""
+    names = []
+    for path in files:
+        relative = os.path.relpath(path, root)
+        if os.sep not in relative:
+            raise ConfigError(
+                Problem(
+                    f"{path!r} lies directly in {root!r}; with labels_from_folders each image sits in a sub-folder "
+                    "named after its class (move it into one, or set labels_from_folders: false)",
+                    "data.labels_from_folders",
+                )
+            )
+        names.append(relative.split(os.sep, 1)[0])
+    return names
+
+
+def decode_images(files: list[str], height: int, width: int, channels: int) -> np.ndarray:
+    """Decode, orient (EXIF), convert and resize every file: uint8 ``(N, channels, height, width)``."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    pixels = np.empty((len(files), height, width, channels), dtype=np.uint8)
+    mode = "L" if channels == 1 else "RGB"
+    for index, path in enumerate(files):
+        try:
+            with Image.open(path) as image:
+                image = ImageOps.exif_transpose(image).convert(mode).resize((width, height), Image.Resampling.BICUBIC)
+                pixels[index] = np.asarray(image).reshape(height, width, channels)
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise ConfigError(
+                Problem(f"cannot read image {path!r} ({exc}); replace or remove the file", "data.path")
+            ) from None
+    return pixels.transpose(0, 3, 1, 2)
+
+
+def load_image_folder(config: ImageFolderDataConfig, context: DataContext) -> LoadedData:
+    """The loader of dataset kind ``image_folder``: ``pixel_values`` (and ``class_labels`` from
+    sub-folders), decoded once into the cache."""
+    files = folder_files(config.path, IMAGE_EXTENSIONS, "PNG or JPEG images")
+    root = os.path.abspath(os.path.expanduser(config.path))
+    names = _class_names(root, files) if config.labels_from_folders else None
+    height, width = config.height_width
+    key = {
+        "format": IMAGE_CACHE_FORMAT, "files": file_stamps(files), "size": [height, width], "channels": config.channels,
+    }
+    arrays, hit = cached_arrays(
+        context.cache_dir, "images", key,
+        lambda: {"pixels": decode_images(files, height, width, config.channels)},
+    )
+    examples = {"pixel_values": scale_levels(arrays["pixels"], 256)}
+    info: dict = {"image_shape": (config.channels, height, width), "levels": 256, "files": len(files)}
+    if names is not None:
+        classes = sorted(set(names))
+        examples["class_labels"] = np.searchsorted(classes, names).astype(np.int64)
+        info.update(num_classes=len(classes), class_names=classes)
+    return split_arrays(
+        examples, modality="image", validation_fraction=config.validation_fraction, seed=config.seed,
+        info=info, cache_hits=int(hit),
     )

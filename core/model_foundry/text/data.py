@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import hashlib
 import itertools
 import json
 import os
@@ -31,6 +30,7 @@ import numpy as np
 from model_foundry import __version__
 from model_foundry.checkpoint import atomic_directory
 from model_foundry.datasets import DataContext, LoadedData
+from model_foundry.datasets.files import file_stamps, fingerprint
 from model_foundry.errors import ConfigError, FoundryError, Problem
 from model_foundry.schema import unstructure
 from model_foundry.text.config import TextDataConfig, TokenizerConfig
@@ -158,19 +158,7 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     spec.pop("padding", None)
     spec.pop("truncation", None)
-    return _hash(spec)
-
-
-def _hash(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
-def _file_stamps(files: Sequence[str]) -> list[tuple[str, int, int]]:
-    stamps = []
-    for path in files:
-        stat = os.stat(path)
-        stamps.append((path, stat.st_size, stat.st_mtime_ns))
-    return stamps
+    return fingerprint(spec)
 
 
 # --- blocks ----------------------------------------------------------------------------------
@@ -283,10 +271,10 @@ def cached_tokens(
 
     Returns ``(tokens, held_out_or_None, was_cached)``.
     """
-    key = _hash(
+    key = fingerprint(
         {
             "format": CACHE_FORMAT,
-            "files": _file_stamps(files),
+            "files": file_stamps(files),
             "read": [data.format, data.text_field, data.document_per_line],
             "held_out": [held_out_fraction, data.seed] if held_out_fraction > 0 else None,
             "tokenizer": tokenizer_fingerprint(tokenizer),
@@ -348,10 +336,10 @@ def obtain_tokenizer(tokenizer_config: TokenizerConfig, data: TextDataConfig, ca
     if tokenizer_config.path is not None:
         return tokenizer_from_config(tokenizer_config, [])
     files = resolve_files(data.train_files, "data.train_files")
-    key = _hash(
+    key = fingerprint(
         {
             "format": CACHE_FORMAT,
-            "files": _file_stamps(files),
+            "files": file_stamps(files),
             "read": [data.format, data.text_field, data.document_per_line],
             "tokenizer": unstructure(tokenizer_config),
             "core": __version__,  # the trainers may change between versions
