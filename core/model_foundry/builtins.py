@@ -3,7 +3,14 @@ through the same hooks as any plugin."""
 
 from __future__ import annotations
 
-from model_foundry.datasets.config import DigitsDataConfig, ToyDataConfig
+from model_foundry.datasets.config import (
+    DigitsDataConfig,
+    ImageFolderDataConfig,
+    NpyDataConfig,
+    TonesDataConfig,
+    ToyDataConfig,
+    WavFolderDataConfig,
+)
 from model_foundry.extensions import AugmentationConfig, EMAConfig, RegularizationConfig
 from model_foundry.hookspecs import hookimpl
 from model_foundry.specs import CollatorSpec, DatasetSpec, ExtensionSpec, MetricSpec, ModalitySpec, TokenizerSpec
@@ -61,6 +68,22 @@ def foundry_datasets() -> list[DatasetSpec]:
         DatasetSpec(
             "toy", "vector", ToyDataConfig, "model_foundry.datasets.vectors:load_toy",
             "2-D/3-D toy distributions: moons, circles, 8gaussians, checkerboard, swiss_roll, s_curve",
+        ),
+        DatasetSpec(
+            "image_folder", "image", ImageFolderDataConfig, "model_foundry.datasets.images:load_image_folder",
+            "PNG/JPEG files under a folder, resized, optional labels from sub-folders; decoded once and cached",
+        ),
+        DatasetSpec(
+            "npy", "vector", NpyDataConfig, "model_foundry.datasets.npy:load_npy",
+            "examples of any array modality (data.modality) from a .npy/.npz file",
+        ),
+        DatasetSpec(
+            "wav_folder", "audio", WavFolderDataConfig, "model_foundry.datasets.audio:load_wav_folder",
+            "PCM WAV files under a folder, mixed down to mono and cut into clips",
+        ),
+        DatasetSpec(
+            "tones", "audio", TonesDataConfig, "model_foundry.datasets.audio:load_tones",
+            "synthetic sine tones and chirps with class labels, seeded",
         ),
     ]
 
