@@ -137,7 +137,7 @@ def test_moons_are_two_half_circles_one_per_label(tmp_path):
     for label, centre, upper in ((0, (-1.0, -0.5), True), (1, (1.0, 0.5), False)):
         part = points[labels == label]
         radius = np.linalg.norm(part - centre, axis=1)
-        assert abs(np.median(radius) - 2.0) < 0.1
+        assert abs(np.median(radius) - 2.0) < 0.1 and 0.03 < np.std(radius) < 0.08  # the default noise, 0.05
         assert ((part[:, 1] > centre[1] - 0.3) if upper else (part[:, 1] < centre[1] + 0.3)).all()
 
 
@@ -299,6 +299,21 @@ def test_image_folder_resizes_labels_and_caches(tmp_path):
     assert rgb.train.arrays["pixel_values"].shape == (5, 3, 5, 5) and "class_labels" not in rgb.train.arrays
 
 
+def test_image_folder_turns_photos_upright(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo = Image.new("L", (8, 4), 0)
+    photo.paste(255, (0, 0, 4, 4))  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the camera was turned: show it rotated 90 degrees clockwise
+    photo.save(folder / "turned.jpg", exif=exif, quality=100)
+    loaded = load(f"data: {{kind: image_folder, path: {folder}, image_size: [8, 4], channels: 1, validation_fraction: 0}}", tmp_path)
+    pixels = loaded.train.arrays["pixel_values"][0, 0]
+    assert pixels[:3].mean() > 0.8 and pixels[5:].mean() < -0.8  # upright: the white half is on top
+
+
 def test_image_folder_errors_name_the_folder_or_the_file(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -388,6 +403,9 @@ def test_tones_are_seeded_sines_and_chirps_in_range(tmp_path):
     spectrum = np.abs(np.fft.rfft(values[labels == 0], axis=1))
     peaks = np.argmax(spectrum, axis=1) * 8000 / 2000
     assert peaks.min() >= 200 - 4 and peaks.max() <= 800 + 4
+    halves = np.abs(np.fft.rfft(values[:, :1000], axis=1)), np.abs(np.fft.rfft(values[:, 1000:], axis=1))
+    drift = np.abs(np.argmax(halves[0], axis=1) - np.argmax(halves[1], axis=1)) * 8000 / 1000
+    assert drift[labels == 0].max() <= 8 and np.median(drift[labels == 1]) > 50  # chirps sweep, tones hold
     assert np.array_equal(values, load(f"data: {options}", tmp_path).train.arrays["input_values"])
     with pytest.raises(ConfigError, match="max_frequency: must be <= half the sample rate"):
         section("data: {kind: tones, sample_rate: 1000, max_frequency: 600}")
