@@ -87,8 +87,7 @@ def _for_modality(model_config: ModelConfig, found: Architecture, modality: str 
     """
     capabilities = found.schema.capabilities
     supported = capabilities.supported_modalities
-    has_field = "modality" in attrs.fields_dict(type(model_config.params))
-    own = model_config.params.modality if has_field else None
+    has_field, own = _own_modality(model_config)
     if from_data and own is not None and modality != own:
         raise ConfigError(Problem(
             f"the model is set to {own} data, and the data section holds {modality} data; remove model.modality "
@@ -116,8 +115,13 @@ def modality_of(model_config: ModelConfig, registry: Registry | None = None) -> 
     found = find_architecture(model_config.architecture, registry or get_registry())
     if isinstance(found, str):
         raise FoundryError(found)
-    own = getattr(model_config.params, "modality", None) if "modality" in attrs.fields_dict(type(model_config.params)) else None
-    return own or found.schema.capabilities.modality
+    return _own_modality(model_config)[1] or found.schema.capabilities.modality
+
+
+def _own_modality(model_config: ModelConfig) -> tuple[bool, str | None]:
+    """Whether the architecture's config class has a ``modality`` field, and its value."""
+    has_field = "modality" in attrs.fields_dict(type(model_config.params))
+    return has_field, model_config.params.modality if has_field else None
 
 
 def create_model(

@@ -287,6 +287,65 @@ def build_registry(plugins: Iterable[tuple[object, PluginInfo]] = (), discover_e
     return collect(manager, registry)
 
 
+def _merge(into: Registry, other: Registry) -> None:
+    for field in attrs.fields(Registry):
+        target, source = getattr(into, field.name), getattr(other, field.name)
+        if isinstance(target, dict):
+            for name, entries in source.items():
+                target.setdefault(name, []).extend(entries)
+        else:
+            target.extend(source)
+
+
+def _owner(entry: Any) -> PluginInfo | None:
+    if isinstance(entry, PluginInfo):
+        return entry
+    return _plugin_of(entry) if isinstance(entry, (Architecture, tuple)) else None
+
+
+def register_plugin(plugin: object, name: str | None = None) -> PluginInfo:
+    """Register a plugin object (a module, a class instance) with the process registry at run
+    time, e.g. in a notebook; returns the :class:`PluginInfo` it is listed under.
+
+    The plugin counts as a distribution called ``name`` (default: the object's ``__name__`` or
+    class name), so the usual rules hold: an architecture that an installed distribution also
+    provides is a conflict, reported by ``foundry list`` and refused by ``create_model``. A hook
+    of the plugin that raises is a :class:`~model_foundry.errors.FoundryError` here, and
+    nothing of the plugin is registered.
+    """
+    from model_foundry.errors import FoundryError
+
+    registry = get_registry()
+    name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+    info = PluginInfo(name, normalize_distribution(name), "runtime", getattr(plugin, "__module__", None) or name)
+    if info in registry.plugins:
+        raise FoundryError(f"a plugin called {name!r} is already registered; unregister_plugin({name!r}) first")
+    scratch = Registry()
+    manager = make_plugin_manager()
+    register(manager, scratch, plugin, info)
+    collect(manager, scratch)
+    if scratch.errors:
+        raise FoundryError("the plugin could not be registered:\n" + "\n".join(f"  {error}" for error in scratch.errors))
+    _merge(registry, scratch)
+    return info
+
+
+def unregister_plugin(name: str) -> None:
+    """Remove a plugin registered with :func:`register_plugin` and everything it contributed."""
+    from model_foundry.errors import FoundryError
+
+    registry = get_registry()
+    found = [info for info in registry.plugins if info.name == name and info.version == "runtime"]
+    if not found:
+        raise FoundryError(f"no plugin called {name!r} was registered with register_plugin")
+    for field in attrs.fields(Registry):
+        value = getattr(registry, field.name)
+        for key, entries in list(value.items()) if isinstance(value, dict) else [(None, value)]:
+            entries[:] = [entry for entry in entries if _owner(entry) != found[0]]
+            if key is not None and not entries:
+                del value[key]
+
+
 _current: Registry | None = None
 
 
