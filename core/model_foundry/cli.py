@@ -16,7 +16,7 @@ from model_foundry.errors import FoundryError
 
 COMMANDS = [
     "list", "plugins", "info", "schema", "validate", "build",
-    "train", "generate", "eval", "export", "new_plugin",
+    "train", "generate", "sample", "eval", "export", "new_plugin",
 ]
 
 

@@ -109,6 +109,11 @@ class Architecture:
             "objectives": list(caps.objectives),
             "supports_generation": caps.supports_generation,
             "modality": caps.modality,
+            "modalities": list(caps.supported_modalities),
+            # Every capability field of the record, so that one added there is listed without a change here.
+            "capabilities": {
+                key: value for key, value in attrs.asdict(caps).items() if key not in ("objectives", "modality", "modalities")
+            },
             "buildable": self.builder is not None,
         }
 

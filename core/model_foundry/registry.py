@@ -12,8 +12,11 @@ def list_architectures(pattern: str | None = None) -> list[dict[str, Any]]:
     """Installed architectures, sorted by name, optionally filtered by an fnmatch ``pattern``.
 
     Each record has ``name``, ``distribution``, ``version``, ``family``, ``description``,
-    ``presets``, ``objectives``, ``supports_generation``, ``modality``, ``buildable`` and
-    ``conflict`` (true when several distributions claim the name; they are all listed).
+    ``presets``, ``objectives``, ``supports_generation``, ``modality`` (native), ``modalities``
+    (every one it can be built for), ``capabilities`` (each capability field of its
+    :class:`~model_foundry.specs.Capabilities`: ``sampling``, ``likelihood`` (``"exact"``,
+    ``"bound"`` or None), ``latent``, ...), ``buildable`` and ``conflict`` (true when several
+    distributions claim the name; they are all listed).
     """
     registry = get_registry()
     records = []

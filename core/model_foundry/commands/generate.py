@@ -26,8 +26,9 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     import torch
 
-    from model_foundry.checkpoint import load
+    from model_foundry.commands._checkpoint import open_checkpoint
     from model_foundry.factory import load_tokenizer
+    from model_foundry.text.modeling import LanguageModel
 
     if args.max_new_tokens < 1:
         raise FoundryError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
@@ -36,8 +37,14 @@ def run(args) -> int:
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise FoundryError(f"--top-p must be in (0, 1], got {args.top_p}")
     device = device_from(args.device)
-    model = load(args.checkpoint, device=device)
-    if not model.supports_generation:
+    opened = open_checkpoint(args.checkpoint, device)
+    model, capabilities = opened.model, opened.capabilities
+    if not (capabilities.supports_generation and isinstance(model, LanguageModel) and model.supports_generation):
+        if capabilities.sampling:
+            raise FoundryError(
+                f"{args.checkpoint!r} holds a {model.architecture} model of {opened.modality} data, which does not "
+                f"generate text; draw samples with `foundry sample {args.checkpoint} --num-samples N --out STEM`"
+            )
         raise FoundryError(
             f"{args.checkpoint!r} holds a {model.architecture} model, which cannot generate text "
             "(it is not a causal language model); use `foundry eval` to score text with it"
@@ -48,7 +55,7 @@ def run(args) -> int:
     prompt_ids = start + tokenizer.encode(args.prompt, add_special_tokens=False)
     if not prompt_ids:
         raise FoundryError("the prompt is empty and the tokenizer has no eos token to start from; give --prompt")
-    limit = getattr(model, "max_sequence_length", None)
+    limit = model.max_sequence_length
     if limit is not None and len(prompt_ids) + args.max_new_tokens > limit:
         raise FoundryError(
             f"the prompt ({len(prompt_ids)} tokens) plus --max-new-tokens {args.max_new_tokens} exceeds the model's "

@@ -7,6 +7,7 @@ import json
 import attrs
 
 from model_foundry.commands._output import print_json, print_table
+from model_foundry.commands.list import capability_labels
 from model_foundry.config import find_architecture
 from model_foundry.errors import ConfigError, Problem
 from model_foundry.plugins import get_registry
@@ -36,8 +37,8 @@ def run(args) -> int:
     record = found.as_record()
     print(f"{schema.name} — {schema.description}")
     print(f"family: {schema.family or '-'}   from: {record['distribution']} {record['version']}")
-    print(f"objectives: {', '.join(record['objectives']) or '-'}   generation: {'yes' if record['supports_generation'] else 'no'}"
-          f"   modality: {record['modality']}")
+    print(f"modality: {', '.join(record['modalities'])}   objectives: {', '.join(record['objectives']) or '-'}")
+    print(f"capabilities: {', '.join(capability_labels(record['capabilities'])) or '-'}")
     print(f"presets: {', '.join(schema.presets) or '-'}\n")
     print_table(
         [[f["name"], f["type"], "(required)" if f["required"] else _yaml_value(f["default"]), f["doc"]] for f in fields],

@@ -1,8 +1,10 @@
-"""``foundry list [PATTERN] [--json]``: the installed architectures."""
+"""``foundry list [PATTERN] [--json]``: the installed architectures, with the modalities they model and
+what they can do (generation, sampling, likelihood, ...)."""
 
 from __future__ import annotations
 
 import sys
+from typing import Any, Mapping
 
 from model_foundry.commands._output import print_json, print_table
 from model_foundry.registry import list_architectures, plugin_errors
@@ -13,6 +15,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument("pattern", nargs="?", help="fnmatch-style filter, e.g. 'gpt*'")
     parser.add_argument("--json", action="store_true", help="print JSON records")
     parser.set_defaults(run=run)
+
+
+def capability_labels(capabilities: Mapping[str, Any]) -> list[str]:
+    """A record's capabilities for people: ``generation``, ``sampling``, ``likelihood (exact)``, ..."""
+    return [
+        f"{name} ({value})" if isinstance(value, str) else name.removeprefix("supports_")
+        for name, value in capabilities.items() if value
+    ]
 
 
 def run(args) -> int:
@@ -26,15 +36,16 @@ def run(args) -> int:
         [
             r["name"] + (" (conflict)" if r["conflict"] else ""),
             r["family"],
+            ",".join(r["modalities"]),
             ",".join(r["objectives"]) or "-",
-            "yes" if r["supports_generation"] else "no",
+            ", ".join(capability_labels(r["capabilities"])) or "-",
             ",".join(r["presets"]) or "-",
             f"{r['distribution']} {r['version']}",
         ]
         for r in records
     ]
     if rows:
-        print_table(rows, ["architecture", "family", "objectives", "generate", "presets", "distribution"])
+        print_table(rows, ["architecture", "family", "modality", "objectives", "capabilities", "presets", "distribution"])
     failures = plugin_errors()
     if failures:
         print(f"\n{len(failures)} plugin(s) failed to load; see `foundry plugins`", file=sys.stderr)

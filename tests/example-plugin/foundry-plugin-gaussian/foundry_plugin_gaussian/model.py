@@ -112,4 +112,8 @@ class GaussianMixture(FoundryModel):
         return self.logits[classes], self.means[classes], log_scales[classes]
 
 def build(config: ModelConfig) -> GaussianMixture:
+    # create_model sets the modality (from the data, or its modality= argument) after the config's checks ran.
+    problem = config.params.shape_problem()
+    if problem is not None:
+        raise FoundryError(f"model.data_shape of a gaussian_mixture for {config.params.modality} data must be {problem}")
     return GaussianMixture(config)

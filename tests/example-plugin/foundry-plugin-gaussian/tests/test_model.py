@@ -10,8 +10,8 @@ import torch
 from model_foundry import ConfigError, FoundryError, create_model, load_config
 
 
-def build(**fields):
-    return create_model({"architecture": "gaussian_mixture", "preset": "tiny", **fields})
+def build(modality=None, **fields):
+    return create_model({"architecture": "gaussian_mixture", "preset": "tiny", **fields}, modality=modality)
 
 
 def test_log_prob_is_the_mixture_density():
@@ -42,7 +42,8 @@ def test_samples_follow_the_fitted_mixture():
 
 
 def test_images_are_flattened_and_sampled_in_their_layout():
-    model = build(data_shape=[1, 4, 4])
+    model = build("image", data_shape=[1, 4, 4])
+    assert model.config.modality == "image"
     images = torch.rand(3, 1, 4, 4) * 2 - 1
     assert model.log_prob(pixel_values=images).shape == (3,)
     assert model.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 1, 4, 4)
@@ -74,8 +75,18 @@ def test_an_unconditional_model_refuses_conditions_and_ignores_the_datas_labels(
         model.sample(2, conditions=torch.tensor([0, 1]))
 
 
-def test_a_bad_data_shape_is_a_located_config_error(tmp_path):
+def test_a_data_shape_of_another_modality_is_an_error(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("model:\n  architecture: gaussian_mixture\n  data_shape: [8, 8]\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml:3:\d+: model.data_shape: must be \[D\]"):
+    with pytest.raises(ConfigError, match=r"bad.yaml:3:\d+: model.data_shape: must be \[D\] \(vectors\) or \[channels"):
         load_config(path)
+    with pytest.raises(FoundryError, match=r"for vector data must be \[D\] \(vectors\), not \[1, 8, 8\]"):
+        build(data_shape=[1, 8, 8])
+
+
+def test_the_data_section_chooses_the_modality(tmp_path):
+    path = tmp_path / "digits.yaml"
+    path.write_text("model:\n  architecture: gaussian_mixture\n  data_shape: [1, 8, 8]\ndata:\n  kind: digits\n")
+    model = create_model(load_config(path, sections=("model", "data")))
+    assert model.config.modality == "image"
+    assert model.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 1, 8, 8)

@@ -1,0 +1,50 @@
+"""Opening a saved model for the commands that run one (``sample``, ``eval``, ``generate``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import attrs
+
+
+@attrs.frozen
+class OpenedCheckpoint:
+    """A loaded model with what its directory says about it."""
+
+    directory: str
+    model: Any
+    capabilities: Any  # the architecture's Capabilities
+    config: Mapping[str, Any]  # the saved config as plain data ({} for a foreign directory, e.g. --to hf)
+
+    @property
+    def modality(self) -> str:
+        return config_modality(self.model.config, self.capabilities)
+
+    @property
+    def config_file(self) -> str | None:
+        """The checkpoint's config.yaml (None in a foreign directory)."""
+        from model_foundry.checkpoint import CONFIG_FILE
+
+        path = os.path.join(self.directory, CONFIG_FILE)
+        return path if os.path.isfile(path) else None
+
+
+def config_modality(model_config: Any, capabilities: Any) -> str:
+    """The modality a model section builds for: its ``modality`` field in an architecture that models
+    several (``create_model`` sets it on the model's config), else the architecture's own."""
+    params = model_config.params
+    own = params.modality if "modality" in attrs.fields_dict(type(params)) else None
+    return own or capabilities.modality
+
+
+def open_checkpoint(directory: str, device: Any = None) -> OpenedCheckpoint:
+    """Load the model in ``directory`` (a checkpoint, or a directory a converter reads) onto ``device``."""
+    from model_foundry.checkpoint import CONFIG_FILE, load, read_yaml_plain
+    from model_foundry.config import find_architecture
+    from model_foundry.plugins import get_registry
+
+    model = load(directory, device=device)
+    capabilities = find_architecture(model.architecture, get_registry()).schema.capabilities
+    path = os.path.join(directory, CONFIG_FILE)
+    return OpenedCheckpoint(directory, model, capabilities, (read_yaml_plain(path) or {}) if os.path.isfile(path) else {})
