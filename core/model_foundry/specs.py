@@ -183,7 +183,9 @@ class DatasetSpec:
 
     Chosen by ``data.kind``; ``config_class`` is the attrs class of the rest of the ``data``
     section (validated and located like ``model``). ``load`` names
-    ``load(data_config, context) -> Dataset``; see :mod:`model_foundry.datasets`.
+    ``load(data_config, context) -> LoadedData``; see :mod:`model_foundry.datasets`. A kind
+    whose config class has a ``modality`` field holds data of the modality that field names
+    (``npy``); ``modality`` here is then the default, shown in listings.
     """
 
     name: str
