@@ -428,3 +428,17 @@ def test_validate_locates_a_tokenizer_with_image_data_and_an_unknown_kind(tmp_pa
     result = foundry("validate", str(config), cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"{config}:2:9: data.kind: unknown dataset kind 'digit'; did you mean 'digits'?" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ("{kind: toy}", "data.kind 'toy' is vector"),
+        ("{kind: npy, path: x.npy, modality: audio}", "data.kind 'npy' is audio"),
+    ],
+)
+def test_data_of_a_modality_the_architecture_does_not_model_is_located(data, expected):
+    text = f"model:\n  architecture: gpt2\n  preset: tiny\ndata: {data}\n"
+    with pytest.raises(ConfigError) as caught:
+        structure(parse_yaml(text), ("model", "data"))
+    assert str(caught.value).startswith(f"<string>:4:14: data.kind: gpt2 models text data, and {expected}; use a dataset kind of its modality (text)")
