@@ -92,6 +92,10 @@ def foundry_datasets() -> list[DatasetSpec]:
 def foundry_metrics() -> list[MetricSpec]:
     return [
         MetricSpec("perplexity", "model_foundry.evaluation:perplexity_metric", ("text",), (), "exp(validation loss)"),
+        MetricSpec("bits_per_dim", "model_foundry.metrics:bits_per_dim", (), ("likelihood",),
+                   "bits per dimension of the validation split (per intensity level for quantised data)"),
+        MetricSpec("digits_sample_quality", "model_foundry.metrics:digits_sample_quality", ("image",), ("sampling",),
+                   "digits_fid and digits_score of samples against held-out 8x8 digits (a small classifier's features)"),
     ]
 
 
