@@ -10,9 +10,8 @@ from gaussian_toy_plugin import PLUGIN
 from model_foundry.errors import ConfigError, FoundryError
 from model_foundry.extensions import (
     EXTENSIONS_FILE,
-    Augmentation,
-    Extension,
     ExponentialMovingAverage,
+    Extension,
     Regularization,
     build_extensions,
     load_extension_states,
@@ -179,7 +178,7 @@ def test_extension_states_round_trip_bit_exactly_and_resume_identically(registry
 
     resumed = gaussian()
     with torch.no_grad():
-        for mine, theirs in zip(resumed.parameters(), model.parameters()):
+        for mine, theirs in zip(resumed.parameters(), model.parameters(), strict=True):
             mine.copy_(theirs)
     restored = build_extensions({"ema": {"decay": 0.7, "warmup": True}}, resumed)
     load_extension_states(restored, tmp_path)
@@ -230,9 +229,9 @@ def test_horizontal_flips_mirror_some_images_and_keep_the_others(registry):
     images, out = augment(model, 0, horizontal_flip=1.0)
     assert torch.equal(out, images.flip(-1))
     images, out = augment(model, 0, horizontal_flip=0.5)
-    flipped = [torch.equal(o, i.flip(-1)) for o, i in zip(out, images)]
-    kept = [torch.equal(o, i) for o, i in zip(out, images)]
-    assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
+    flipped = [torch.equal(o, i.flip(-1)) for o, i in zip(out, images, strict=True)]
+    kept = [torch.equal(o, i) for o, i in zip(out, images, strict=True)]
+    assert all(f or k for f, k in zip(flipped, kept, strict=True)) and any(flipped) and any(kept)
 
 
 @pytest.mark.parametrize("padding, mode", [("edge", "replicate"), ("reflect", "reflect"), ("constant", "constant")])

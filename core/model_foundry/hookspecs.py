@@ -46,6 +46,8 @@ def foundry_model_builders() -> list:
     :class:`~model_foundry.specs.ModelBuilder`, each naming an architecture and a
     ``"module:function"`` that takes a :class:`~model_foundry.config.ModelConfig` and
     returns a ``torch.nn.Module``. The function is imported only when a model is built.
+    For an architecture of several modalities it reads ``model_config.modality`` (a field of
+    its config class that :func:`~model_foundry.create_model` sets) and builds for that data.
     """
 
 

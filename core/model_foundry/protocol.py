@@ -10,6 +10,11 @@ Every model, of any modality, is a :class:`FoundryModel`:
   ``discriminator``) trained by a custom step with one optimizer each;
 - ``on_optimizer_step(step)`` — called by training after every optimizer step.
 
+An architecture that models several modalities (``Capabilities.modalities``) has a
+``modality`` field in its config class: ``create_model(config, modality=...)`` sets it, and
+the builder reads ``model_config.modality`` to build for that data (``None``: the native
+``Capabilities.modality``).
+
 What else a model can do is declared on its architecture's
 :class:`~model_foundry.specs.Capabilities` and checked by the core when the model is built
 (:func:`check_capabilities`); each capability is a method with a fixed signature:
