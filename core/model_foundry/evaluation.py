@@ -179,14 +179,18 @@ def validation_loss(
 def evaluate(
     model: Any, data: LoadedData, collator: Callable[[Any], Any], *, context: MetricContext, batch_size: int,
     max_batches: int | None = None, rank: int = 0, world: int = 1,
-    reduce: Callable[[float, float], tuple[float, float]] | None = None, registry: Registry | None = None,
+    reduce: Callable[[float, float], tuple[float, float]] | None = None,
+    sampling: Callable[[], Any] = contextlib.nullcontext, registry: Registry | None = None,
 ) -> dict[str, float]:
     """``{"eval_loss": ..., **metrics}`` on ``data.validation``.
 
     ``eval_loss`` is the mean over the split (:func:`validation_loss`; ``reduce`` sums the two
     totals over processes when several share the split); then every metric that applies
-    (:func:`applicable_metrics`) runs with ``context.eval_loss`` set, on every process alike.
+    (:func:`applicable_metrics`) runs with ``context.eval_loss`` set, the model in eval mode and
+    inside ``sampling()`` (the weights samples come from, e.g. an EMA), on every process alike.
     """
+    from model_foundry.specs import resolve
+
     if data.validation is None:
         raise FoundryError("evaluation needs a validation split, and the data has none")
     total, weight = validation_loss(
@@ -198,10 +202,14 @@ def evaluate(
     eval_loss = total / weight if weight > 0 else float("nan")
     record = {"eval_loss": eval_loss}
     context = attrs.evolve(context, eval_loss=eval_loss)
-    for spec in applicable_metrics(data.modality, context.capabilities, registry):
-        from model_foundry.specs import resolve
-
-        record.update(resolve(spec.compute)(model, data.validation, context))
+    was_training = model.training
+    model.eval()
+    try:
+        with sampling():
+            for spec in applicable_metrics(data.modality, context.capabilities, registry):
+                record.update(resolve(spec.compute)(model, data.validation, context))
+    finally:
+        model.train(was_training)
     return record
 
 

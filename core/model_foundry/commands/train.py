@@ -28,7 +28,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from model_foundry.training import train
-    from model_foundry.training.reporting import LOSS_CURVE_FILE, METRICS_FILE
+    from model_foundry.training.reporting import LOSS_CURVE_FILE, METRICS_FILE, format_number
 
     config = load_config(args.config, args.overrides)
     result = train(config, resume=args.resume, overrides=tuple(args.overrides))
@@ -45,8 +45,11 @@ def run(args) -> int:
     print(f"done: {result.step} steps in {summary.get('elapsed', 0):.1f}s")
     if "loss" in summary:
         line = f"final training loss {summary['loss']:.4f}"
-        if "eval_loss" in summary:
-            line += f" | validation loss {summary['eval_loss']:.4f}, perplexity {summary['perplexity']:.2f}"
+        evaluation = {k: v for k, v in result.last_evaluation.items() if k not in ("step", "elapsed")}
+        if "eval_loss" in evaluation:
+            line += " | validation " + ", ".join(
+                f"{key.removeprefix('eval_')} {format_number(value)}" for key, value in evaluation.items()
+            )
         print(line)
     print(f"model saved to {result.final}")
     print(f"metrics: {os.path.join(result.output_dir, METRICS_FILE)}; loss curve: {os.path.join(result.output_dir, LOSS_CURVE_FILE)}")

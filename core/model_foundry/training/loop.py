@@ -17,6 +17,7 @@ import shutil
 import signal
 import sys
 import time
+import warnings
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import attrs
@@ -61,6 +62,16 @@ class StepContext:
     schedulers: Mapping[str, Any]  # the same names -> their LR schedulers (stepped by the loop, once per step)
     training: TrainingConfig
     step: int  # the optimizer step about to happen (1-based)
+    extensions: Mapping[str, Any] = attrs.field(factory=dict)  # the config's extensions, by name
+
+    def extra_losses(self, batch: Mapping[str, Any], output: Any) -> dict[str, torch.Tensor]:
+        """The extensions' loss terms for a batch and the model's output on it, as ``{"<extension>_loss": term}``:
+        add them to the loss before the backward pass (they are logged under these names)."""
+        if not self.extensions:
+            return {}
+        model = self.accelerator.unwrap_model(self.model)
+        terms = {f"{name}_loss": extension.extra_loss(model, batch, output) for name, extension in self.extensions.items()}
+        return {name: term for name, term in terms.items() if term is not None}
 
     def backward(self, loss: torch.Tensor) -> None:
         """``loss.backward()`` through Accelerate (mixed-precision loss scaling, DDP)."""
@@ -86,15 +97,17 @@ class StepContext:
 def default_step(model: Any, batches: list[dict[str, Any]], context: StepContext) -> dict[str, torch.Tensor]:
     """Forward and backward over the micro-batches (gradients synced on the last), then step every optimizer.
 
-    The gradient is that of the mean loss over the micro-batches. Returns the mean ``loss`` and
-    the mean of any other scalar ``*_loss`` the model reports (a hybrid's ``clm_loss``), to be logged.
+    The gradient is that of the mean over the micro-batches of the loss plus the extensions'
+    terms. Returns the mean ``loss``, of any other scalar ``*_loss`` the model reports (a hybrid's
+    ``clm_loss``) and of the extensions' terms, to be logged.
     """
     totals: dict[str, torch.Tensor] = {}
     for index, batch in enumerate(batches):
         with contextlib.nullcontext() if index == len(batches) - 1 else context.no_sync():
             output = model(**batch)
-            context.backward(output.loss / len(batches))
-        for key, value in output.items():
+            extra = context.extra_losses(batch, output)
+            context.backward(sum(extra.values(), output.loss) / len(batches))
+        for key, value in {**output, **extra}.items():
             if _is_loss(key) and torch.is_tensor(value) and value.dim() == 0:
                 totals[key] = totals.get(key, 0.0) + value.detach().float()
     for name in context.optimizers:
@@ -117,7 +130,8 @@ class TrainResult:
     output_dir: str
     checkpoint: str | None  # the newest training checkpoint written
     final: str | None  # output_dir/final, when training finished
-    last_metrics: Mapping[str, Any]
+    last_metrics: Mapping[str, Any]  # the last training record, merged with the last evaluation's
+    last_evaluation: Mapping[str, Any]  # the last evaluation record ({} without one)
 
 
 def warn(message: str) -> None:
@@ -446,6 +460,12 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
     from model_foundry.config import data_modality, find_architecture, unique_entry
     from model_foundry.datasets import DataContext, load_data
     from model_foundry.evaluation import MetricContext, eval_collator, evaluate, make_collator, write_samples
+    from model_foundry.extensions import (
+        build_extensions,
+        load_extension_states,
+        sampling_weights,
+        save_extension_states,
+    )
     from model_foundry.factory import create_model
     from model_foundry.plugins import get_registry
     from model_foundry.specs import resolve
@@ -467,7 +487,9 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
             tokenizer = _text_tokenizer(config, resume_from, cache_dir, accelerator)
             model_config = _with_vocab(model_config, tokenizer)
         set_seed(training.seed)
-        model = create_model(model_config, registry=registry)
+        # Built for the data's modality (an architecture may model several).
+        model = create_model(attrs.evolve(config, model=model_config), registry=registry)
+        model_config = model.config
         if modality == "text":
             _check_block_size(model, data_section)
         optimizers = build_optimizers(model, training)
@@ -506,6 +528,10 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
             warn(f"resuming {len(rng_states)}-process random state on {world} process(es): not bit-exact")
         restore_rng(rng_states[rank % len(rng_states)], collator_generator)
     unwrapped = accelerator.unwrap_model(model)
+    with locating(config, overrides):
+        extensions = build_extensions(config.extensions, unwrapped, registry)
+    if resume_from:
+        load_extension_states(extensions, resume_from, device=accelerator.device)
     architecture = find_architecture(model_config.architecture, registry)
     capabilities = architecture.schema.capabilities
     modality_spec = unique_entry(registry.modalities, modality, "modality")
@@ -532,6 +558,14 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
         seed=training.seed, autocast=accelerator.autocast,
     )
 
+    def sampling() -> Any:
+        return sampling_weights(extensions, unwrapped)
+
+    def transformed(batch: dict[str, Any]) -> dict[str, Any]:
+        for extension in extensions.values():
+            batch = extension.transform_batch(batch, collator_generator)
+        return batch
+
     def sum_over_processes(total: float, weight: float) -> tuple[float, float]:
         sums = accelerator.reduce(torch.tensor([total, weight], dtype=torch.float64, device=accelerator.device), "sum")
         return float(sums[0]), float(sums[1])
@@ -541,12 +575,14 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
         if data.validation is not None:
             record.update(evaluate(
                 unwrapped, data, validation_collator, context=metric_context, batch_size=training.batch_size,
-                max_batches=training.eval_batches, rank=rank, world=world, reduce=sum_over_processes, registry=registry,
+                max_batches=training.eval_batches, rank=rank, world=world, reduce=sum_over_processes, sampling=sampling,
+                registry=registry,
             ))
         if sample_every_eval and main:
             write_samples(
                 unwrapped, modality_spec, os.path.join(output_dir, SAMPLES_DIR, f"step-{step}"),
                 num_samples=training.eval_samples, seed=training.seed, capabilities=capabilities, data_info=data.info,
+                sampling=sampling,
             )
         return {**record, "elapsed": round(elapsed(), 3)} if len(record) > 1 else None
 
@@ -561,10 +597,12 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
                 "schedulers": {name: scheduler.state_dict() for name, scheduler in schedulers.items()},
             }
             optimizer_states = {name: optimizer.state_dict() for name, optimizer in optimizers.items()}
-            save(
-                unwrapped, directory, tokenizer=tokenizer, metrics=metrics_now, config=config,
-                extra=lambda staging: write_training_state(staging, run_state, optimizer_states, rng),
-            )
+
+            def training_state(staging: str) -> None:
+                write_training_state(staging, run_state, optimizer_states, rng)
+                save_extension_states(extensions, staging)
+
+            save(unwrapped, directory, tokenizer=tokenizer, metrics=metrics_now, config=config, extra=training_state)
             for _, old in list_checkpoints(output_dir)[: -training.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
         accelerator.wait_for_everyone()
@@ -579,23 +617,33 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
     saved_window = state.get("window", {})
     sums: dict[str, Any] = dict(saved_window.get("sums", {}))
     window_steps: int = saved_window.get("steps", 0)
-    last_record, last_checkpoint, interrupted = {}, resume_from, False
+    last_record, last_evaluation, last_checkpoint, interrupted = {}, {}, resume_from, False
     clock = WindowClock(saved_window.get("seconds", 0.0))
     model.train()
     with _InterruptFlag() as interrupt:
         while step < training.max_steps:
             micro = step * training.gradient_accumulation_steps
             batches = [
-                collate(collator, data.train, order.indices(micro + i), accelerator.device)
+                transformed(collate(collator, data.train, order.indices(micro + i), accelerator.device))
                 for i in range(training.gradient_accumulation_steps)
             ]
-            outcome = train_step(model, batches, StepContext(accelerator, model, optimizers, schedulers, training, step + 1))
+            for optimizer in optimizers.values():
+                # Gradients a custom step left behind (a generator's pass through the critic) are in no
+                # checkpoint: none may reach the next step, or a resumed run would differ.
+                optimizer.zero_grad(set_to_none=True)
+            context = StepContext(accelerator, model, optimizers, schedulers, training, step + 1, extensions)
+            outcome = train_step(model, batches, context)
             losses = {k: torch.as_tensor(v).detach().float() for k, v in outcome.items() if _is_loss(k)}
-            for scheduler in schedulers.values():
-                scheduler.step()
+            with warnings.catch_warnings():
+                # An optimizer a custom step leaves for a later step (a GAN's generator) follows the schedule all the same.
+                warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"))
+                for scheduler in schedulers.values():
+                    scheduler.step()
             step += 1
             if isinstance(unwrapped, FoundryModel):
                 unwrapped.on_optimizer_step(step)
+            for extension in extensions.values():
+                extension.on_optimizer_step(unwrapped, step)
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + value
             window_steps += 1
@@ -618,7 +666,7 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
                     record = evaluate_now()
                 if record is not None:
                     _record(record, metrics, progress, accelerator, step)
-                    last_record = {**last_record, **record}
+                    last_record, last_evaluation = {**last_record, **record}, record
             if world > 1:
                 flag = accelerator.reduce(torch.tensor(float(interrupt.raised), device=accelerator.device), "sum")
                 interrupt.raised = bool(flag.item())
@@ -632,12 +680,15 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
     final = None
     if main:
         if not interrupted:
-            final = save(unwrapped, os.path.join(output_dir, FINAL_DIR), tokenizer=tokenizer, metrics=last_record, config=config)
+            final = save(
+                unwrapped, os.path.join(output_dir, FINAL_DIR), tokenizer=tokenizer, metrics=last_record, config=config,
+                extra=lambda staging: save_extension_states(extensions, staging),
+            )
         plot_loss_curve(metrics.records, os.path.join(output_dir, LOSS_CURVE_FILE))
     if training.report_to:
         accelerator.end_training()
     accelerator.wait_for_everyone()
-    return TrainResult(unwrapped, tokenizer, step, interrupted, output_dir, last_checkpoint, final, last_record)
+    return TrainResult(unwrapped, tokenizer, step, interrupted, output_dir, last_checkpoint, final, last_record, last_evaluation)
 
 
 def _record(record: Mapping[str, Any], metrics: MetricsLog | None, progress: Progress, accelerator: Any, step: int) -> None:

@@ -46,14 +46,14 @@ def format_record(record: Mapping[str, Any]) -> str:
     """``step 40 | loss 5.1234 | lr 3.00e-04 | 1,234 tok/s`` (or ``samples/s``), or the eval line
     ``step 40 | eval_loss 4.9876 | perplexity 146.60`` with whatever metrics the evaluation had."""
     if "loss" not in record:
-        metrics = "".join(f" | {key} {_number(value)}" for key, value in record.items() if key not in ("step", "elapsed"))
+        metrics = "".join(f" | {key} {format_number(value)}" for key, value in record.items() if key not in ("step", "elapsed"))
         return f"step {record['step']}{metrics}"
     parts = "".join(f" | {key} {value:.4f}" for key, value in record.items() if key.endswith("_loss"))
     speed = "".join(f" | {record[key]:,.0f} {unit}" for key, unit in SPEED_UNITS.items() if key in record)
     return f"step {record['step']} | loss {record['loss']:.4f}{parts} | lr {record['lr']:.2e}{speed}"
 
 
-def _number(value: Any) -> str:
+def format_number(value: Any) -> str:
     """Losses with four decimals, larger numbers (perplexity, FID) with two."""
     if not isinstance(value, float):
         return str(value)
