@@ -57,6 +57,12 @@ def test_overrides_are_typed_and_win(tmp_path):
     assert config.training.learning_rate == pytest.approx(1e-3)
 
 
+# Nine levels of ten aliases each would be 10**9 values: refused after the first few levels.
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+
 @pytest.mark.parametrize(
     "text, expected",
     [
@@ -77,7 +83,15 @@ def test_overrides_are_typed_and_win(tmp_path):
         ("model:\n  architecture: toy\n  preset: tiny\n  bidirectional: true\ntraining:\n  objective: causal_lm\n",
          ":6:14: training.objective: toy cannot train 'causal_lm' with these settings, only masked_lm"),
         ("tokenizer:\n  tokenizer_type: wordpeice\n", ":2:19: tokenizer.tokenizer_type: unknown tokenizer type 'wordpeice'; did you mean 'wordpiece'?"),
-        ("training:\n  max_steps: 5\n  warmup_steps: 10\n", ":3:17: training.warmup_steps: must not exceed max_steps (5)"),
+        ("training:\n  seed: -1\n", ":2:9: training.seed: must be between 0 and 4294967295, got -1"),
+        ("model:\n  architecture: !!python/object/apply:os.system [echo pwned]\n",
+         ":2:17: YAML tag '!!python/object/apply:os.system' is not allowed (nothing in a config is ever executed)"),
+        ("training:\n  report_to: [!!python/name:os.system x]\n", ":2:15: YAML tag '!!python/name:os.system' is not allowed"),
+        ("training:\n  seed: !!binary aGk=\n", ":2:9: YAML tag '!!binary' is not allowed"),
+        ("training:\n  seed: " + "9" * 5000 + "\n", ":2:9: an integer of 5,000 digits; integers in a config have at most 4300"),
+        ("training: " + "[" * 100_000 + "\n", ":1:111: more than 100 nested [ or {"),
+        ("training:\n" + "".join(" " * i + f"k{i}:\n" for i in range(1, 120)), ": more than 100 nested levels"),
+        (LAUGHS, ":5:44: this file expands to more than 100,000 values once its aliases (*name) are expanded"),
         ("model:\n  architecture: toy\n  preset: tiny\nmodel:\n  architecture: toy\n", ":4:1: duplicate key 'model'"),
         ("model:\n\tarchitecture: toy\n", ":2:1: tab character in indentation"),
         ("model: [unclosed\n", ":2:1: invalid YAML"),
@@ -120,6 +134,17 @@ def test_model_keys_without_their_section_are_one_problem(tmp_path, sections):
     assert any("max_stepz" in p for p in found) == (sections is None), found
 
 
+def test_warmup_longer_than_the_run_is_allowed(tmp_path):
+    # Shortening a run with --set training.max_steps just works: warmup never completes, as in transformers.
+    config = load_config(write(tmp_path, GOOD), ["training.max_steps=5", "training.warmup_steps=10"])
+    assert (config.training.max_steps, config.training.warmup_steps) == (5, 10)
+
+
+def test_aliases_within_the_bound_still_expand(tmp_path):
+    path = write(tmp_path, "training:\n  report_to: &trackers [tensorboard]\nextensions: {}\n")
+    assert load_config(path, sections=("training",)).training.report_to == ["tensorboard"]
+
+
 def test_missing_file_and_directory(tmp_path):
     assert "config file not found" in problems(str(tmp_path / "nope.yaml"))[0]
     assert "is a directory" in problems(str(tmp_path))[0]
@@ -133,6 +158,9 @@ def test_missing_file_and_directory(tmp_path):
         ("training.objective=masked_llm", "did you mean 'masked_lm'?"),
         ("nokey", "expected --set dotted.key=value"),
         ("model.preset.x=1", "cannot set a key inside model.preset"),
+        ("training.seed=!!python/object/apply:os.system [x]", "--set training.seed=!!python/object/apply:os.system [x]:1:1: "
+         "YAML tag '!!python/object/apply:os.system' is not allowed"),
+        ("training.seed=" + "1" * 4400, "an integer of 4,400 digits"),
     ],
 )
 def test_override_errors(tmp_path, override, expected):

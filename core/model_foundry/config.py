@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from typing import Any, Iterable, Mapping, Sequence
 
 import attrs
@@ -136,6 +137,14 @@ def _yaml() -> YAML:
     return yaml
 
 
+# Bounds that keep a small hostile file from exhausting the machine (docs/configs.md, "Limits").
+MAX_NESTING = 100  # ruamel's scanner is superlinear in flow nesting and its composer recursive
+MAX_VALUES = 100_000  # keys, values and list items after aliases are expanded ("billion laughs")
+MAX_INT_DIGITS = 4300  # Python's own limit for converting a decimal string to int
+PLAIN_TAGS = {f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "map", "seq")}
+_DECIMAL = re.compile(r"[-+]?[0-9][0-9_]*")
+
+
 def read_yaml(path: str | os.PathLike[str]) -> Located:
     """Parse a YAML file into plain data with the location of every key and value."""
     path = os.fspath(path)
@@ -160,9 +169,77 @@ def text_line_of(path: str, offset: int) -> int:
         return handle.read(offset).count(b"\n") + 1
 
 
+def _load(text: str, filename: str) -> Any:
+    """The YAML document in ``text``, once it is known to stay within the limits above."""
+    _check_flow_nesting(text, filename)
+    _check_events(_yaml().parse(text), filename)
+    return _yaml().load(text)
+
+
+def _check_flow_nesting(text: str, filename: str) -> None:
+    """Refuse deep ``[``/``{`` nesting before the scanner sees it (counted on the raw text, so a
+    bracket inside a quoted string counts too: only a file far beyond any real config is refused)."""
+    depth = 0
+    for match in re.finditer(r"[\[\]{}]", text):
+        depth = depth + 1 if match.group() in "[{" else max(depth - 1, 0)
+        if depth > MAX_NESTING:
+            line = text.count("\n", 0, match.start()) + 1
+            column = match.start() - (text.rfind("\n", 0, match.start()) + 1) + 1
+            raise ConfigError(Problem(f"more than {MAX_NESTING} nested [ or {{; a config nests a few levels deep",
+                                      location=Location(filename, line, column)))
+
+
+def _check_events(events: Iterable[Any], filename: str) -> None:
+    """One pass over the parser's events: no tag that names a type (``!!python/...``), no nesting beyond
+    :data:`MAX_NESTING`, no integer beyond :data:`MAX_INT_DIGITS` digits, and at most
+    :data:`MAX_VALUES` values once every alias is expanded."""
+
+    def refuse(event: Any, message: str) -> None:
+        mark = event.start_mark
+        raise ConfigError(Problem(message, location=Location(filename, mark.line + 1, mark.column + 1)))
+
+    sizes: dict[str, int] = {}  # anchor -> values in the anchored node, its own aliases expanded
+    open_nodes: list[tuple[str | None, int]] = [(None, 0)]  # (anchor, values so far) of each open collection
+
+    def add(event: Any, count: int) -> None:
+        anchor, total = open_nodes[-1]
+        total += count
+        if total > MAX_VALUES:
+            refuse(event, f"this file expands to more than {MAX_VALUES:,} values once its aliases (*name) are "
+                   "expanded; a config needs far fewer: write the values out, or use fewer nested aliases")
+        open_nodes[-1] = (anchor, total)
+
+    for event in events:
+        kind = type(event).__name__
+        tag = getattr(event, "tag", None)
+        if tag is not None and str(tag) not in PLAIN_TAGS:
+            hint = " (nothing in a config is ever executed)" if "python/" in str(tag) else ""
+            refuse(event, f"YAML tag {str(tag).replace('tag:yaml.org,2002:', '!!')!r} is not allowed{hint}; "
+                   "write the plain value without a tag")
+        if kind in ("SequenceStartEvent", "MappingStartEvent"):
+            if len(open_nodes) > MAX_NESTING:
+                refuse(event, f"more than {MAX_NESTING} nested levels; a config nests a few levels deep")
+            open_nodes.append((event.anchor, 1))
+        elif kind in ("SequenceEndEvent", "MappingEndEvent"):
+            anchor, total = open_nodes.pop()
+            if anchor is not None:
+                sizes[anchor] = total
+            add(event, total)
+        elif kind == "ScalarEvent":
+            value = event.value
+            if event.style is None and tag is None and len(value) > MAX_INT_DIGITS and _DECIMAL.fullmatch(value):
+                refuse(event, f"an integer of {len(value):,} digits; integers in a config have at most "
+                       f"{MAX_INT_DIGITS} digits")
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+            add(event, 1)
+        elif kind == "AliasEvent":
+            add(event, sizes.get(event.anchor, 1))
+
+
 def parse_yaml(text: str, filename: str = "<string>") -> Located:
     try:
-        root = _yaml().load(text)
+        root = _load(text, filename)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         message = _yaml_message(exc, text, mark)
@@ -243,7 +320,7 @@ def parse_override(text: str) -> tuple[Path, Any, Location]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(Problem("expected --set dotted.key=value, e.g. --set training.max_steps=100", location=where))
     try:
-        value = _yaml().load(raw) if raw.strip() else ""
+        value = _load(raw, where.file) if raw.strip() else ""
     except YAMLError:
         value = raw
     if isinstance(value, (CommentedMap, CommentedSeq)):
