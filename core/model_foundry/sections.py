@@ -13,15 +13,17 @@ from typing import Any, Literal, Optional
 
 import attrs
 
-from model_foundry.schema import non_negative, option, positive, probability, unit_interval
+from model_foundry.schema import finite, in_range, non_negative, option, positive, probability, unit_interval
 
 
 @attrs.frozen
 class OptimizerConfig:
     """One parameter group's AdamW settings (``training.optimizers.<group>``); unset: training's own."""
 
-    learning_rate: Optional[float] = option(None, doc="peak learning rate", validator=positive)
-    weight_decay: Optional[float] = option(None, doc="AdamW weight decay (not applied to biases and norms)", validator=non_negative)
+    learning_rate: Optional[float] = option(None, doc="peak learning rate", validator=[positive, finite])
+    weight_decay: Optional[float] = option(
+        None, doc="AdamW weight decay (not applied to biases and norms)", validator=[non_negative, finite],
+    )
     adam_beta1: Optional[float] = option(None, doc="AdamW beta1", validator=probability)
     adam_beta2: Optional[float] = option(None, doc="AdamW beta2", validator=probability)
 
@@ -39,14 +41,16 @@ class TrainingConfig:
     max_steps: int = option(1000, doc="optimizer steps to train for", validator=positive)
     batch_size: int = option(16, doc="blocks per micro-batch on each process", validator=positive)
     gradient_accumulation_steps: int = option(1, doc="micro-batches per optimizer step", validator=positive)
-    learning_rate: float = option(3e-4, doc="peak learning rate", validator=positive)
-    weight_decay: float = option(0.01, doc="AdamW weight decay (not applied to biases and norms)", validator=non_negative)
+    learning_rate: float = option(3e-4, doc="peak learning rate", validator=[positive, finite])
+    weight_decay: float = option(
+        0.01, doc="AdamW weight decay (not applied to biases and norms)", validator=[non_negative, finite],
+    )
     adam_beta1: float = option(0.9, doc="AdamW beta1", validator=probability)
     adam_beta2: float = option(0.999, doc="AdamW beta2", validator=probability)
     optimizers: dict[str, OptimizerConfig] = option(
         factory=dict, doc="per parameter group (of models that name groups): learning_rate, weight_decay, adam_beta1, adam_beta2",
     )
-    max_grad_norm: Optional[float] = option(1.0, doc="gradient clipping norm; null disables", validator=positive)
+    max_grad_norm: Optional[float] = option(1.0, doc="gradient clipping norm; null disables", validator=[positive, finite])
     warmup_steps: int = option(100, doc="linear warmup steps", validator=non_negative)
     lr_scheduler: Literal["cosine", "linear", "constant"] = option("cosine", doc="decay after warmup")
     min_lr_ratio: float = option(0.1, doc="final learning rate as a share of the peak", validator=unit_interval)
@@ -59,10 +63,6 @@ class TrainingConfig:
     keep_checkpoints: int = option(2, doc="training checkpoints kept in output_dir", validator=positive)
     log_every: int = option(10, doc="log metrics every N steps", validator=positive)
     output_dir: str = option("runs/default", doc="where checkpoints, metrics and plots go")
-    seed: int = option(42, doc="seed for initialisation, data order and dropout")
+    seed: int = option(42, doc="seed for initialisation, data order and dropout", validator=in_range(0, 2**32 - 1))
     mixed_precision: Literal["no", "fp16", "bf16"] = option("no", doc="mixed precision where the device has it")
     report_to: list[str] = option(factory=list, doc="extra trackers through Accelerate (tensorboard, wandb, ...)")
-
-    def validate(self):
-        if self.warmup_steps > self.max_steps:
-            yield "warmup_steps", f"must not exceed max_steps ({self.max_steps})"
