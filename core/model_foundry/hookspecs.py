@@ -140,4 +140,7 @@ def foundry_training_steps() -> list:
 
     Called once. Return a list of :class:`~model_foundry.specs.TrainingStep`. Only for
     models that need more than one backward pass and one optimizer (GANs, for instance).
+    Training then calls ``step(model, batches, context)`` once per optimizer step instead of
+    its default step, with the step's micro-batches and a
+    :class:`~model_foundry.training.StepContext`; the returned ``loss`` and ``*_loss`` are logged.
     """

@@ -148,7 +148,10 @@ class TrainingStep:
     """A custom training step: answer to :func:`~model_foundry.hookspecs.foundry_training_steps`.
 
     For models that need more than ``loss.backward(); optimizer.step()`` (several optimizers,
-    for instance). ``step`` names ``step(model, batch, context) -> dict[str, float]``.
+    for instance). ``step`` names ``step(model, batches, context) -> dict[str, float | Tensor]``:
+    ``batches`` are the micro-batches of one optimizer step and ``context`` a
+    :class:`model_foundry.training.StepContext` (optimizers by group name, ``backward``,
+    ``step_optimizer``, ``no_sync``); see docs/training.md.
     """
 
     architecture: str
