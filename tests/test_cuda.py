@@ -1,6 +1,6 @@
 """Every installed architecture on a CUDA device: the conformance checks that run a model run there,
-``foundry train`` trains it there in full and mixed precision, and seeded sampling gives the same
-tokens on any device. Skipped where no CUDA device is present (CI has none); plugins keep their
+``foundry train`` trains each language model there in full and mixed precision, and seeded sampling
+gives the same tokens (``foundry generate``) and samples (``foundry sample``) on any device. Skipped where no CUDA device is present (CI has none); plugins keep their
 own device tests (e.g. the Performer's ``tests/test_cuda.py``)."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from model_foundry.text.modeling import sample_next_token
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 ARCHITECTURES = sorted(a["name"] for a in model_foundry.list_architectures())
+TEXT_ARCHITECTURES = sorted(a["name"] for a in model_foundry.list_architectures() if a["modality"] == "text")
 DEVICE = "cuda"
 
 
@@ -66,7 +67,7 @@ def train_tiny(name, precision, tmp_path):
 
 
 @pytest.mark.parametrize("precision", ["no", "bf16", "fp16"])
-@pytest.mark.parametrize("name", ARCHITECTURES)
+@pytest.mark.parametrize("name", TEXT_ARCHITECTURES)
 def test_foundry_train_on_cuda(name, precision, tmp_path):
     result = train_tiny(name, precision, tmp_path)
     assert next(result.model.parameters()).device.type == DEVICE
@@ -91,3 +92,15 @@ def test_generate_and_eval_on_cuda_match_the_cpu(tmp_path, capsys):
         outputs[device] = text, json.loads(capsys.readouterr().out)["eval_loss"]
     assert outputs["cuda"][0] == outputs["cpu"][0]  # the seeded CPU generator draws the same tokens
     assert outputs["cuda"][1] == pytest.approx(outputs["cpu"][1], rel=1e-4)
+
+
+def test_sample_on_cuda_matches_the_cpu(tmp_path, capsys):
+    import numpy as np
+
+    model_foundry.save(model_foundry.create_model("gaussian_mixture", preset="tiny", num_classes=2), tmp_path / "ckpt")
+    samples = {}
+    for device in ("cpu", "cuda"):
+        args = ["sample", str(tmp_path / "ckpt"), "--num-samples", "64", "--seed", "3", "--condition", "1"]
+        assert cli.main([*args, "--device", device, "--out", str(tmp_path / device)]) == 0
+        samples[device] = np.load(tmp_path / f"{device}.npy")
+    np.testing.assert_allclose(samples["cuda"], samples["cpu"], rtol=1e-5, atol=1e-6)  # drawn from the seeded CPU generator
