@@ -50,6 +50,12 @@ def test_the_example_is_an_installed_distribution_that_foundry_lists():
     assert validated.returncode == 0 and "OK" in validated.stdout, validated.stderr
 
 
+def test_build_sizes_the_model_for_its_datas_modality(capsys):
+    # digits are images: one mixture of 8 components over 64 pixels per class, 10 classes.
+    assert cli.main(["build", str(EXAMPLE / "configs" / "digits.yaml"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_parameters"] == 10 * 8 + 2 * 10 * 8 * 64
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """The README's run of configs/toy.yaml, shortened: ``foundry train`` for 40 steps."""

@@ -8,8 +8,9 @@ activations not included) and a table of its modules with their parameter counts
 
 from __future__ import annotations
 
-import functools
 from typing import Any
+
+import attrs
 
 from model_foundry.commands._output import human_bytes, human_count, print_json, print_table
 from model_foundry.commands.validate import add_set_argument
@@ -31,18 +32,17 @@ def add_parser(subparsers) -> None:
 
 def summarize(model: Any, depth: int = 2) -> dict[str, Any]:
     """Parameter counts, memory footprint and per-module table of a built model (meta device or not)."""
-    from model_foundry.text.modeling import LanguageModel
+    from model_foundry.protocol import FoundryModel, memory_footprint
 
-    # Any nn.Module: LanguageModel's accounting needs nothing but parameters() and buffers().
-    footprint = getattr(model, "memory_footprint", None) or functools.partial(LanguageModel.memory_footprint, model)
     modules = module_table(model, depth)
     parameters = sum(row["parameters"] for row in modules)
     return {
-        "architecture": getattr(model, "architecture", type(model).__name__),
+        "architecture": model.architecture if isinstance(model, FoundryModel) else type(model).__name__,
         "dtypes": sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()}),
         "num_parameters": parameters,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "memory": footprint(),
+        # Any nn.Module: the accounting needs nothing but parameters() and buffers().
+        "memory": memory_footprint(model),
         "modules": modules,
     }
 
@@ -88,10 +88,9 @@ def module_table(model: Any, depth: int) -> list[dict[str, Any]]:
 
 def _vocab_note(config: FoundryConfig, model: Any) -> tuple[Any, str | None]:
     """The model's vocabulary size and where it came from (None for models without one)."""
-    given = getattr(config.model.params, "vocab_size", "absent")
-    if given == "absent":
+    if "vocab_size" not in attrs.fields_dict(type(config.model.params)):
         return None, None
-    built = getattr(getattr(model, "config", None), "vocab_size", given)
+    given, built = config.model.params.vocab_size, model.config.params.vocab_size
     if given is not None:
         return built, "model.vocab_size"
     if built is None:
@@ -100,7 +99,7 @@ def _vocab_note(config: FoundryConfig, model: Any) -> tuple[Any, str | None]:
 
 
 def run(args) -> int:
-    config = load_config(args.config, args.overrides, sections=("model", "tokenizer"))
+    config = load_config(args.config, args.overrides)  # the data section decides the modality a model is built for
     model = create_model(config, device=None if args.materialize else "meta")
     summary = summarize(model, args.depth)
     vocab_size, vocab_source = _vocab_note(config, model)
