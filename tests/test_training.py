@@ -182,7 +182,7 @@ def test_keep_checkpoints_and_a_fresh_run_replaces_old_outputs(tmp_path, tiny_re
     config_path = write_config(tmp_path, training={"save_every": 10, "keep_checkpoints": 2})
     train(load_config(config_path))
     assert sorted(p for p in os.listdir(tmp_path / "run") if p.startswith("checkpoint")) == ["checkpoint-30", "checkpoint-40"]
-    train(load_config(config_path, ["training.max_steps=10", "training.warmup_steps=1"]))
+    train(load_config(config_path, ["training.max_steps=10", "training.warmup_steps=1"]), overwrite=True)
     assert sorted(os.listdir(tmp_path / "run")) == ["checkpoint-10", "final", "loss_curve.png", "metrics.jsonl"]
     assert max(r["step"] for r in records(tmp_path / "run")) == 10
 
@@ -210,7 +210,7 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_resumes_exactly(tmp_path, tiny_
     config_path = write_config(tmp_path, training={"log_every": 1})
     assert cli.main(["train", config_path]) == 0
     expected = losses_of(tmp_path / "run")
-    assert cli.main(["train", config_path, "--set", "model.ctrl_c_at_step=13"]) == 130
+    assert cli.main(["train", config_path, "--set", "model.ctrl_c_at_step=13", "--overwrite"]) == 130
     err = capsys.readouterr().err
     assert "interrupted at step 13; checkpoint saved to" in err and "--resume" in err
     assert sorted(p for p in os.listdir(tmp_path / "run") if p.startswith("checkpoint")) == ["checkpoint-13"]
@@ -229,7 +229,7 @@ def test_gradient_accumulation_and_custom_steps(tmp_path, capsys):
         assert losses and all(loss == loss for loss in losses)
     with isolated_registry(TinyPlugin()):
         train(load_config(write_config(tmp_path), ["training.max_steps=4", "training.gradient_accumulation_steps=3",
-                                                   "training.eval_every=0", "training.log_every=1"]))
+                                                   "training.eval_every=0", "training.log_every=1"]), overwrite=True)
         assert len(records(tmp_path / "run")) == 4
 
 

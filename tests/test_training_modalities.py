@@ -365,7 +365,7 @@ def test_two_optimizers_resume_exactly(tmp_path):
     })
     full = train(load_config(path))
     expected = records(tmp_path / "run")
-    interrupted = train(load_config(path, ["model.ctrl_c_at_step=7"]))
+    interrupted = train(load_config(path, ["model.ctrl_c_at_step=7"]), overwrite=True)
     assert interrupted.interrupted and interrupted.step == 7
     shutil.rmtree(tmp_path / "run" / "checkpoint-7")  # back to step 4, with the steps after it logged
     resumed = train(load_config(path), resume=True)

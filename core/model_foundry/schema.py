@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import math
 import sys
 import types
 import typing
@@ -51,6 +52,7 @@ positive = _check(lambda v: v > 0, "must be > 0")
 non_negative = _check(lambda v: v >= 0, "must be >= 0")
 probability = _check(lambda v: 0 <= v < 1, "must be in [0, 1)")
 unit_interval = _check(lambda v: 0 <= v <= 1, "must be in [0, 1]")
+finite = _check(math.isfinite, "must be a finite number")
 
 
 def in_range(low: float, high: float) -> Callable[[Any, Any, Any], None]:

@@ -1,7 +1,9 @@
-"""``foundry train CONFIG [--set k=v ...] [--resume]``: train the model a config describes.
+"""``foundry train CONFIG [--set k=v ...] [--resume [PATH] | --overwrite]``: train the model a config describes.
 
 Runs on one process by default; under ``accelerate launch`` or ``torchrun`` it runs
-data-parallel with no change. Ctrl-C saves a checkpoint and exits with code 130.
+data-parallel with no change. Ctrl-C saves a checkpoint and exits with code 130. An
+output_dir that holds an earlier run is continued with --resume or replaced with
+--overwrite, never silently; one run at a time holds it.
 """
 
 from __future__ import annotations
@@ -19,9 +21,15 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("train", help="train a model from a config (see docs/training.md)", description=__doc__)
     parser.add_argument("config")
     add_set_argument(parser)
-    parser.add_argument(
-        "--resume", action="store_true",
-        help="continue from the newest checkpoint in training.output_dir (without it, earlier outputs there are replaced)",
+    earlier = parser.add_mutually_exclusive_group()
+    earlier.add_argument(
+        "--resume", nargs="?", const=True, default=False, metavar="PATH",
+        help="continue from the newest readable checkpoint in training.output_dir; with PATH, from that "
+        "checkpoint-<step> directory or the newest in that run directory",
+    )
+    earlier.add_argument(
+        "--overwrite", action="store_true",
+        help="delete the checkpoints, final/ and metrics of an earlier run in training.output_dir and start afresh",
     )
     parser.set_defaults(run=run)
 
@@ -29,13 +37,14 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from model_foundry.training import train
     from model_foundry.training.reporting import LOSS_CURVE_FILE, METRICS_FILE, format_number
+    from model_foundry.training.rundir import resume_command
 
     config = load_config(args.config, args.overrides)
-    result = train(config, resume=args.resume, overrides=tuple(args.overrides))
+    result = train(config, resume=args.resume, overrides=tuple(args.overrides), overwrite=args.overwrite)
     if result.interrupted:
+        command = resume_command(args.config, args.overrides, result.output_dir, config.training.output_dir)
         print(
-            f"interrupted at step {result.step}; checkpoint saved to {result.checkpoint}\n"
-            f"resume with: foundry train {args.config} --resume",
+            f"interrupted at step {result.step}; checkpoint saved to {result.checkpoint}\nresume with: {command}",
             file=sys.stderr,
         )
         return INTERRUPTED_EXIT

@@ -13,7 +13,6 @@ import contextlib
 import math
 import os
 import re
-import shutil
 import signal
 import sys
 import time
@@ -24,28 +23,21 @@ import attrs
 import numpy as np
 import torch
 
-from model_foundry.checkpoint import is_checkpoint, save
+from model_foundry.checkpoint import save
 from model_foundry.config import DataSection, FoundryConfig, ModelConfig, apply_overrides, read_yaml
 from model_foundry.errors import ConfigError, FoundryError, Problem
 from model_foundry.evaluation import to_device
 from model_foundry.protocol import FoundryModel
 from model_foundry.sections import OptimizerConfig, TrainingConfig
-from model_foundry.training.reporting import LOSS_CURVE_FILE, METRICS_FILE, MetricsLog, Progress, plot_loss_curve
+from model_foundry.training import rundir
+from model_foundry.training.reporting import LOSS_CURVE_FILE, MetricsLog, Progress, plot_loss_curve
+from model_foundry.training.rundir import FINAL_DIR, SAMPLES_DIR
 from model_foundry.training.state import (
     DEFAULT_OPTIMIZER,
-    STATE_JSON,
     capture_rng,
-    is_training_checkpoint,
-    read_training_state,
     restore_rng,
     write_training_state,
 )
-
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-# What atomic_directory leaves behind when a process is killed in the middle of a write.
-STAGING_PATTERN = re.compile(r"^\.(checkpoint-\d+|final)\.(tmp|old)-")
-FINAL_DIR = "final"
-SAMPLES_DIR = "samples"
 
 
 @attrs.frozen
@@ -137,33 +129,6 @@ class TrainResult:
 def warn(message: str) -> None:
     """A user-facing warning on stderr (once per process: every process of a DDP run may have its own)."""
     print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-# --- finding checkpoints ---------------------------------------------------------------------
-
-
-def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
-    """Complete training checkpoints in ``output_dir`` as ``(step, path)``, oldest first."""
-    if not os.path.isdir(output_dir):
-        return []
-    found = []
-    for name in os.listdir(output_dir):
-        match = CHECKPOINT_PATTERN.match(name)
-        path = os.path.join(output_dir, name)
-        if match and is_checkpoint(path) and is_training_checkpoint(path):
-            found.append((int(match.group(1)), path))
-    return sorted(found)
-
-
-def latest_checkpoint(output_dir: str) -> str:
-    """The newest complete training checkpoint, or a FoundryError saying there is none."""
-    found = list_checkpoints(output_dir)
-    if not found:
-        raise FoundryError(
-            f"nothing to resume: no training checkpoint (checkpoint-<step>/ with {STATE_JSON}) in {output_dir!r}; "
-            "run without --resume to start training"
-        )
-    return found[-1][1]
 
 
 # --- the data order --------------------------------------------------------------------------
@@ -372,19 +337,6 @@ def _available_trackers(names: list[str]) -> list[str]:
     return [name for name in names if name in available]
 
 
-def _clean_output_dir(output_dir: str, afresh: bool) -> None:
-    """Remove half-written checkpoints of a killed run and, when starting afresh, an earlier run's outputs."""
-    doomed = [os.path.join(output_dir, name) for name in os.listdir(output_dir) if STAGING_PATTERN.match(name)]
-    if afresh:
-        doomed += [path for _, path in list_checkpoints(output_dir)]
-        doomed += [os.path.join(output_dir, name) for name in (FINAL_DIR, METRICS_FILE, LOSS_CURVE_FILE, SAMPLES_DIR)]
-    for path in doomed:
-        if os.path.isdir(path):
-            shutil.rmtree(path, ignore_errors=True)
-        elif os.path.exists(path):
-            os.remove(path)
-
-
 # --- the text modality's part ------------------------------------------------------------------
 
 
@@ -449,12 +401,39 @@ class _InterruptFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...] = ()) -> TrainResult:
+def train(
+    config: FoundryConfig, resume: bool | str = False, overrides: tuple[str, ...] = (), overwrite: bool = False
+) -> TrainResult:
     """Train the model a config describes; see docs/training.md.
 
-    ``overrides`` are the ``--set`` strings already applied to ``config`` (used only to locate
-    error messages). With ``resume``, continue from the newest checkpoint in ``output_dir``.
+    ``overrides`` are the ``--set`` strings already applied to ``config`` (to locate error
+    messages and to repeat them in hints). ``resume``: ``True`` continues from the newest
+    readable checkpoint in ``training.output_dir``; a path, from that ``checkpoint-<step>``
+    directory, or from the newest in that run directory. Without it, an output directory that
+    holds an earlier run is an error unless ``overwrite`` (which replaces that run). One run at a
+    time holds an output directory (see :mod:`model_foundry.training.rundir`).
     """
+    from model_foundry.config import data_modality
+    from model_foundry.plugins import get_registry
+
+    if resume and overwrite:
+        raise FoundryError("--resume and --overwrite exclude each other: continue the earlier run, or replace it")
+    model_config, data_section, training = _sections(config)
+    run_dir, chosen = rundir.resolve_resume(resume, training.output_dir)
+    if run_dir != os.path.abspath(training.output_dir):
+        config = attrs.evolve(config, training=attrs.evolve(training, output_dir=run_dir))
+    hint = "resume with: " + rundir.resume_command(config.path, overrides, run_dir, training.output_dir)
+    with rundir.claim(run_dir, hold=rundir.is_main_process()), rundir.out_of_space_is_reported(run_dir, hint):
+        if not resume:
+            rundir.refuse_earlier_run(run_dir, overwrite)
+            return _train(config, [], overrides)
+        text = data_modality(data_section, get_registry()) == "text"
+        return _train(config, rundir.resume_candidates(run_dir, chosen, model_config.to_dict(), training.max_steps, text), overrides)
+
+
+def _train(config: FoundryConfig, candidates: list[str], overrides: tuple[str, ...]) -> TrainResult:
+    """The run itself, in a claimed output directory; ``candidates``: the checkpoints to resume
+    from, newest first (none: start afresh)."""
     from accelerate.utils import gather_object, set_seed
 
     from model_foundry.config import data_modality, find_architecture, unique_entry
@@ -475,7 +454,7 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
     modality = data_modality(data_section, registry)
     output_dir = os.path.abspath(training.output_dir)
     cache_dir = _cache_dir(data_section, output_dir)
-    resume_from = latest_checkpoint(output_dir) if resume else None
+    resume_from = candidates[0] if candidates else None
     custom = registry.training_steps.get(model_config.architecture)
     train_step = resolve(custom[0][0].step) if custom else default_step
 
@@ -508,15 +487,8 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
 
     step, state = 0, {}
     if resume_from:
-        from safetensors.torch import load_model
-
-        load_model(model, os.path.join(resume_from, "model.safetensors"))
-        state, optimizer_states, rng_states = read_training_state(resume_from)
-        if set(optimizer_states) != set(optimizers):
-            raise FoundryError(
-                f"{resume_from} holds optimizers {', '.join(optimizer_states)}, and this model has "
-                f"{', '.join(optimizers)}; resume needs the same model"
-            )
+        # The newest checkpoint whose weights and state fit, an unreadable one skipped with a warning.
+        resume_from, state, optimizer_states, rng_states = rundir.restore(candidates, model, optimizers)
         step = state["step"]
     model, *prepared = accelerator.prepare(model, *optimizers.values())
     optimizers = dict(zip(optimizers, prepared, strict=True))
@@ -538,8 +510,7 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
     sample_every_eval = capabilities.sampling and training.eval_samples > 0 and not isinstance(modality_spec, str)
 
     if main:
-        os.makedirs(output_dir, exist_ok=True)
-        _clean_output_dir(output_dir, afresh=not resume_from)
+        rundir.clean(output_dir, step if resume_from else None)
     metrics = MetricsLog(output_dir, step if resume_from else None) if main else None
     if training.report_to and main:
         accelerator.init_trackers(os.path.basename(output_dir), config=config.to_dict().get("training", {}))
@@ -571,6 +542,7 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
         return float(sums[0]), float(sums[1])
 
     def evaluate_now() -> dict[str, Any] | None:
+        watch.check()
         record: dict[str, Any] = {"step": step}
         if data.validation is not None:
             record.update(evaluate(
@@ -587,6 +559,7 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
         return {**record, "elapsed": round(elapsed(), 3)} if len(record) > 1 else None
 
     def checkpoint(metrics_now: Mapping[str, Any]) -> str:
+        watch.check()  # never a checkpoint of weights a non-finite loss has reached
         rng = gather_object([capture_rng(collator_generator)])
         directory = os.path.join(output_dir, f"checkpoint-{step}")
         if main:
@@ -603,8 +576,7 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
                 save_extension_states(extensions, staging)
 
             save(unwrapped, directory, tokenizer=tokenizer, metrics=metrics_now, config=config, extra=training_state)
-            for _, old in list_checkpoints(output_dir)[: -training.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
+            rundir.prune(output_dir, training.keep_checkpoints)
         accelerator.wait_for_everyone()
         return directory
 
@@ -619,6 +591,7 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
     window_steps: int = saved_window.get("steps", 0)
     last_record, last_evaluation, last_checkpoint, interrupted = {}, {}, resume_from, False
     clock = WindowClock(saved_window.get("seconds", 0.0))
+    watch = rundir.LossWatch(output_dir, training.learning_rate, accelerator.gather, accelerator.device)
     model.train()
     with _InterruptFlag() as interrupt:
         while step < training.max_steps:
@@ -634,6 +607,7 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
             context = StepContext(accelerator, model, optimizers, schedulers, training, step + 1, extensions)
             outcome = train_step(model, batches, context)
             losses = {k: torch.as_tensor(v).detach().float() for k, v in outcome.items() if _is_loss(k)}
+            watch.observe(step + 1, losses)
             with warnings.catch_warnings():
                 # An optimizer a custom step leaves for a later step (a GAN's generator) follows the schedule all the same.
                 warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"))
@@ -649,6 +623,7 @@ def train(config: FoundryConfig, resume: bool = False, overrides: tuple[str, ...
             window_steps += 1
             progress.step()
             if step % training.log_every == 0 or step == training.max_steps:
+                watch.check()
                 means = {
                     key: accelerator.reduce(torch.as_tensor(total, device=accelerator.device) / window_steps, "mean").item()
                     for key, total in sorted(sums.items(), key=lambda item: item[0] != "loss")
