@@ -10,8 +10,10 @@ half-written checkpoint under the final name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -19,7 +21,9 @@ import time
 from importlib import metadata
 from typing import Any, Callable, Iterator, Mapping
 
-from model_foundry.config import FoundryConfig, find_architecture, load_model_config
+import attrs
+
+from model_foundry.config import FoundryConfig, find_architecture, load_model_config, read_yaml
 from model_foundry.errors import ConfigError, FoundryError
 from model_foundry.plugins import Registry, get_registry
 
@@ -27,6 +31,13 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "foundry.json"
+MAX_META_BYTES = 2**20
+MAX_HEADER_BYTES = 100 * 2**20  # the safetensors library's own limit
+# Bytes per element of each safetensors dtype.
+SAFETENSORS_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "C64": 8,
+}
 
 
 @contextlib.contextmanager
@@ -71,10 +82,9 @@ def write_yaml(path: str, data: Mapping[str, Any]) -> None:
 
 
 def read_yaml_plain(path: str) -> Any:
-    from ruamel.yaml import YAML
-
-    with open(path, encoding="utf-8") as handle:
-        return YAML(typ="safe", pure=True).load(handle)
+    """A checkpoint's config.yaml as plain data, read like any config (a mapping; no type tags, bounded
+    aliases and nesting): a ConfigError located in the file otherwise."""
+    return read_yaml(path).data
 
 
 def distribution_version(name: str) -> str | None:
@@ -159,17 +169,126 @@ def is_checkpoint(directory: str | os.PathLike[str]) -> bool:
     return os.path.isfile(os.path.join(directory, META_FILE)) and os.path.isfile(os.path.join(directory, WEIGHTS_FILE))
 
 
+def check_links(directory: str | os.PathLike[str]) -> None:
+    """Refuse a checkpoint directory holding a symlink that leads out of it (``config.yaml -> /etc/passwd``)
+    or nowhere (a loop): loading reads only the directory's own files."""
+    directory = os.fspath(directory)
+    root = os.path.realpath(directory)
+    try:
+        names = os.listdir(directory)
+    except OSError as exc:
+        raise FoundryError(f"cannot read checkpoint directory {directory!r}: {exc.strerror or exc}") from None
+    for name in sorted(names):
+        path = os.path.join(directory, name)
+        if not os.path.islink(path):
+            continue
+        try:
+            target = os.path.realpath(path, strict=True)
+        except OSError as exc:
+            problem = "is a symlink loop" if exc.errno == errno.ELOOP else f"is a broken symlink ({exc.strerror})"
+            raise FoundryError(f"{path!r} {problem}; replace it with the file itself") from None
+        if os.path.commonpath([root, target]) != root:
+            raise FoundryError(f"{path!r} is a symlink to {target!r}, outside the checkpoint directory; a checkpoint "
+                               "is read only from its own files: copy the file in instead of linking it")
+
+
+def read_meta(directory: str) -> dict[str, Any]:
+    """``foundry.json``, checked: a JSON object with an integer ``format_version`` this version reads and
+    an ``architecture`` name."""
+    path = os.path.join(directory, META_FILE)
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_META_BYTES + 1)
+    except OSError as exc:
+        raise FoundryError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_META_BYTES:
+        raise FoundryError(f"{path!r} is larger than {MAX_META_BYTES // 2**20} MiB; it is not a checkpoint's {META_FILE}")
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise FoundryError(f"{path!r} is not UTF-8 text ({exc.reason}); the checkpoint is damaged") from None
+    except ValueError as exc:
+        raise FoundryError(f"{path!r} is not valid JSON ({exc}); the checkpoint is damaged") from None
+    if not isinstance(meta, dict):
+        raise FoundryError(f"{path!r} must hold a JSON object, got {type(meta).__name__}; the checkpoint is damaged")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise FoundryError(f"{path!r}: format_version must be a positive integer, got {version!r}; the checkpoint is damaged")
+    if version > FORMAT_VERSION:
+        raise FoundryError(
+            f"{path!r} has format_version {version}, written by a newer model-foundry (this one, "
+            f"{distribution_version('model-foundry')}, reads up to {FORMAT_VERSION}); upgrade: pip install -U model-foundry"
+        )
+    if not isinstance(meta.get("architecture"), str):
+        raise FoundryError(f"{path!r}: 'architecture' must be an architecture name, got {meta.get('architecture')!r}")
+    return meta
+
+
+@attrs.frozen
+class SavedTensor:
+    """One entry of a safetensors header: its dtype name (``F32``, ``I64``, ...) and shape."""
+
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def read_weights_header(path: str) -> tuple[dict[str, SavedTensor], dict[str, str]]:
+    """The tensors a safetensors file declares (name -> :class:`SavedTensor`) and its metadata, read from
+    the header alone and checked against the file's size, so that nothing is allocated for a damaged,
+    truncated or foreign file."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as handle:
+            prefix = handle.read(8)
+            length = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+            if not 0 < length <= min(size - 8, MAX_HEADER_BYTES):
+                raise FoundryError(f"{path!r} is not a safetensors file (or is truncated: {size:,} bytes); the "
+                                   "checkpoint is damaged")
+            header = json.loads(handle.read(length).decode("utf-8"))
+    except OSError as exc:
+        raise FoundryError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+    except ValueError:  # JSON or UTF-8
+        raise FoundryError(f"{path!r} is not a safetensors file (its header is not JSON); the checkpoint is damaged") from None
+    if not isinstance(header, dict):
+        raise FoundryError(f"{path!r} is not a safetensors file (its header is not a JSON object)")
+    metadata = header.pop("__metadata__", None) or {}
+    data_size = size - 8 - length
+    tensors: dict[str, SavedTensor] = {}
+    for name, entry in header.items():
+        try:
+            dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
+            valid = dtype in SAFETENSORS_BYTES and all(isinstance(d, int) and d >= 0 for d in shape)
+            valid = valid and isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end
+        except (TypeError, KeyError, ValueError):
+            valid = False
+        if not valid:
+            raise FoundryError(f"{path!r}: the header entry of tensor {name!r} is malformed; the checkpoint is damaged")
+        if end > data_size or end - begin != math.prod(shape) * SAFETENSORS_BYTES[dtype]:
+            raise FoundryError(f"{path!r} is truncated or damaged: tensor {name!r} ({dtype} {list(shape)}) lies beyond "
+                               f"the end of the file or does not fit its bytes")
+        tensors[name] = SavedTensor(dtype, shape)
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise FoundryError(f"{path!r}: the header's metadata is malformed; the checkpoint is damaged")
+    return tensors, metadata
+
+
 def load(directory: str | os.PathLike[str], device: Any = None, registry: Registry | None = None) -> Any:
     """Rebuild a saved model (in eval mode) from a checkpoint directory, through the registry.
 
     Directories that are not Model Foundry checkpoints are offered to the installed
-    checkpoint converters (e.g. a transformers GPT-2 or BERT directory).
+    checkpoint converters (e.g. a transformers GPT-2 or BERT directory). Anything wrong with the
+    directory is a :class:`FoundryError` saying what (see docs/checkpoints.md).
     """
     directory = os.fspath(directory)
     registry = registry or get_registry()
     if not os.path.isdir(directory):
         raise FoundryError(f"checkpoint directory not found: {directory!r}")
-    model = _read(directory, registry) if is_checkpoint(directory) else _convert(directory, registry)
+    check_links(directory)
+    model = _read(directory, registry) if os.path.exists(os.path.join(directory, META_FILE)) else _convert(directory, registry)
     if device is not None:
         model = model.to(device)
     return model.eval()
@@ -189,15 +308,28 @@ def _convert(directory: str, registry: Registry) -> Any:
 
 
 def _read(directory: str, registry: Registry) -> Any:
-    """A Model Foundry checkpoint: rebuild its architecture from config.yaml, then load the weights."""
+    """A Model Foundry checkpoint, every file checked before the model is built: foundry.json, the
+    config's model section, then the weights' header against the model built on the meta device
+    (names, shapes, dtypes), so that a config saying ``layers: 100000`` is refused before anything
+    is allocated."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_model
 
     from model_foundry.factory import create_model
 
-    with open(os.path.join(directory, META_FILE), encoding="utf-8") as handle:
-        meta = json.load(handle)
-    config_data = read_yaml_plain(os.path.join(directory, CONFIG_FILE)) or {}
-    architecture = meta.get("architecture")
+    meta = read_meta(directory)
+    architecture = meta["architecture"]
+    config_path = os.path.join(directory, CONFIG_FILE)
+    if not os.path.isfile(config_path):
+        raise FoundryError(f"{directory!r} has no {CONFIG_FILE}; the checkpoint is incomplete")
+    model_data = read_yaml_plain(config_path).get("model")
+    if not isinstance(model_data, dict):
+        raise FoundryError(f"{config_path!r} has no 'model' mapping; the checkpoint is damaged")
+    if model_data.get("architecture") != architecture:
+        raise FoundryError(
+            f"{directory!r} is inconsistent: {META_FILE} says architecture {architecture!r}, {CONFIG_FILE} says "
+            f"{model_data.get('architecture')!r}; the checkpoint is damaged"
+        )
     if isinstance(find_architecture(architecture, registry), str):
         dist = meta.get("distribution") or "the plugin that provides it"
         raise FoundryError(
@@ -205,14 +337,63 @@ def _read(directory: str, registry: Registry) -> Any:
             f"install it with: pip install {dist}"
         )
     try:
-        model_config = load_model_config(config_data.get("model", {}), registry, label=os.path.join(directory, CONFIG_FILE))
+        model_config = load_model_config(model_data, registry, label=config_path)
     except ConfigError as exc:
         raise FoundryError(f"the checkpoint's config no longer validates with the installed plugin:\n{exc}") from None
+    weights = os.path.join(directory, WEIGHTS_FILE)
+    if not os.path.isfile(weights):
+        raise FoundryError(f"{directory!r} has no {WEIGHTS_FILE}; the checkpoint is incomplete")
+    saved, aliases = read_weights_header(weights)
+    saved_elements = sum(tensor.numel for tensor in saved.values())
+    from model_foundry.limits import build_on_meta
+
+    # Every parameter is saved (tied ones once), so a model with many more parameter elements than the
+    # file holds cannot match it: stop building there. Twice the count: a builder may create a weight
+    # that it then replaces by a tied one (transformers' LM heads), and each is counted.
+    why = (f"{WEIGHTS_FILE} holds {saved_elements:,}, so {CONFIG_FILE} does not describe these weights; "
+           "the checkpoint is damaged")
+    _check_weights(directory, build_on_meta(model_config, 2 * saved_elements, why, registry), saved, aliases)
     model = create_model(model_config, registry=registry)
-    missing, unexpected = load_model(model, os.path.join(directory, WEIGHTS_FILE), strict=False)
+    try:
+        load_model(model, weights, strict=False)
+    except (SafetensorError, OSError) as exc:
+        raise FoundryError(f"cannot read the weights in {weights!r}: {exc}; the checkpoint is damaged") from None
+    return model
+
+
+def _check_weights(directory: str, model: Any, saved: Mapping[str, SavedTensor], aliases: Mapping[str, str]) -> None:
+    """The saved tensors (and their aliases, tied weights) against ``model``'s state dict (on the meta
+    device): the same names, shapes, and kinds of dtype (a float weight saved as integers is refused;
+    a float16 one is loaded as the model's float32)."""
+    expected = model.state_dict()
+    declared = {**{name: saved[target] for name, target in aliases.items() if target in saved}, **saved}
+    architecture = model.config.architecture
+    missing, unexpected = sorted(set(expected) - set(declared)), sorted(set(declared) - set(expected))
     if missing or unexpected:
         raise FoundryError(
             f"weights in {directory!r} do not match the {architecture} model built from its config "
-            f"(missing: {sorted(missing)[:5]}, unexpected: {sorted(unexpected)[:5]})"
+            f"(missing: {missing[:5]}, unexpected: {unexpected[:5]})"
         )
-    return model
+    for name, tensor in expected.items():
+        found = declared[name]
+        if tuple(tensor.shape) != found.shape:
+            raise FoundryError(
+                f"weights in {directory!r} do not match the {architecture} model built from its config: tensor {name!r} "
+                f"has shape {list(found.shape)}, the model expects {list(tensor.shape)}"
+            )
+        kind = _dtype_kind(str(tensor.dtype).removeprefix("torch."))
+        if _dtype_kind(found.dtype) != kind:
+            raise FoundryError(
+                f"weights in {directory!r}: tensor {name!r} is saved as {found.dtype}, the model expects "
+                f"{str(tensor.dtype).removeprefix('torch.')}; the checkpoint is damaged"
+            )
+
+
+def _dtype_kind(name: str) -> str:
+    """``float``, ``int``, ``bool`` or ``complex`` for a torch dtype name or a safetensors one."""
+    name = name.lower()
+    if name == "bool":
+        return "bool"
+    if name.startswith("c"):
+        return "complex"
+    return "float" if name.startswith(("f", "bf")) else "int"

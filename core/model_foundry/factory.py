@@ -228,11 +228,29 @@ def train_tokenizer(
     return resolve(spec.train)(tokenizer_config, files)
 
 
-def load_tokenizer(path: str | os.PathLike[str]) -> Any:
-    """Load a tokenizer saved with ``save_pretrained`` (or inside a checkpoint directory)."""
+def load_tokenizer(path: str | os.PathLike[str], model: Any = None) -> Any:
+    """Load a tokenizer saved with ``save_pretrained`` (or inside a checkpoint directory).
+
+    With ``model`` (a language model), its ids are checked to fit the model's vocabulary.
+    """
+    from model_foundry.checkpoint import check_links
+
     path = os.fspath(path)
     if not os.path.isfile(os.path.join(path, "tokenizer.json")):
         raise FoundryError(f"no tokenizer in {path!r} (expected {os.path.join(path, 'tokenizer.json')})")
+    check_links(path)
     from transformers import PreTrainedTokenizerFast
 
-    return PreTrainedTokenizerFast.from_pretrained(path)
+    try:
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+    except Exception as exc:  # noqa: BLE001 -- the Rust tokenizers library raises a bare Exception for a damaged file
+        raise FoundryError(f"cannot load the tokenizer in {path!r} ({type(exc).__name__}: {exc}); its files are damaged") from None
+    from model_foundry.text.modeling import LanguageModel
+
+    vocab_size = model.config.vocab_size if isinstance(model, LanguageModel) else None
+    if vocab_size is not None and len(tokenizer) > vocab_size:
+        raise FoundryError(
+            f"the tokenizer in {path!r} has {len(tokenizer)} tokens, more than the model's vocab_size {vocab_size}: "
+            "its ids would fall outside the model's embeddings; the tokenizer does not belong to this model"
+        )
+    return tokenizer

@@ -81,7 +81,7 @@ def _text(args, opened: Any) -> tuple[dict[str, Any], str]:
     if not args.data:
         raise FoundryError("a text model is scored on text: give --data FILE (text or JSONL; repeatable, globs allowed)")
     model, saved = opened.model, opened.config
-    tokenizer = load_tokenizer(opened.directory)
+    tokenizer = load_tokenizer(opened.directory, model)
     data = _section(TextDataConfig, saved.get("data"), ("format", "text_field", "document_per_line", "block_size"))
     if args.block_size is not None:
         if args.block_size < 1:

@@ -49,7 +49,7 @@ def run(args) -> int:
             f"{args.checkpoint!r} holds a {model.architecture} model, which cannot generate text "
             "(it is not a causal language model); use `foundry eval` to score text with it"
         )
-    tokenizer = load_tokenizer(args.checkpoint)
+    tokenizer = load_tokenizer(args.checkpoint, model)
     # Training put the end-of-text token before every document: start the prompt the same way.
     start = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     prompt_ids = start + tokenizer.encode(args.prompt, add_special_tokens=False)

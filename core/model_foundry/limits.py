@@ -1,0 +1,114 @@
+"""Sizes a config may ask for, checked before anything is allocated.
+
+A model is sized up by building it on the meta device (no memory) under a bound: the build
+is stopped with a :class:`~model_foundry.errors.FoundryError` as soon as it has registered more
+parameter elements than allowed, or has run longer than ``FOUNDRY_BUILD_SECONDS`` (a
+config asking for 100,000 layers would otherwise take minutes even on the meta device). The
+memory a run may use is the machine's physical memory unless ``FOUNDRY_MEMORY_LIMIT`` says
+otherwise (bytes, or with a K/M/G/T suffix: ``16G``). See docs/cli.md (``foundry validate``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from typing import Any, Iterator
+
+from model_foundry.commands._output import human_bytes, human_count
+from model_foundry.errors import FoundryError
+
+MEMORY_ENV = "FOUNDRY_MEMORY_LIMIT"
+BUILD_SECONDS_ENV = "FOUNDRY_BUILD_SECONDS"
+DEFAULT_BUILD_SECONDS = 10.0
+# Training with AdamW in float32 holds weights, gradients and two moments: 16 bytes per parameter.
+TRAINING_BYTES_PER_PARAMETER = 16
+_SUFFIXES = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def _env_number(variable: str, pattern: str) -> re.Match[str] | None:
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        return None
+    match = re.fullmatch(pattern, value, flags=re.IGNORECASE)
+    if match is None:
+        raise FoundryError(f"{variable}={value!r} is not understood; expected e.g. {variable}=" +
+                           ("16G (bytes, with an optional K, M, G or T suffix)" if variable == MEMORY_ENV else "30 (seconds)"))
+    return match
+
+
+def memory_limit() -> int:
+    """Bytes a run may use: ``FOUNDRY_MEMORY_LIMIT``, else the machine's physical memory."""
+    match = _env_number(MEMORY_ENV, r"(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?")
+    if match is not None:
+        return int(float(match.group(1)) * _SUFFIXES[match.group(2).upper()])
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def build_seconds() -> float:
+    """How long a build on the meta device may take: ``FOUNDRY_BUILD_SECONDS``, else 10 s."""
+    match = _env_number(BUILD_SECONDS_ENV, r"\d+(?:\.\d+)?")
+    return float(match.group()) if match is not None else DEFAULT_BUILD_SECONDS
+
+
+@contextlib.contextmanager
+def bounded_build(max_elements: int | None, why: str, seconds: float | None = None) -> Iterator[None]:
+    """Stop any model built inside the block once it registers more than ``max_elements`` parameter
+    elements (each parameter counted once, however often it is tied), or once it has taken ``seconds``
+    (default :func:`build_seconds`). ``why`` ends the message: what the bound is and what to do."""
+    from torch.nn.modules import module
+
+    seconds = build_seconds() if seconds is None else seconds
+    start = time.monotonic()
+    seen: set[int] = set()
+    tally = {"elements": 0, "tensors": 0}
+
+    def count(_module: Any, _name: str, parameter: Any) -> None:
+        if parameter is None or id(parameter) in seen:
+            return None
+        seen.add(id(parameter))
+        tally["elements"] += parameter.numel()
+        tally["tensors"] += 1
+        so_far = f"{human_count(tally['elements'])} parameters in {tally['tensors']:,} tensors"
+        if max_elements is not None and tally["elements"] > max_elements:
+            raise FoundryError(f"the model is larger than {human_count(max_elements)} parameters (the build on the "
+                               f"meta device was stopped at {so_far}); {why}")
+        if time.monotonic() - start > seconds:
+            raise FoundryError(f"building the model on the meta device took over {seconds:g} s and was stopped at "
+                               f"{so_far}: the config describes a very large model (check layer counts and sizes); "
+                               f"{why} (the time limit is {BUILD_SECONDS_ENV})")
+        return None
+
+    handle = module.register_module_parameter_registration_hook(count)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def build_on_meta(config: Any, max_elements: int | None, why: str, registry: Any = None) -> Any:
+    """The model ``config`` describes, built on the meta device within :func:`bounded_build`."""
+    from model_foundry.factory import create_model
+
+    with bounded_build(max_elements, why):
+        return create_model(config, device="meta", registry=registry)
+
+
+def check_training_memory(model: Any) -> dict[str, int]:
+    """The model's memory footprint (see ``memory_footprint``), refused when training it with AdamW would
+    not fit in :func:`memory_limit`."""
+    from model_foundry.protocol import memory_footprint, unique_parameters
+
+    footprint = memory_footprint(model)
+    limit = memory_limit()
+    if footprint["training_adamw"] > limit:
+        source = f"{MEMORY_ENV}" if os.environ.get(MEMORY_ENV, "").strip() else "this machine's memory"
+        count = sum(p.numel() for p in unique_parameters(model.parameters()))
+        raise FoundryError(
+            f"the model has {human_count(count)} parameters; training it with AdamW needs about "
+            f"{human_bytes(footprint['training_adamw'])} (weights, gradients, 2 moments; activations not included), "
+            f"more than {human_bytes(limit)} ({source}); make the model smaller, or set {MEMORY_ENV} if it is meant "
+            "for a larger machine"
+        )
+    return footprint
