@@ -219,3 +219,15 @@ def test_a_float16_checkpoint_loads_as_the_models_float32(saved, tmp_path):
     loaded = model_foundry.load(directory).hf_model.transformer.wpe.weight
     assert loaded.dtype == torch.float32
     torch.testing.assert_close(loaded, original.detach().half().float())
+
+
+EXPORT_CASES = [case for case in CASES if case[0] in ("meta-a-list", "meta-newer-format", "config-symlink-out")]
+
+
+@pytest.mark.parametrize("damaged, message", [case[1:3] for case in EXPORT_CASES], ids=[case[0] for case in EXPORT_CASES],
+                         indirect=["damaged"])
+def test_exporting_a_damaged_checkpoint_is_a_user_error(damaged, message, tmp_path, capsys):
+    assert main(["export", damaged, "--to", "hf", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()

@@ -8,11 +8,10 @@ atomic, so that a failed export never leaves a half-written OUT behind.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
-from model_foundry.checkpoint import META_FILE, atomic_directory, is_checkpoint, load
+from model_foundry.checkpoint import atomic_directory, check_links, is_checkpoint, load, read_meta
 from model_foundry.errors import FoundryError, did_you_mean
 from model_foundry.factory import load_tokenizer
 from model_foundry.plugins import Registry, get_registry
@@ -71,8 +70,8 @@ def export_checkpoint(checkpoint: str, format: str, output: str, overwrite: bool
 def _saved_architecture(checkpoint: str) -> Any:
     if not is_checkpoint(checkpoint):
         return None  # a foreign directory: the converter that loads it says what it is
-    with open(os.path.join(checkpoint, META_FILE), encoding="utf-8") as handle:
-        return json.load(handle).get("architecture")
+    check_links(checkpoint)
+    return read_meta(checkpoint)["architecture"]
 
 
 def run(args) -> int:
