@@ -162,3 +162,85 @@ def test_registry_fixture_registers_plugins_directly(foundry_registry):
     registry = foundry_registry(ToyPlugin())
     assert set(registry.architectures) == {"toy", "twopart"}
     assert "causal_lm" in registry.collators and "bpe" in registry.tokenizers
+
+
+WRONG_ANSWERS = {
+    "a-string-list": "return ['not a schema']",
+    "a-single-record": "return ArchitectureSchema('lonely', Config)",
+    "a-string": "return 'widget'",
+    "a-bad-name": "return [ArchitectureSchema(['not', 'a', 'name'], Config)]",
+}
+
+
+@pytest.mark.parametrize("body", WRONG_ANSWERS.values(), ids=WRONG_ANSWERS.keys())
+def test_a_hook_answering_the_wrong_type_is_reported_against_its_plugin(site, tmp_path, capsys, body):
+    from model_foundry.cli import main
+
+    good(site, "foundry-plugin-widget", "widget", "tp_widget")
+    write_distribution(site, "foundry-plugin-wrong", "0.3", {"tp_wrong": f"""
+        import attrs
+        from model_foundry import hookimpl
+        from model_foundry.specs import ArchitectureSchema
+
+        @attrs.frozen
+        class Config:
+            width: int = 1
+
+        @hookimpl
+        def foundry_config_schemas():
+            {body}
+    """}, {"wrong": "tp_wrong"})
+    assert {a["distribution"] for a in model_foundry.list_architectures()} >= {"foundry-plugin-widget"}
+    assert "foundry-plugin-wrong" not in {a["distribution"] for a in model_foundry.list_architectures()}
+    [error] = [e for e in model_foundry.plugin_errors() if e["distribution"] == "foundry-plugin-wrong"]
+    assert error["stage"] == "foundry_config_schemas" and "TypeError" in error["error"], error
+    assert "ArchitectureSchema" in error["error"] or "expected a string" in error["error"]
+    config = tmp_path / "widget.yaml"
+    config.write_text("model:\n  architecture: widget\n  preset: tiny\n", encoding="utf-8")
+    for argv in (["list"], ["plugins"], ["validate", str(config), "--model-only"]):
+        assert main(argv) == 0, (argv, capsys.readouterr())
+    assert "foundry-plugin-wrong" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("raising", ["import sys\nsys.exit(3)\n", "raise KeyboardInterrupt\n", "raise SystemExit('bye')\n"])
+def test_a_plugin_that_exits_or_interrupts_at_import_is_isolated(site, raising):
+    good(site, "foundry-plugin-widget", "widget", "tp_widget")
+    write_distribution(site, "foundry-plugin-exits", "0.1", {"tp_exits": raising}, {"exits": "tp_exits"})
+    assert "widget" in [a["name"] for a in model_foundry.list_architectures()]
+    [error] = [e for e in model_foundry.plugin_errors() if e["distribution"] == "foundry-plugin-exits"]
+    assert error["stage"] == "import" and error["error"].split(":")[0] in ("SystemExit", "KeyboardInterrupt")
+
+
+def test_allow_and_block_lists_are_stripped_and_an_unknown_allowed_name_is_a_warning(site, monkeypatch, capsys):
+    from model_foundry.cli import main
+
+    good(site, "foundry-plugin-widget", "widget", "tp_widget")
+    good(site, "foundry-plugin-gadget", "gadget", "tp_gadget")
+    monkeypatch.setenv("FOUNDRY_PLUGINS_ALLOW", "foundry-plugin-widgte , foundry-plugin-gadget ")
+    monkeypatch.setenv("FOUNDRY_PLUGINS_BLOCK", " foundry-plugin-none,  foundry-plugin-gadget")
+    assert model_foundry.list_architectures() == []
+    assert main(["list"]) == 0
+    err = capsys.readouterr().err
+    assert "FOUNDRY_PLUGINS_ALLOW names 'foundry-plugin-widgte', which matches no installed plugin distribution; " \
+           "did you mean 'foundry-plugin-widget'?" in err, err
+    assert "names 'foundry-plugin-gadget'" not in err  # stripped of its spaces, it matched (and was then blocked)
+    statuses = {r["distribution"]: r["status"] for r in model_foundry.list_plugins()}
+    assert statuses["foundry-plugin-gadget"] == "blocked" and statuses["foundry-plugin-widget"] == "blocked"
+
+
+def test_slow_plugin_imports_and_imports_of_torch_are_reported(tmp_path):
+    write_distribution(tmp_path, "foundry-plugin-slow", "0.1", {"tp_slow": "import time\ntime.sleep(0.6)\n"},
+                       {"slow": "tp_slow"})
+    write_distribution(tmp_path, "foundry-plugin-heavy", "0.1", {"tp_heavy": "import torch\n"}, {"heavy": "tp_heavy"})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-m", "model_foundry.cli", "plugins", "--json"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = {r["distribution"]: r for r in json.loads(result.stdout)}
+    assert rows["foundry-plugin-slow"]["import_seconds"] >= 0.6
+    assert rows["foundry-plugin-heavy"]["heavy_imports"] == ["torch"]
+    assert rows["foundry-plugin-gpt2"]["heavy_imports"] == []
+    text = subprocess.run([sys.executable, "-m", "model_foundry.cli", "plugins"],
+                          capture_output=True, text=True, env=env, timeout=120).stdout
+    assert "warning: foundry-plugin-slow 0.1 (slow): importing its entry point took" in text, text
+    assert "warning: foundry-plugin-heavy 0.1 (heavy): importing its entry point imports torch" in text, text

@@ -5,18 +5,23 @@ follows four rules (see docs/plugins.md):
 
 * lazy: only the entry-point modules are imported; they import attrs config classes,
   never torch or model code;
-* isolated: a plugin that fails to import, or whose hook raises, is recorded in
-  :attr:`Registry.errors` and skipped (``FOUNDRY_STRICT_PLUGINS=1`` re-raises);
+* isolated: a plugin that fails to import (even with ``sys.exit()`` or ``KeyboardInterrupt``),
+  whose hook raises or answers with something other than a list of the hook's records, is
+  recorded in :attr:`Registry.errors` and skipped (``FOUNDRY_STRICT_PLUGINS=1`` re-raises);
+  a slow import, or one that pulls in torch, is recorded in :attr:`Registry.warnings`;
 * no silent conflicts: an architecture name claimed by two distributions is kept as a
   conflict, reported by ``foundry list`` and refused by ``create_model``;
 * controllable: ``FOUNDRY_PLUGINS_ALLOW`` / ``FOUNDRY_PLUGINS_BLOCK`` (comma-separated
-  distribution names) decide which distributions are imported at all.
+  distribution names) decide which distributions are imported at all; an allowed name that
+  matches no installed distribution is a warning.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
+import time
 import traceback
 from importlib import metadata
 from typing import Any, Iterable
@@ -25,6 +30,7 @@ import attrs
 import pluggy
 
 from model_foundry import hookspecs
+from model_foundry.errors import did_you_mean
 from model_foundry.specs import (
     ArchitectureSchema,
     CheckpointConverter,
@@ -44,6 +50,12 @@ CORE_DISTRIBUTION = "model-foundry"
 ALLOW_ENV = "FOUNDRY_PLUGINS_ALLOW"
 BLOCK_ENV = "FOUNDRY_PLUGINS_BLOCK"
 STRICT_ENV = "FOUNDRY_STRICT_PLUGINS"
+# Every command imports every plugin's entry point: past this, the import is reported as slow.
+SLOW_IMPORT_SECONDS = 0.5
+HEAVY_MODULES = ("torch", "transformers", "tensorflow", "jax")
+# What a plugin's import may raise and still be isolated: a plugin's sys.exit() or KeyboardInterrupt
+# at import time must not end the command for every other plugin.
+ISOLATED = (Exception, SystemExit, KeyboardInterrupt)
 
 
 def normalize_distribution(name: str) -> str:
@@ -53,7 +65,7 @@ def normalize_distribution(name: str) -> str:
 
 def _names_from_env(variable: str) -> set[str]:
     value = os.environ.get(variable, "")
-    return {normalize_distribution(part) for part in value.split(",") if part.strip()}
+    return {normalize_distribution(part.strip()) for part in value.split(",") if part.strip()}
 
 
 def strict() -> bool:
@@ -68,6 +80,8 @@ class PluginInfo:
     distribution: str
     version: str
     module: str
+    import_seconds: float | None = attrs.field(default=None, eq=False)  # None: not imported through discovery
+    heavy_imports: tuple[str, ...] = attrs.field(default=(), eq=False)  # heavy modules its import pulled in
 
 
 @attrs.frozen
@@ -124,6 +138,7 @@ class Registry:
 
     plugins: list[PluginInfo] = attrs.field(factory=list)
     errors: list[PluginError] = attrs.field(factory=list)
+    warnings: list[str] = attrs.field(factory=list)
     blocked: list[PluginInfo] = attrs.field(factory=list)
     architectures: dict[str, list[Architecture]] = attrs.field(factory=dict)
     collators: dict[str, list[tuple[CollatorSpec, PluginInfo]]] = attrs.field(factory=dict)
@@ -204,14 +219,40 @@ def discover(manager: pluggy.PluginManager, registry: Registry) -> None:
         if distribution in block or (allow and not is_core and distribution not in allow):
             registry.blocked.append(info)
             continue
+        loaded_before = {name for name in HEAVY_MODULES if name in sys.modules}
+        started = time.perf_counter()
         try:
             module = entry_point.load()
-        except Exception as exc:
+        except ISOLATED as exc:
             if strict():
                 raise
             registry.errors.append(_error(info, "import", exc))
             continue
+        info = attrs.evolve(
+            info, import_seconds=time.perf_counter() - started,
+            heavy_imports=tuple(name for name in HEAVY_MODULES if name in sys.modules and name not in loaded_before),
+        )
+        registry.warnings.extend(_import_warnings(info))
         register(manager, registry, module, info)
+    installed = sorted({distribution for distribution, _ in seen})
+    for name in sorted(allow - set(installed)):
+        registry.warnings.append(
+            f"{ALLOW_ENV} names {name!r}, which matches no installed plugin distribution{did_you_mean(name, installed)}; "
+            f"installed: {', '.join(installed)}"
+        )
+
+
+def _import_warnings(info: PluginInfo) -> list[str]:
+    """What a plugin's entry-point import costs every command, when it costs too much."""
+    who = f"{info.distribution} {info.version} ({info.name})"
+    advice = "import heavy modules inside the model builder (a 'module:function' path), not in the plugin module"
+    found = []
+    if info.heavy_imports:
+        found.append(f"{who}: importing its entry point imports {', '.join(info.heavy_imports)}; {advice}")
+    if info.import_seconds is not None and info.import_seconds > SLOW_IMPORT_SECONDS:
+        found.append(f"{who}: importing its entry point took {info.import_seconds:.1f} s, which every foundry command "
+                     f"pays; {advice}")
+    return found
 
 
 def register(manager: pluggy.PluginManager, registry: Registry, plugin: object, info: PluginInfo) -> None:
@@ -237,19 +278,51 @@ def _error(info: PluginInfo, stage: str, exc: BaseException) -> PluginError:
     )
 
 
+# What each hook answers: a list of these records, each indexed by the attribute named (a string).
+HOOK_RECORDS: dict[str, tuple[type, str | None]] = {
+    "foundry_config_schemas": (ArchitectureSchema, "name"),
+    "foundry_model_builders": (ModelBuilder, "architecture"),
+    "foundry_collators": (CollatorSpec, "name"),
+    "foundry_tokenizers": (TokenizerSpec, "name"),
+    "foundry_checkpoint_converters": (CheckpointConverter, None),
+    "foundry_exporters": (Exporter, "architecture"),
+    "foundry_training_steps": (TrainingStep, "architecture"),
+    "foundry_modalities": (ModalitySpec, "name"),
+    "foundry_datasets": (DatasetSpec, "name"),
+    "foundry_metrics": (MetricSpec, "name"),
+    "foundry_extensions": (ExtensionSpec, "name"),
+}
+
+
 def _answers(manager: pluggy.PluginManager, registry: Registry, hook_name: str) -> Iterable[tuple[Any, PluginInfo]]:
-    """Call one hook plugin by plugin, so that one plugin raising never hides the others."""
+    """Call one hook plugin by plugin, so that one plugin raising, or answering with something other
+    than the hook's records, never hides the others: its whole answer is refused and reported."""
     by_name = {f"{p.distribution}:{p.name}": p for p in registry.plugins}
     for impl in reversed(getattr(manager.hook, hook_name).get_hookimpls()):
         info = by_name[impl.plugin_name]
         try:
-            answer = impl.function()
-            for item in answer or ():
-                yield item, info
-        except Exception as exc:
+            items = _checked_answer(impl.function(), hook_name)
+        except ISOLATED as exc:
             if strict():
                 raise
             registry.errors.append(_error(info, hook_name, exc))
+            continue
+        for item in items:
+            yield item, info
+
+
+def _checked_answer(answer: Any, hook_name: str) -> list[Any]:
+    record, key = HOOK_RECORDS[hook_name]
+    if answer is None:
+        return []
+    if not isinstance(answer, (list, tuple)):
+        raise TypeError(f"returned {type(answer).__name__} {answer!r:.60}, expected a list of {record.__name__} records")
+    for item in answer:
+        if not isinstance(item, record):
+            raise TypeError(f"returned {type(item).__name__} {item!r:.60} in its list, expected {record.__name__} records")
+        if key is not None and not isinstance(getattr(item, key), str):
+            raise TypeError(f"returned a {record.__name__} whose {key} is {getattr(item, key)!r:.60}, expected a string")
+    return list(answer)
 
 
 def collect(manager: pluggy.PluginManager, registry: Registry) -> Registry:

@@ -45,8 +45,18 @@ def plugin_errors() -> list[dict[str, str]]:
     ]
 
 
+def plugin_warnings() -> list[str]:
+    """What loading the plugins found worth saying without failing any: slow imports, imports of torch,
+    allow-list entries that match no installed distribution."""
+    return list(get_registry().warnings)
+
+
 def list_plugins() -> list[dict[str, Any]]:
-    """Every plugin found: loaded ones with what they contribute, blocked ones, failed ones."""
+    """Every plugin found: loaded ones with what they contribute, blocked ones, failed ones.
+
+    Each row also has ``import_seconds`` (how long importing its entry point took; null when it was
+    not imported through discovery) and ``heavy_imports`` (modules such as torch that the import
+    pulled in, which every command then pays for)."""
     registry = get_registry()
     failed = {(e.distribution, e.plugin) for e in registry.errors}
     rows = []
@@ -59,18 +69,20 @@ def list_plugins() -> list[dict[str, Any]]:
                 "module": info.module,
                 "status": "error" if (info.distribution, info.name) in failed else "loaded",
                 "contributes": registry.contributions(info),
+                "import_seconds": info.import_seconds,
+                "heavy_imports": list(info.heavy_imports),
             }
         )
     for info in registry.blocked:
         rows.append(
             {"plugin": info.name, "distribution": info.distribution, "version": info.version,
-             "module": info.module, "status": "blocked", "contributes": {}}
+             "module": info.module, "status": "blocked", "contributes": {}, "import_seconds": None, "heavy_imports": []}
         )
     for error in registry.errors:
         if not any(r["distribution"] == error.distribution and r["plugin"] == error.plugin for r in rows):
             rows.append(
                 {"plugin": error.plugin, "distribution": error.distribution, "version": error.version,
-                 "module": "", "status": "error", "contributes": {}}
+                 "module": "", "status": "error", "contributes": {}, "import_seconds": None, "heavy_imports": []}
             )
     for row in rows:
         row["errors"] = [

@@ -7,7 +7,7 @@ import sys
 from typing import Any, Mapping
 
 from model_foundry.commands._output import print_json, print_table
-from model_foundry.registry import list_architectures, plugin_errors
+from model_foundry.registry import list_architectures, plugin_errors, plugin_warnings
 
 
 def add_parser(subparsers) -> None:
@@ -49,4 +49,6 @@ def run(args) -> int:
     failures = plugin_errors()
     if failures:
         print(f"\n{len(failures)} plugin(s) failed to load; see `foundry plugins`", file=sys.stderr)
+    for warning in plugin_warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
