@@ -39,6 +39,9 @@ from model_foundry.training.state import (
     write_training_state,
 )
 
+# PyTorch's warning when a scheduler steps and its optimizer has not (yet).
+SCHEDULER_BEFORE_OPTIMIZER = re.escape("Detected call of `lr_scheduler.step()` before `optimizer.step()`")
+
 
 @attrs.frozen
 class StepContext:
@@ -55,6 +58,10 @@ class StepContext:
     training: TrainingConfig
     step: int  # the optimizer step about to happen (1-based)
     extensions: Mapping[str, Any] = attrs.field(factory=dict)  # the config's extensions, by name
+    # Whether an Accelerate optimizer's step is just the wrapped optimizer's (no loss scaler, no
+    # XLA/FSDP/DeepSpeed): then the wrapped one is called directly, since Accelerate's per-call
+    # checks (a package lookup, a signature inspection) cost more than a small model's whole step.
+    direct: bool = False
 
     def extra_losses(self, batch: Mapping[str, Any], output: Any) -> dict[str, torch.Tensor]:
         """The extensions' loss terms for a batch and the model's output on it, as ``{"<extension>_loss": term}``:
@@ -76,14 +83,29 @@ class StepContext:
         optimizer = self.optimizers[name]
         if self.training.max_grad_norm is not None:
             parameters = [p for group in optimizer.param_groups for p in group["params"]]
-            self.accelerator.clip_grad_norm_(parameters, self.training.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+            clip = torch.nn.utils.clip_grad_norm_ if self.direct else self.accelerator.clip_grad_norm_
+            clip(parameters, self.training.max_grad_norm)
+        inner = unwrap_optimizer(optimizer) if self.direct else optimizer
+        inner.step()
+        inner.zero_grad(set_to_none=True)
 
     def no_sync(self) -> Any:
         """A context in which backward passes do not average gradients across processes: wrap
         every micro-batch's backward but the last of those that feed one optimizer step."""
         return self.accelerator.no_sync(self.model)
+
+
+def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    """The torch optimizer inside an Accelerate one."""
+    return optimizer.optimizer
+
+
+def _direct(accelerator: Any) -> bool:
+    """See :attr:`StepContext.direct`."""
+    from accelerate.utils import DistributedType
+
+    plain = (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
+    return accelerator.scaler is None and accelerator.distributed_type in plain
 
 
 def default_step(model: Any, batches: list[dict[str, Any]], context: StepContext) -> dict[str, torch.Tensor]:
@@ -591,6 +613,7 @@ def _train(config: FoundryConfig, candidates: list[str], overrides: tuple[str, .
     window_steps: int = saved_window.get("steps", 0)
     last_record, last_evaluation, last_checkpoint, interrupted = {}, {}, resume_from, False
     clock = WindowClock(saved_window.get("seconds", 0.0))
+    direct = _direct(accelerator)
     watch = rundir.LossWatch(output_dir, training.learning_rate, accelerator.gather, accelerator.device)
     model.train()
     with _InterruptFlag() as interrupt:
@@ -600,19 +623,16 @@ def _train(config: FoundryConfig, candidates: list[str], overrides: tuple[str, .
                 transformed(collate(collator, data.train, order.indices(micro + i), accelerator.device))
                 for i in range(training.gradient_accumulation_steps)
             ]
-            for optimizer in optimizers.values():
+            for optimizer in optimizers.values() if custom else ():
                 # Gradients a custom step left behind (a generator's pass through the critic) are in no
-                # checkpoint: none may reach the next step, or a resumed run would differ.
-                optimizer.zero_grad(set_to_none=True)
-            context = StepContext(accelerator, model, optimizers, schedulers, training, step + 1, extensions)
+                # checkpoint: none may reach the next step, or a resumed run would differ. (The default
+                # step leaves none.)
+                (unwrap_optimizer(optimizer) if direct else optimizer).zero_grad(set_to_none=True)
+            context = StepContext(accelerator, model, optimizers, schedulers, training, step + 1, extensions, direct)
             outcome = train_step(model, batches, context)
             losses = {k: torch.as_tensor(v).detach().float() for k, v in outcome.items() if _is_loss(k)}
             watch.observe(step + 1, losses)
-            with warnings.catch_warnings():
-                # An optimizer a custom step leaves for a later step (a GAN's generator) follows the schedule all the same.
-                warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"))
-                for scheduler in schedulers.values():
-                    scheduler.step()
+            _step_schedulers(schedulers, quiet=bool(custom))
             step += 1
             if isinstance(unwrapped, FoundryModel):
                 unwrapped.on_optimizer_step(step)
@@ -664,6 +684,16 @@ def _train(config: FoundryConfig, candidates: list[str], overrides: tuple[str, .
         accelerator.end_training()
     accelerator.wait_for_everyone()
     return TrainResult(unwrapped, tokenizer, step, interrupted, output_dir, last_checkpoint, final, last_record, last_evaluation)
+
+
+def _step_schedulers(schedulers: Mapping[str, Any], quiet: bool) -> None:
+    """Step every scheduler; ``quiet``: without PyTorch's warning about an optimizer that has not
+    stepped (one a custom step leaves for a later step, a GAN's generator, follows the schedule all the same)."""
+    with warnings.catch_warnings() if quiet else contextlib.nullcontext():
+        if quiet:
+            warnings.filterwarnings("ignore", SCHEDULER_BEFORE_OPTIMIZER)
+        for scheduler in schedulers.values():
+            scheduler.step()
 
 
 def _record(record: Mapping[str, Any], metrics: MetricsLog | None, progress: Progress, accelerator: Any, step: int) -> None:
