@@ -39,8 +39,8 @@ SAMPLES_DIR = "samples"
 LOCK_FILE = ".foundry.lock"
 # What atomic_directory and discard leave behind when a process is killed in the middle of a write or a removal.
 STAGING_PATTERN = re.compile(r"^\.(checkpoint-\d+|final|samples)\.(tmp|old)-")
-# A checkpoint that cannot be read fails with one of these (from JSON, safetensors, torch or tokenizers);
-# tokenizers raises plain Exception for a malformed tokenizer.json, hence Exception for the tokenizer only.
+# A checkpoint that cannot be read fails with one of these (from JSON, safetensors, torch, or the
+# project's own checks of a checkpoint's files).
 UNREADABLE: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError, FoundryError)
 OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
@@ -288,10 +288,7 @@ def resume_candidates(run_dir: str, chosen: str | None, model_section: Mapping[s
             if text:
                 from model_foundry.factory import load_tokenizer
 
-                try:
-                    load_tokenizer(path)
-                except Exception as error:  # noqa: BLE001 (see UNREADABLE)
-                    raise ValueError(f"tokenizer: {error}") from None
+                load_tokenizer(path)  # a damaged tokenizer.json is a FoundryError
         except UNREADABLE as error:
             skipped.append((path, error))
             continue
