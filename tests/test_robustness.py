@@ -231,3 +231,68 @@ def test_exporting_a_damaged_checkpoint_is_a_user_error(damaged, message, tmp_pa
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err, err
     assert not (tmp_path / "out").exists()
+
+
+# --- sizes and files that validate catches before train would fail -----------------------------
+
+
+def gpt2_config(tmp_path, **data) -> str:
+    (tmp_path / "train.txt").write_text(TEXT, encoding="utf-8")
+    lines = ["model:", "  architecture: gpt2", "  transformer: {layers: 2, hidden_size: 16, attention_heads: 2,",
+             "                intermediate_hidden_size: 32, max_position_embeddings: 32}",
+             "tokenizer: {tokenizer_type: char, vocab_size: 40}",
+             "data:", f"  train_files: [{data.get('train', tmp_path / 'train.txt')}]",
+             f"  validation_files: [{tmp_path / 'train.txt'}]", f"  block_size: {data.get('block_size', 16)}",
+             "training: {max_steps: 100, warmup_steps: 500}"]
+    path = tmp_path / "config.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def validate(capsys, *argv) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(["validate", *argv])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return code, captured.out + captured.err
+
+
+def test_validate_accepts_a_config_that_trains(tmp_path, capsys):
+    code, out = validate(capsys, gpt2_config(tmp_path))
+    assert code == 0 and "OK" in out, out
+
+
+@pytest.mark.parametrize("override, message", [
+    (["--set", "data.block_size=64"], "data.block_size: 64 is longer than the model's max_sequence_length (32)"),
+    (["--set", "data.train_files=[nowhere.txt]"], "data.train_files[0]: data file not found: 'nowhere.txt'"),
+    (["--set", "tokenizer.vocab_size=1e12"], "tokenizer.vocab_size: must be between 1 and 16777216"),
+    (["--set", "model.transformer.max_position_embeddings=1000000000"],
+     "the model is larger than 201.33M parameters (the build on the meta device was stopped at 16.00B parameters"),
+    (["--set", "model.transformer.layers=100000"], "on the meta device took over 2 s and was stopped at"),
+])
+def test_validate_refuses_what_train_would_fail_on(tmp_path, capsys, monkeypatch, override, message):
+    monkeypatch.setenv("FOUNDRY_MEMORY_LIMIT", "3G")
+    monkeypatch.setenv("FOUNDRY_BUILD_SECONDS", "2")
+    started = time.monotonic()
+    code, out = validate(capsys, gpt2_config(tmp_path), *override)
+    assert code == 2 and message in out, out
+    assert time.monotonic() - started < 20
+
+
+def test_validate_names_the_training_memory_estimate(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FOUNDRY_MEMORY_LIMIT", "20K")
+    code, out = validate(capsys, gpt2_config(tmp_path))
+    assert code == 2 and "the model is larger than 1.28K parameters (the build on the meta device was stopped at" in out, out
+    assert "so at most 1.28K parameters fit in 20.0 KiB (FOUNDRY_MEMORY_LIMIT)" in out, out
+    monkeypatch.setenv("FOUNDRY_MEMORY_LIMIT", "lots")
+    code, out = validate(capsys, gpt2_config(tmp_path))
+    assert code == 2 and "FOUNDRY_MEMORY_LIMIT='lots' is not understood" in out, out
+
+
+def test_build_of_a_huge_stack_answers_quickly(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FOUNDRY_BUILD_SECONDS", "1")
+    started = time.monotonic()
+    assert main(["build", gpt2_config(tmp_path), "--set", "model.transformer.layers=100000"]) == 2
+    err = capsys.readouterr().err
+    assert "building the model on the meta device took over 1 s and was stopped at" in err, err
+    assert time.monotonic() - started < 15

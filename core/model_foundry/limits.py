@@ -60,13 +60,14 @@ def bounded_build(max_elements: int | None, why: str, seconds: float | None = No
     from torch.nn.modules import module
 
     seconds = build_seconds() if seconds is None else seconds
-    start = time.monotonic()
     seen: set[int] = set()
     tally = {"elements": 0, "tensors": 0}
+    started: list[float] = []  # at the first parameter: importing the plugin's model code is not building
 
     def count(_module: Any, _name: str, parameter: Any) -> None:
         if parameter is None or id(parameter) in seen:
             return None
+        start = started[0] if started else started.append(time.monotonic()) or started[0]
         seen.add(id(parameter))
         tally["elements"] += parameter.numel()
         tally["tensors"] += 1
@@ -95,20 +96,14 @@ def build_on_meta(config: Any, max_elements: int | None, why: str, registry: Any
         return create_model(config, device="meta", registry=registry)
 
 
-def check_training_memory(model: Any) -> dict[str, int]:
-    """The model's memory footprint (see ``memory_footprint``), refused when training it with AdamW would
-    not fit in :func:`memory_limit`."""
-    from model_foundry.protocol import memory_footprint, unique_parameters
-
-    footprint = memory_footprint(model)
+def training_bound() -> tuple[int, str]:
+    """The most parameters training with AdamW fits in :func:`memory_limit`, and the end of the message that
+    refuses more (for :func:`build_on_meta`)."""
     limit = memory_limit()
-    if footprint["training_adamw"] > limit:
-        source = f"{MEMORY_ENV}" if os.environ.get(MEMORY_ENV, "").strip() else "this machine's memory"
-        count = sum(p.numel() for p in unique_parameters(model.parameters()))
-        raise FoundryError(
-            f"the model has {human_count(count)} parameters; training it with AdamW needs about "
-            f"{human_bytes(footprint['training_adamw'])} (weights, gradients, 2 moments; activations not included), "
-            f"more than {human_bytes(limit)} ({source}); make the model smaller, or set {MEMORY_ENV} if it is meant "
-            "for a larger machine"
-        )
-    return footprint
+    source = MEMORY_ENV if os.environ.get(MEMORY_ENV, "").strip() else "this machine's memory"
+    most = limit // TRAINING_BYTES_PER_PARAMETER
+    return most, (
+        f"training with AdamW needs {TRAINING_BYTES_PER_PARAMETER} bytes per parameter (weights, gradients, 2 moments; "
+        f"activations not included), so at most {human_count(most)} parameters fit in {human_bytes(limit)} ({source}); "
+        f"make the model smaller, or set {MEMORY_ENV} if it is meant for a larger machine"
+    )

@@ -16,6 +16,7 @@ from model_foundry.commands._output import human_bytes, human_count, print_json,
 from model_foundry.commands.validate import add_set_argument
 from model_foundry.config import FoundryConfig, load_config
 from model_foundry.factory import create_model
+from model_foundry.limits import build_on_meta, memory_limit
 
 CONTAINERS = ("ModuleList", "ModuleDict", "Sequential")
 
@@ -100,7 +101,11 @@ def _vocab_note(config: FoundryConfig, model: Any) -> tuple[Any, str | None]:
 
 def run(args) -> int:
     config = load_config(args.config, args.overrides)  # the data section decides the modality a model is built for
-    model = create_model(config, device=None if args.materialize else "meta")
+    # Sized up on the meta device first, under a time bound, so that 1e5 layers answers at once.
+    weights_fit = memory_limit() // 4 if args.materialize else None
+    model = build_on_meta(config, weights_fit, "lower the sizes in the config (or set FOUNDRY_MEMORY_LIMIT)")
+    if args.materialize:
+        model = create_model(config)
     summary = summarize(model, args.depth)
     vocab_size, vocab_source = _vocab_note(config, model)
     summary.update(

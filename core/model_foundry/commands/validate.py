@@ -1,9 +1,20 @@
-"""``foundry validate CONFIG [--set k=v ...] [--model-only | --data-only] [--json]``: check a config."""
+"""``foundry validate CONFIG [--set k=v ...] [--model-only | --data-only] [--json]``: check a config.
+
+Besides the config itself: the model is built on the meta device (nothing allocated) and refused
+when training it with AdamW (16 bytes per parameter) would need more memory than the machine has
+(``FOUNDRY_MEMORY_LIMIT`` overrides), with the estimate in the message; text data files must exist, and ``data.block_size``
+must fit the model's positions. So a config that validates does not fail later on these.
+"""
 
 from __future__ import annotations
 
+import sys
+from typing import Any, Callable
+
 from model_foundry.commands._output import print_json
-from model_foundry.config import SECTIONS, load_config
+from model_foundry.config import SECTIONS, FoundryConfig, load_config
+from model_foundry.errors import ConfigError, FoundryError, Problem
+from model_foundry.registry import plugin_warnings
 
 
 def add_set_argument(parser) -> None:
@@ -15,7 +26,7 @@ def add_set_argument(parser) -> None:
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("validate", help="check a config file and report every problem", description=__doc__)
-    parser.add_argument("config")
+    parser.add_argument("config", help="the YAML config file to check")
     add_set_argument(parser)
     only = parser.add_mutually_exclusive_group()
     only.add_argument("--model-only", action="store_true", help="check only the model section")
@@ -27,6 +38,9 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     sections = ("model",) if args.model_only else ("data",) if args.data_only else SECTIONS
     config = load_config(args.config, args.overrides, sections=sections)
+    check_resources(config)
+    for warning in plugin_warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         print_json(config.to_dict())
         return 0
@@ -36,3 +50,39 @@ def run(args) -> int:
     parts += [name for name in ("tokenizer", "data", "training") if getattr(config, name) is not None]
     print(f"{args.config}: OK ({'; '.join(parts) or 'no sections'})")
     return 0
+
+
+def check_resources(config: FoundryConfig) -> Any:
+    """What the config asks of the machine, checked without allocating anything: the text data files
+    exist, the model (built on the meta device) fits in memory for training, and ``data.block_size``
+    fits its positions. Every problem is reported in one ConfigError; returns the meta-device model
+    (None without a model section)."""
+    from model_foundry.limits import build_on_meta, training_bound
+
+    problems: list[Problem] = []
+
+    def check(step: Callable[[], Any]) -> Any:
+        try:
+            return step()
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+        except FoundryError as exc:
+            problems.append(Problem(str(exc), "model"))
+        return None
+
+    text = config.data is not None and config.data.kind == "text"
+    if text:
+        from model_foundry.text.data import resolve_files
+
+        check(lambda: resolve_files(config.data.train_files, "data.train_files"))
+        check(lambda: resolve_files(config.data.validation_files, "data.validation_files"))
+    model = None
+    if config.model is not None:
+        model = check(lambda: build_on_meta(config, *training_bound()))
+    if model is not None and text:
+        from model_foundry.training.loop import _check_block_size
+
+        check(lambda: _check_block_size(model, config.data))
+    if problems:
+        raise ConfigError(problems)
+    return model

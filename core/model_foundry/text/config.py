@@ -11,7 +11,7 @@ from typing import Literal, Optional
 import attrs
 
 from model_foundry.errors import did_you_mean
-from model_foundry.schema import option, positive, probability
+from model_foundry.schema import in_range, option, positive, probability
 
 SPECIAL_TOKEN_ROLES = ("bos_token", "eos_token", "unk_token", "pad_token", "cls_token", "sep_token", "mask_token")
 
@@ -21,7 +21,8 @@ class TokenizerConfig:
     """How to get a tokenizer: train one on the data, or load a saved one from ``path``."""
 
     tokenizer_type: str = option("bpe", doc="tokenizer kind: bpe, wordpiece, unigram, char (see `foundry plugins`)")
-    vocab_size: int = option(8000, doc="target vocabulary size when training", validator=positive)
+    # The Rust trainers abort the process (no exception) on absurd sizes such as 1e12; 2**24 is far above any real vocabulary.
+    vocab_size: int = option(8000, doc="target vocabulary size when training (at most 2**24)", validator=in_range(1, 2**24))
     special_tokens: Optional[dict[str, str]] = option(
         None, doc="special tokens by role (bos_token, eos_token, unk_token, pad_token, cls_token, sep_token, mask_token)"
     )
