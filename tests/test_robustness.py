@@ -296,3 +296,17 @@ def test_build_of_a_huge_stack_answers_quickly(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "building the model on the meta device took over 1 s and was stopped at" in err, err
     assert time.monotonic() - started < 15
+
+
+def test_a_transformers_directory_with_only_pickled_weights_is_refused(tmp_path, capsys):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    directory = tmp_path / "foreign"
+    hf_config = GPT2Config(n_layer=1, n_embd=8, n_head=2, n_positions=16, vocab_size=20)
+    hf_config.save_pretrained(directory)
+    torch.save(GPT2LMHeadModel(hf_config).state_dict(), directory / "pytorch_model.bin")
+    with pytest.raises(FoundryError, match=r"only pickled weights \(pytorch_model.bin\); .* never unpickles"):
+        model_foundry.load(directory)
+    assert main(["generate", str(directory), "--prompt", "x"]) == 2
+    assert "never unpickles" in capsys.readouterr().err

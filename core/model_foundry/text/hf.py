@@ -115,7 +115,16 @@ def import_transformers(
     from model_foundry.factory import create_model
 
     directory = os.fspath(directory)
-    source = hf_class.from_pretrained(directory, dtype=torch.float32)
+    if not any(name.endswith(".safetensors") for name in os.listdir(directory)):
+        pickles = sorted(name for name in os.listdir(directory) if name.endswith((".bin", ".pt", ".pth", ".ckpt")))
+        held = f"only pickled weights ({', '.join(pickles)})" if pickles else "no weights"
+        raise FoundryError(
+            f"{directory!r} holds {held}; Model Foundry loads safetensors only and never unpickles a file (a pickle can "
+            "run code). Convert it where you trust it: transformers' from_pretrained, then "
+            "save_pretrained(directory) writes model.safetensors"
+        )
+    # use_safetensors=True: transformers would otherwise fall back to unpickling pytorch_model.bin.
+    source = hf_class.from_pretrained(directory, dtype=torch.float32, use_safetensors=True)
     label = os.path.join(directory, TRANSFORMERS_CONFIG)
     try:
         model_config = load_model_config({"architecture": architecture, **fields_of(source.config)}, label=label)
