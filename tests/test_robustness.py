@@ -310,3 +310,18 @@ def test_a_transformers_directory_with_only_pickled_weights_is_refused(tmp_path,
         model_foundry.load(directory)
     assert main(["generate", str(directory), "--prompt", "x"]) == 2
     assert "never unpickles" in capsys.readouterr().err
+
+
+def test_tokenizer_training_cuts_lines_without_whitespace(tmp_path):
+    from model_foundry.factory import train_tokenizer
+    from model_foundry.text import tokenization
+
+    line = "".join("abcdefghij"[(i * 7919) % 10] for i in range(300_000))
+    path = tmp_path / "one-line.txt"
+    path.write_text("short line\n" + line + "\nlast", encoding="utf-8")
+    pieces = list(tokenization._bounded_lines([str(path)]))
+    assert "".join(pieces) == path.read_text(encoding="utf-8")
+    assert max(map(len, pieces)) == tokenization._LINE_CHARS and pieces[0] == "short line\n"
+    started = time.monotonic()
+    tokenizer = train_tokenizer({"tokenizer_type": "wordpiece", "vocab_size": 300}, [path])
+    assert time.monotonic() - started < 10 and len(tokenizer) > 20
