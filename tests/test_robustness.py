@@ -325,3 +325,45 @@ def test_tokenizer_training_cuts_lines_without_whitespace(tmp_path):
     started = time.monotonic()
     tokenizer = train_tokenizer({"tokenizer_type": "wordpiece", "vocab_size": 300}, [path])
     assert time.monotonic() - started < 10 and len(tokenizer) > 20
+
+
+# --- the command line explains itself ---------------------------------------------------------
+
+
+def test_help_shows_no_rst_markup_and_every_positional_argument_has_help():
+    from model_foundry.cli import build_parser
+
+    parser = build_parser()
+    [subparsers] = [action for action in parser._actions if action.dest == "command"]
+    for name, command in subparsers.choices.items():
+        assert "``" not in command.format_help(), name
+        for action in command._actions:
+            if not action.option_strings:
+                assert action.help, (name, action.dest)
+
+
+def test_expected_a_list_shows_the_set_syntax(tmp_path):
+    from model_foundry.config import load_config
+    from model_foundry.errors import ConfigError
+
+    path = gpt2_config(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["data.train_files=a.txt"])
+    assert "data.train_files: expected a list, got str 'a.txt'; write [a, b] (on the command line: " \
+           "--set data.train_files='[a, b]')" in str(info.value)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("gpt2", "foundry-plugin-gpt2 0.1.0"),
+    ("lstm", "architecture 'lstm' is provided by foundry-plugin-rnn"),
+])
+def test_new_plugin_refuses_an_installed_name(tmp_path, capsys, name, message):
+    assert main(["new-plugin", name, "--dir", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_new_plugin_scaffold_ignores_build_outputs(tmp_path, capsys):
+    assert main(["new-plugin", "fresh_name", "--dir", str(tmp_path)]) == 0
+    ignored = (tmp_path / "foundry-plugin-fresh_name" / ".gitignore").read_text().split()
+    assert {"build/", "*.egg-info/"} <= set(ignored)

@@ -42,7 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _available_commands():
         module.add_parser(subparsers)
+    for command in subparsers.choices.values():
+        command.description = plain_text(command.description)
     return parser
+
+
+def plain_text(docstring: str | None) -> str | None:
+    """A command's module docstring as ``--help`` shows it: without RST's ``literal`` markup."""
+    return docstring.replace("``", "") if docstring else docstring
 
 
 def main(argv: Sequence[str] | None = None) -> int:

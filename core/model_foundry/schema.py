@@ -135,7 +135,8 @@ class Structurer:
             return attrs.NOTHING
         if origin in (list, tuple, typing.Sequence, _abc_sequence()):
             if not isinstance(value, list):
-                self.problem(path, f"expected a list, got {_show(value)}")
+                self.problem(path, f"expected a list, got {_show(value)}; write [a, b] (on the command line: "
+                             f"--set {dotted(path)}='[a, b]')")
                 return attrs.NOTHING
             args = typing.get_args(kind) or (Any,)
             items = [self.structure(v, args[0], path + (i,)) for i, v in enumerate(value)]

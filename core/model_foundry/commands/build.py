@@ -23,7 +23,7 @@ CONTAINERS = ("ModuleList", "ModuleDict", "Sequential")
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("build", help="build a model (on the meta device) and show its size", description=__doc__)
-    parser.add_argument("config")
+    parser.add_argument("config", help="the YAML config file whose model to build")
     add_set_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--materialize", action="store_true", help="allocate real weights instead of the meta device")

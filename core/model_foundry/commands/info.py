@@ -16,7 +16,7 @@ from model_foundry.schema import iter_fields, type_name, unstructure
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("info", help="show an architecture's fields and presets", description=__doc__)
-    parser.add_argument("architecture")
+    parser.add_argument("architecture", help="an installed architecture name, e.g. gpt2 (see foundry list)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(run=run)
 

@@ -139,6 +139,13 @@ def test_{package}_conforms():
     check_architecture("{name}")
 '''
 
+GITIGNORE = '''\
+build/
+dist/
+*.egg-info/
+__pycache__/
+'''
+
 README = '''\
 # foundry-plugin-{name}
 
@@ -171,6 +178,7 @@ def render(name: str) -> dict[str, str]:
     files = {
         "pyproject.toml": PYPROJECT,
         "README.md": README,
+        ".gitignore": GITIGNORE,
         f"{package}/__init__.py": '"""The {name} plugin for Model Foundry."""\n',
         f"{package}/plugin.py": PLUGIN,
         f"{package}/config.py": CONFIG,
@@ -180,9 +188,29 @@ def render(name: str) -> dict[str, str]:
     return {path: textwrap.dedent(text).format(**values) for path, text in files.items()}
 
 
+def check_name_is_free(name: str) -> None:
+    """Refuse a name an installed plugin already provides: installing the scaffold (``pip install -e``)
+    would replace that plugin's distribution or clash with its architecture."""
+    from importlib import metadata
+
+    from model_foundry.plugins import get_registry
+
+    distribution = f"foundry-plugin-{name}"
+    try:
+        owner: str | None = f"{distribution} {metadata.version(distribution)} is installed"
+    except metadata.PackageNotFoundError:
+        owner = None
+    entries = get_registry().architectures.get(name)
+    if entries:
+        owner = f"architecture {name!r} is provided by {entries[0].plugin.distribution} {entries[0].plugin.version}"
+    if owner:
+        raise FoundryError(f"{owner}; a new plugin of that name would replace or clash with it: choose another name")
+
+
 def run(args) -> int:
     target = os.path.join(args.dir, f"foundry-plugin-{args.name}")
     files = render(args.name)
+    check_name_is_free(args.name)
     if os.path.exists(target):
         raise FoundryError(f"{target!r} already exists; choose another name or --dir")
     with atomic_directory(target) as staging:

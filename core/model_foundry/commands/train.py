@@ -19,7 +19,7 @@ INTERRUPTED_EXIT = 130
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("train", help="train a model from a config (see docs/training.md)", description=__doc__)
-    parser.add_argument("config")
+    parser.add_argument("config", help="the YAML config file of the run")
     add_set_argument(parser)
     earlier = parser.add_mutually_exclusive_group()
     earlier.add_argument(
