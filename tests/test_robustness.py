@@ -367,3 +367,16 @@ def test_new_plugin_scaffold_ignores_build_outputs(tmp_path, capsys):
     assert main(["new-plugin", "fresh_name", "--dir", str(tmp_path)]) == 0
     ignored = (tmp_path / "foundry-plugin-fresh_name" / ".gitignore").read_text().split()
     assert {"build/", "*.egg-info/"} <= set(ignored)
+
+
+def test_validate_warns_when_the_builder_cannot_run_on_the_meta_device(tmp_path, capsys, monkeypatch):
+    from foundry_plugin_gpt2 import model as gpt2_model
+
+    def refuse(config):
+        raise NotImplementedError("no meta tensors here")
+
+    monkeypatch.setattr(gpt2_model, "build", refuse)
+    code, out = validate(capsys, gpt2_config(tmp_path))
+    assert code == 0 and "OK" in out, out
+    assert "warning: the model could not be built on the meta device, so its size was not checked " \
+           "(NotImplementedError: no meta tensors here)" in out, out
