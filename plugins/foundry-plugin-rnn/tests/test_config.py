@@ -113,6 +113,10 @@ def test_foundry_validate_rejects_a_bidirectional_causal_model_with_a_location(t
 
 
 @pytest.mark.parametrize("name", ["lstm-small.yaml", "bilstm-mlm.yaml"])
-def test_example_configs_validate(name: str) -> None:
-    result = foundry("validate", f"configs/{name}")
+def test_example_configs_validate(name: str, tmp_path) -> None:
+    # validate checks that the data files exist; the examples' Shakespeare files are written by `make quickstart`.
+    text = tmp_path / "text.txt"
+    text.write_text("Some text to train on.\n", encoding="utf-8")
+    files = [f"--set=data.{key}=[{text}]" for key in ("train_files", "validation_files")]
+    result = foundry("validate", f"configs/{name}", *files)
     assert result.returncode == 0, result.stderr
