@@ -47,6 +47,7 @@ def test_image_grid_is_upscaled_with_gaps_and_values_mapped_to_bytes(tmp_path):
     assert grid.shape == (2 * 65 + 1, 3 * 65 + 1)
     assert (grid[1:65, 66:130] == 255).all() and (grid[1:65, 1:65] == 0).all()
     assert (grid[1:9, 131:139] == 128).all() and grid[9, 131] == 0
+    assert (grid[0] == modalities.GRID_GAP_GREY).all() and (grid[:, 65] == modalities.GRID_GAP_GREY).all()
     assert np.array_equal(npy(written[1]), images.numpy())
 
 

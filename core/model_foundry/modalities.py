@@ -68,9 +68,13 @@ def write_npy(array: np.ndarray, path_stem: str) -> str:
     return path
 
 
+GRID_GAP_GREY = 96
+
+
 def image_grid(images: np.ndarray) -> np.ndarray:
-    """``(N, C, H, W)`` in [-1, 1] -> one uint8 ``(rows * H', columns * W', C)`` grid, 1-pixel gaps,
-    each image upscaled by an integer factor."""
+    """``(N, C, H, W)`` in [-1, 1] -> one uint8 ``(rows * H', columns * W', C)`` grid, each image
+    upscaled by an integer factor, with 1-pixel gaps in a grey that neither black nor white
+    backgrounds hide (digits are white on black: black gaps would run the cells together)."""
     count, channels, height, width = images.shape
     scale = max(1, math.ceil(GRID_CELL_PIXELS / max(height, width)))
     pixels = np.rint((np.clip(images, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
@@ -78,7 +82,7 @@ def image_grid(images: np.ndarray) -> np.ndarray:
     columns = math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
     cell_h, cell_w = height * scale + 1, width * scale + 1
-    grid = np.zeros((rows * cell_h + 1, columns * cell_w + 1, channels), dtype=np.uint8)
+    grid = np.full((rows * cell_h + 1, columns * cell_w + 1, channels), GRID_GAP_GREY, dtype=np.uint8)
     for index in range(count):
         top, left = 1 + (index // columns) * cell_h, 1 + (index % columns) * cell_w
         grid[top : top + cell_h - 1, left : left + cell_w - 1] = pixels[index]

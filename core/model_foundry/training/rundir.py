@@ -419,21 +419,37 @@ def _check_state(
 
 
 class LossWatch:
-    """Remembers the first optimizer step whose loss was not finite, on the device (no
-    synchronisation per step); :meth:`check` raises before anything is logged or saved after it."""
+    """Remembers the first optimizer step whose loss was not finite; :meth:`check` raises before
+    anything is logged or saved after it.
+
+    A step only keeps a reference to its losses (no tensor operation, no synchronisation: on a
+    small model a few tensor operations per step are measurable overhead); :meth:`check`, called
+    at each log, evaluation and checkpoint, inspects the steps since the last check at once.
+    """
 
     def __init__(self, output_dir: str, learning_rate: float, gather: Callable[[torch.Tensor], torch.Tensor], device: Any):
-        self.output_dir, self.learning_rate, self._gather = output_dir, learning_rate, gather
-        self._first = torch.zeros((), dtype=torch.long, device=device)  # 0: every loss so far was finite
+        self.output_dir, self.learning_rate, self._gather, self._device = output_dir, learning_rate, gather, device
+        self._pending: list[tuple[int, Mapping[str, torch.Tensor]]] = []
+        self._first = 0  # 0: every loss so far was finite on this process
 
     def observe(self, step: int, losses: Mapping[str, torch.Tensor]) -> None:
-        if losses:
-            finite = torch.stack([value.reshape(()) for value in losses.values()]).isfinite().all()
-            self._first = torch.where((self._first == 0) & ~finite, step, self._first)
+        self._pending.append((step, losses))
+
+    def _first_non_finite(self) -> int:
+        if not self._first and self._pending:
+            values = [(step, value.reshape(-1)) for step, losses in self._pending for value in losses.values()]
+            if values:
+                bad = ~torch.cat([value for _, value in values]).isfinite()
+                if bool(bad.any()):
+                    steps = [step for step, value in values for _ in range(value.numel())]
+                    self._first = steps[int(bad.nonzero()[0, 0])]
+        self._pending.clear()
+        return self._first
 
     def check(self) -> None:
         """A FoundryError naming the step, on every process, when any process saw a non-finite loss."""
-        firsts = [int(step) for step in self._gather(self._first.reshape(1)).tolist() if step]
+        first = torch.tensor([self._first_non_finite()], dtype=torch.long, device=self._device)
+        firsts = [int(step) for step in self._gather(first).tolist() if step]
         if not firsts:
             return
         found = list_checkpoints(self.output_dir)
