@@ -120,7 +120,7 @@ def _modality(args, opened: Any) -> tuple[dict[str, Any], str]:
     from model_foundry.datasets import DataContext, load_data
     from model_foundry.evaluation import MetricContext, eval_collator, evaluate
     from model_foundry.sections import TrainingConfig
-    from model_foundry.training.loop import _cache_dir
+    from model_foundry.training.loop import data_cache_dir
 
     model, path = opened.model, opened.config_file
     if path is None or "data" not in opened.config:
@@ -133,7 +133,7 @@ def _modality(args, opened: Any) -> tuple[dict[str, Any], str]:
         raise FoundryError(f"--set {foreign[0]}: eval changes only the data section (--set data.KEY=VALUE)")
     config = load_config(path, args.overrides, sections=("data", "training"))
     training = config.training or TrainingConfig()
-    cache_dir = _cache_dir(config.data, os.path.abspath(training.output_dir))
+    cache_dir = data_cache_dir(config.data, os.path.abspath(training.output_dir))
     data = load_data(config.data, DataContext(cache_dir, training.seed, None, model.config))
     if data.validation is None or len(data.validation) == 0:
         raise FoundryError(

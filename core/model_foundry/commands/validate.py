@@ -84,9 +84,9 @@ def check_resources(config: FoundryConfig) -> Any:
             print(f"warning: the model could not be built on the meta device, so its size was not checked "
                   f"({type(exc).__name__}: {exc})", file=sys.stderr)
     if model is not None and text:
-        from model_foundry.training.loop import _check_block_size
+        from model_foundry.training.loop import check_block_size
 
-        check(lambda: _check_block_size(model, config.data))
+        check(lambda: check_block_size(model, config.data))
     if problems:
         raise ConfigError(problems)
     return model

@@ -314,7 +314,7 @@ def _sections(config: FoundryConfig) -> tuple[ModelConfig, DataSection, Training
     return config.model, config.data, config.training
 
 
-def _cache_dir(data: DataSection, output_dir: str) -> str:
+def data_cache_dir(data: DataSection, output_dir: str) -> str:
     """The data's own ``cache_dir`` where its kind has one and it is set, else ``.foundry-cache`` beside the run."""
     own = data.params.cache_dir if "cache_dir" in attrs.fields_dict(type(data.params)) else None
     return own or os.path.join(os.path.dirname(output_dir), ".foundry-cache")
@@ -390,7 +390,9 @@ def _with_vocab(model: ModelConfig, tokenizer: Any) -> ModelConfig:
     return model
 
 
-def _check_block_size(model: Any, data: DataSection) -> None:
+def check_block_size(model: Any, data: DataSection) -> None:
+    """A located ConfigError when text ``data.block_size`` exceeds a language model's ``max_sequence_length``
+    (also run by ``foundry validate``, on the meta device)."""
     from model_foundry.text.modeling import LanguageModel
 
     limit = model.max_sequence_length if isinstance(model, LanguageModel) else None
@@ -475,7 +477,7 @@ def _train(config: FoundryConfig, candidates: list[str], overrides: tuple[str, .
     model_config, data_section, training = _sections(config)
     modality = data_modality(data_section, registry)
     output_dir = os.path.abspath(training.output_dir)
-    cache_dir = _cache_dir(data_section, output_dir)
+    cache_dir = data_cache_dir(data_section, output_dir)
     resume_from = candidates[0] if candidates else None
     custom = registry.training_steps.get(model_config.architecture)
     train_step = resolve(custom[0][0].step) if custom else default_step
@@ -492,7 +494,7 @@ def _train(config: FoundryConfig, candidates: list[str], overrides: tuple[str, .
         model = create_model(attrs.evolve(config, model=model_config), registry=registry)
         model_config = model.config
         if modality == "text":
-            _check_block_size(model, data_section)
+            check_block_size(model, data_section)
         optimizers = build_optimizers(model, training)
         with accelerator.main_process_first():
             data = load_data(data_section, DataContext(cache_dir, training.seed, tokenizer, model_config), registry)
