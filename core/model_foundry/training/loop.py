@@ -74,7 +74,10 @@ class StepContext:
 
     def backward(self, loss: torch.Tensor) -> None:
         """``loss.backward()`` through Accelerate (mixed-precision loss scaling, DDP)."""
-        self.accelerator.backward(loss)
+        if self.direct:  # Accelerate's backward is then this, after dividing the loss by 1
+            loss.backward()
+        else:
+            self.accelerator.backward(loss)
 
     def step_optimizer(self, name: str) -> None:
         """Clip the group's gradients at ``training.max_grad_norm``, step its optimizer, zero its gradients."""
@@ -115,18 +118,23 @@ def default_step(model: Any, batches: list[dict[str, Any]], context: StepContext
     terms. Returns the mean ``loss``, of any other scalar ``*_loss`` the model reports (a hybrid's
     ``clm_loss``) and of the extensions' terms, to be logged.
     """
+    # One micro-batch (the usual case) skips the divisions and sums by one: on a small model each
+    # tensor operation is measurable per-step overhead.
+    count = len(batches)
     totals: dict[str, torch.Tensor] = {}
     for index, batch in enumerate(batches):
-        with contextlib.nullcontext() if index == len(batches) - 1 else context.no_sync():
+        with contextlib.nullcontext() if index == count - 1 else context.no_sync():
             output = model(**batch)
             extra = context.extra_losses(batch, output)
-            context.backward(sum(extra.values(), output.loss) / len(batches))
+            loss = sum(extra.values(), output.loss)
+            context.backward(loss if count == 1 else loss / count)
         for key, value in {**output, **extra}.items():
             if _is_loss(key) and torch.is_tensor(value) and value.dim() == 0:
-                totals[key] = totals.get(key, 0.0) + value.detach().float()
+                value = value.detach().float()
+                totals[key] = totals[key] + value if key in totals else value
     for name in context.optimizers:
         context.step_optimizer(name)
-    return {key: total / len(batches) for key, total in totals.items()}
+    return totals if count == 1 else {key: total / count for key, total in totals.items()}
 
 
 def _is_loss(key: str) -> bool:
