@@ -43,12 +43,13 @@ from model_foundry.training.state import (
 SCHEDULER_BEFORE_OPTIMIZER = re.escape("Detected call of `lr_scheduler.step()` before `optimizer.step()`")
 
 
-@attrs.frozen
+@attrs.define
 class StepContext:
     """What a training step gets besides the model and the micro-batches of one optimizer step.
 
     A custom step (``foundry_training_steps``) drives the optimizers through these helpers, so
-    mixed precision, DDP and clipping stay the loop's: see docs/training.md.
+    mixed precision, DDP and clipping stay the loop's: see docs/training.md. One context serves
+    the whole run (the loop advances ``step``): building one per step was measurable overhead.
     """
 
     accelerator: Any
@@ -62,6 +63,7 @@ class StepContext:
     # XLA/FSDP/DeepSpeed): then the wrapped one is called directly, since Accelerate's per-call
     # checks (a package lookup, a signature inspection) cost more than a small model's whole step.
     direct: bool = False
+    _parameters: dict[str, list[Any]] = attrs.field(factory=dict, init=False, repr=False)  # per optimizer, for clipping
 
     def extra_losses(self, batch: Mapping[str, Any], output: Any) -> dict[str, torch.Tensor]:
         """The extensions' loss terms for a batch and the model's output on it, as ``{"<extension>_loss": term}``:
@@ -85,7 +87,9 @@ class StepContext:
             raise FoundryError(f"no optimizer named {name!r}; this model's are: {', '.join(self.optimizers)}")
         optimizer = self.optimizers[name]
         if self.training.max_grad_norm is not None:
-            parameters = [p for group in optimizer.param_groups for p in group["params"]]
+            parameters = self._parameters.get(name)
+            if parameters is None:
+                parameters = self._parameters[name] = [p for group in optimizer.param_groups for p in group["params"]]
             clip = torch.nn.utils.clip_grad_norm_ if self.direct else self.accelerator.clip_grad_norm_
             clip(parameters, self.training.max_grad_norm)
         inner = unwrap_optimizer(optimizer) if self.direct else optimizer
@@ -135,6 +139,13 @@ def default_step(model: Any, batches: list[dict[str, Any]], context: StepContext
     for name in context.optimizers:
         context.step_optimizer(name)
     return totals if count == 1 else {key: total / count for key, total in totals.items()}
+
+
+def as_logged_loss(value: Any) -> torch.Tensor:
+    """A step's loss as a float tensor outside autograd (most steps already return one: kept as it is)."""
+    if torch.is_tensor(value) and not value.requires_grad and value.dtype == torch.float32:
+        return value
+    return torch.as_tensor(value).detach().float()
 
 
 def _is_loss(key: str) -> bool:
@@ -624,7 +635,8 @@ def _train(config: FoundryConfig, candidates: list[str], overrides: tuple[str, .
     last_record, last_evaluation, last_checkpoint, interrupted = {}, {}, resume_from, False
     clock = WindowClock(saved_window.get("seconds", 0.0))
     direct = _direct(accelerator)
-    watch = rundir.LossWatch(output_dir, training.learning_rate, accelerator.gather, accelerator.device)
+    watch = rundir.LossWatch(output_dir, training.learning_rate, accelerator.gather if world > 1 else None, accelerator.device)
+    context = StepContext(accelerator, model, optimizers, schedulers, training, step + 1, extensions, direct)
     model.train()
     with _InterruptFlag() as interrupt:
         while step < training.max_steps:
@@ -638,9 +650,9 @@ def _train(config: FoundryConfig, candidates: list[str], overrides: tuple[str, .
                 # checkpoint: none may reach the next step, or a resumed run would differ. (The default
                 # step leaves none.)
                 (unwrap_optimizer(optimizer) if direct else optimizer).zero_grad(set_to_none=True)
-            context = StepContext(accelerator, model, optimizers, schedulers, training, step + 1, extensions, direct)
+            context.step = step + 1
             outcome = train_step(model, batches, context)
-            losses = {k: torch.as_tensor(v).detach().float() for k, v in outcome.items() if _is_loss(k)}
+            losses = {k: as_logged_loss(v) for k, v in outcome.items() if _is_loss(k)}
             watch.observe(step + 1, losses)
             _step_schedulers(schedulers, quiet=bool(custom))
             step += 1

@@ -427,7 +427,10 @@ class LossWatch:
     at each log, evaluation and checkpoint, inspects the steps since the last check at once.
     """
 
-    def __init__(self, output_dir: str, learning_rate: float, gather: Callable[[torch.Tensor], torch.Tensor], device: Any):
+    def __init__(
+        self, output_dir: str, learning_rate: float, gather: Callable[[torch.Tensor], torch.Tensor] | None, device: Any
+    ):
+        """``gather`` collects a tensor from every process (``None``: this is the only process)."""
         self.output_dir, self.learning_rate, self._gather, self._device = output_dir, learning_rate, gather, device
         self._pending: list[tuple[int, Mapping[str, torch.Tensor]]] = []
         self._first = 0  # 0: every loss so far was finite on this process
@@ -448,8 +451,12 @@ class LossWatch:
 
     def check(self) -> None:
         """A FoundryError naming the step, on every process, when any process saw a non-finite loss."""
-        first = torch.tensor([self._first_non_finite()], dtype=torch.long, device=self._device)
-        firsts = [int(step) for step in self._gather(first).tolist() if step]
+        first = self._first_non_finite()
+        if self._gather is None:
+            firsts = [first] if first else []
+        else:
+            gathered = self._gather(torch.tensor([first], dtype=torch.long, device=self._device))
+            firsts = [int(step) for step in gathered.tolist() if step]
         if not firsts:
             return
         found = list_checkpoints(self.output_dir)
