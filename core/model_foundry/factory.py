@@ -46,9 +46,10 @@ def model_config_of(config: Any, registry: Registry | None = None) -> ModelConfi
     if isinstance(config, FoundryConfig):
         if config.model is None:
             raise ConfigError(Problem("the config has no 'model' section", location=None))
+        from model_foundry.text.config import has_vocabulary
+
         model = config.model
-        vocab = getattr(model.params, "vocab_size", "absent")
-        if vocab is None and config.tokenizer is not None:
+        if config.tokenizer is not None and has_vocabulary(model) and model.params.vocab_size is None:
             model = model.evolve(vocab_size=config.tokenizer.vocab_size)
         return model
     if isinstance(config, ModelConfig):

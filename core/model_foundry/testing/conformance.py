@@ -38,11 +38,10 @@ import sys
 import tempfile
 from typing import Any, Callable
 
-import attrs
-
 from model_foundry.config import ModelConfig, architecture_schema, find_architecture, load_model_config
 from model_foundry.errors import FoundryError
 from model_foundry.plugins import Architecture, get_registry
+from model_foundry.text.config import has_vocabulary
 
 SAMPLE_TEXT = (
     "The quick brown fox jumps over the lazy dog.\n"
@@ -69,8 +68,7 @@ def _architecture(name: str) -> Architecture:
 
 def _preset_config(found: Architecture, preset: str, vocab_size: int | None) -> ModelConfig:
     config = load_model_config({"architecture": found.name, "preset": preset}, label=f"preset {preset!r}")
-    token_level = "vocab_size" in attrs.fields_dict(type(config.params))
-    if vocab_size is not None and token_level and config.params.vocab_size is None:
+    if vocab_size is not None and has_vocabulary(config) and config.params.vocab_size is None:
         config = config.evolve(vocab_size=vocab_size)
     return config
 

@@ -6,7 +6,7 @@ A tokenizer belongs to text only: a config whose data is of another modality and
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import attrs
 
@@ -59,3 +59,9 @@ class TextDataConfig:
     def validate(self):
         if not self.train_files:
             yield "train_files", "needs at least one training file"
+
+
+def has_vocabulary(config: Any) -> bool:
+    """Whether a model config (a ``ModelConfig``) is token-level: its config class declares ``vocab_size`` (the text
+    branch of the protocol; ``None`` there means the tokenizer's size)."""
+    return "vocab_size" in attrs.fields_dict(type(config.params))
