@@ -95,6 +95,20 @@ def test_foundry_sample_writes_seeded_samples_of_the_chosen_class(trained, tmp_p
     assert np.linalg.norm(other.mean(0) - samples.mean(0)) > 0.5
 
 
+def test_the_checkpoint_keeps_the_datas_info_and_sample_hands_it_to_the_writer(trained, tmp_path, monkeypatch, capsys):
+    from model_foundry.checkpoint import read_meta
+    from model_foundry.commands import sample
+
+    final = str(trained / "final")
+    # What the data said when it was loaded (no config field holds it, e.g. a WAV folder's sample rate).
+    assert read_meta(final)["data_info"]["num_classes"] == 2
+    seen = {}
+    real = sample.write_samples
+    monkeypatch.setattr(sample, "write_samples", lambda *a: seen.update(a[3]) or real(*a))
+    assert cli.main(["sample", final, "--num-samples", "4", "--seed", "0", "--out", str(tmp_path / "s")]) == 0
+    assert seen["num_classes"] == 2 and seen["kind"] == "toy"  # the data's info over the saved data section
+
+
 def test_foundry_eval_scores_the_validation_split(trained, capsys):
     final = str(trained / "final")
     assert cli.main(["eval", final, "--json"]) == 0

@@ -101,12 +101,14 @@ def save(
     metrics: Mapping[str, Any] | None = None,
     config: FoundryConfig | None = None,
     extra: Callable[[str], None] | None = None,
+    data_info: Mapping[str, Any] | None = None,
 ) -> str:
     """Save ``model`` (and its tokenizer) as a checkpoint directory, atomically.
 
     ``config`` is the whole run config to record (by default, the model's own section);
-    ``extra(staging_dir)`` may add files (training state) inside the same atomic write.
-    Returns the directory.
+    ``extra(staging_dir)`` may add files (training state) inside the same atomic write;
+    ``data_info`` (the trained data's ``LoadedData.info``: sample rate, classes, ...) is kept in
+    ``foundry.json`` for the sample writers. Returns the directory.
     """
     registry = get_registry()
     model_config = model.config
@@ -122,6 +124,7 @@ def save(
         "core_version": distribution_version("model-foundry"),
         "num_parameters": int(model.num_parameters()) if hasattr(model, "num_parameters") else None,
         "metrics": dict(metrics or {}),
+        "data_info": _plain_info(data_info or {}),
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     with atomic_directory(directory) as staging:
@@ -190,6 +193,22 @@ def check_links(directory: str | os.PathLike[str]) -> None:
         if os.path.commonpath([root, target]) != root:
             raise FoundryError(f"{path!r} is a symlink to {target!r}, outside the checkpoint directory; a checkpoint "
                                "is read only from its own files: copy the file in instead of linking it")
+
+
+def _plain_info(info: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON-able entries of a data ``info`` (numpy scalars as Python numbers, tuples as lists)."""
+    import numpy as np
+
+    plain: dict[str, Any] = {}
+    for key, value in info.items():
+        value = value.item() if isinstance(value, np.generic) else value
+        if isinstance(value, tuple):
+            value = list(value)
+        if isinstance(value, (bool, int, float, str)) or (
+            isinstance(value, list) and all(isinstance(v, (bool, int, float, str)) for v in value)
+        ):
+            plain[str(key)] = value
+    return plain
 
 
 def read_meta(directory: str) -> dict[str, Any]:

@@ -16,6 +16,13 @@ class OpenedCheckpoint:
     model: Any
     capabilities: Any  # the architecture's Capabilities
     config: Mapping[str, Any]  # the saved config as plain data ({} for a foreign directory, e.g. --to hf)
+    data_info: Mapping[str, Any] = attrs.field(factory=dict)  # foundry.json's data_info (sample rate, classes, ...)
+
+    @property
+    def writer_info(self) -> dict[str, Any]:
+        """What the modality's sample writer gets: the saved data section's fields, then what the
+        data itself said when it was loaded (a WAV folder's sample rate is in no config field)."""
+        return {**(self.config.get("data") or {}), **self.data_info}
 
     @property
     def modality(self) -> str:
@@ -40,11 +47,13 @@ def config_modality(model_config: Any, capabilities: Any) -> str:
 
 def open_checkpoint(directory: str, device: Any = None) -> OpenedCheckpoint:
     """Load the model in ``directory`` (a checkpoint, or a directory a converter reads) onto ``device``."""
-    from model_foundry.checkpoint import CONFIG_FILE, load, read_yaml_plain
+    from model_foundry.checkpoint import CONFIG_FILE, is_checkpoint, load, read_meta, read_yaml_plain
     from model_foundry.config import find_architecture
     from model_foundry.plugins import get_registry
 
     model = load(directory, device=device)
     capabilities = find_architecture(model.architecture, get_registry()).schema.capabilities
     path = os.path.join(directory, CONFIG_FILE)
-    return OpenedCheckpoint(directory, model, capabilities, (read_yaml_plain(path) or {}) if os.path.isfile(path) else {})
+    config = (read_yaml_plain(path) or {}) if os.path.isfile(path) else {}
+    data_info = read_meta(directory).get("data_info") or {} if is_checkpoint(directory) else {}
+    return OpenedCheckpoint(directory, model, capabilities, config, data_info if isinstance(data_info, dict) else {})

@@ -53,7 +53,7 @@ def run(args) -> int:
     generator.manual_seed(args.seed) if args.seed is not None else generator.seed()
     with sampling_weights_of(opened, device):
         samples = model.sample(args.num_samples, generator=generator, conditions=conditions)
-    files = write_samples(samples, output_stem(args.out), opened.modality, opened.config.get("data") or {})
+    files = write_samples(samples, output_stem(args.out), opened.modality, opened.writer_info)
     if args.json:
         print_json({
             "checkpoint": args.checkpoint, "architecture": model.architecture, "modality": opened.modality,

@@ -618,7 +618,8 @@ def _train(config: FoundryConfig, candidates: list[str], overrides: tuple[str, .
                 write_training_state(staging, run_state, optimizer_states, rng)
                 save_extension_states(extensions, staging)
 
-            save(unwrapped, directory, tokenizer=tokenizer, metrics=metrics_now, config=config, extra=training_state)
+            save(unwrapped, directory, tokenizer=tokenizer, metrics=metrics_now, config=config, extra=training_state,
+                 data_info=data.info)
             rundir.prune(output_dir, training.keep_checkpoints)
         accelerator.wait_for_everyone()
         return directory
@@ -699,7 +700,7 @@ def _train(config: FoundryConfig, candidates: list[str], overrides: tuple[str, .
         if not interrupted:
             final = save(
                 unwrapped, os.path.join(output_dir, FINAL_DIR), tokenizer=tokenizer, metrics=last_record, config=config,
-                extra=lambda staging: save_extension_states(extensions, staging),
+                extra=lambda staging: save_extension_states(extensions, staging), data_info=data.info,
             )
         plot_loss_curve(metrics.records, os.path.join(output_dir, LOSS_CURVE_FILE))
     if training.report_to:
