@@ -253,11 +253,9 @@ def write_samples(
     modality's ``write_samples`` writes them (a ``.npy`` where it has none); the directory is
     written atomically. Returns the paths written.
     """
-    import numpy as np
     import torch
 
     from model_foundry.checkpoint import atomic_directory
-    from model_foundry.specs import resolve
 
     conditions = None
     if capabilities.conditional and model.num_classes:
@@ -271,10 +269,18 @@ def write_samples(
         model.train(was_training)
     samples = samples.detach().float().cpu()
     with atomic_directory(directory) as staging:
-        stem = os.path.join(staging, SAMPLES_STEM)
-        if modality.write_samples is None:
-            np.save(stem + ".npy", samples.numpy())
-            written = [stem + ".npy"]
-        else:
-            written = resolve(modality.write_samples)(samples, stem, **data_info)
+        written = write_modality_samples(modality, samples, os.path.join(staging, SAMPLES_STEM), data_info)
     return [os.path.join(directory, os.path.relpath(path, staging)) for path in written]
+
+
+def write_modality_samples(modality: Any, samples: torch.Tensor, stem: str, info: Mapping[str, Any]) -> list[str]:
+    """Write ``samples`` the way ``modality`` (a ModalitySpec) shows them, or as ``stem.npy`` where it
+    has no writer; returns the paths written."""
+    import numpy as np
+
+    from model_foundry.specs import resolve
+
+    if modality.write_samples is None:
+        np.save(stem + ".npy", samples.detach().float().cpu().numpy())
+        return [stem + ".npy"]
+    return list(resolve(modality.write_samples)(samples, stem, **info))

@@ -100,15 +100,13 @@ def output_stem(out: str) -> str:
 def write_samples(samples: Any, stem: str, modality: str, info: Any) -> list[str]:
     """Write ``samples`` with ``modality``'s writer; returns the paths written."""
     from model_foundry.config import unique_entry
+    from model_foundry.evaluation import write_modality_samples
     from model_foundry.plugins import get_registry
-    from model_foundry.specs import resolve
 
     spec = unique_entry(get_registry().modalities, modality, "modality")
     if isinstance(spec, str):
         raise FoundryError(f"cannot write the samples: {spec}")
-    if spec.write_samples is None:
-        raise FoundryError(f"the {modality} modality has no sample writer")
     try:
-        return list(resolve(spec.write_samples)(samples, stem, **info))
+        return write_modality_samples(spec, samples, stem, info)
     except OSError as exc:
         raise FoundryError(f"cannot write samples to {stem!r}: {exc.strerror or exc}") from None
