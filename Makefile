@@ -14,7 +14,7 @@ export OMP_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test quickstart bench lint clean
+.PHONY: setup test quickstart bench quality lint clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,11 @@ quickstart: setup
 
 bench: setup
 	@for b in tests/benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# The generative families' quality runs (minutes each; hours for all): docs/generative-benchmarks.md.
+# Choose runs or families with RUNS="vae ddpm".
+quality: setup
+	$(PY) tests/benchmarks/generative_quality.py $(RUNS)
 
 lint: setup
 	$(VENV)/bin/ruff check core plugins tests
