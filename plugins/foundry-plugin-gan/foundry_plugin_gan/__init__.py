@@ -1,0 +1,1 @@
+"""foundry-plugin-gan: generative adversarial networks (gan, dcgan, wgan, lsgan) for Model Foundry."""

@@ -1,0 +1,177 @@
+"""The config classes and presets of ``gan``, ``dcgan``, ``wgan`` and ``lsgan``.
+
+No torch here: ``foundry list`` imports this module through the plugin's hooks.
+
+A GAN is a ``generator`` block (the core's shared :class:`DecoderConfig`: noise of
+``latent_dim`` numbers -> an example of ``output_shape``) and a ``discriminator`` block (an
+:class:`EncoderConfig`: an example of ``input_shape`` -> one real score; its ``latent_dim`` is
+not used), an adversarial ``loss``, ``n_critic`` discriminator steps per generator step and an
+optional WGAN-GP ``gradient_penalty_weight``. The four architectures share these fields and
+differ in their defaults, so that a typed config object names its architecture
+(``create_model(WGANConfig())`` builds a ``wgan``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Literal, Optional
+
+import attrs
+
+from model_foundry.networks.config import (
+    Activation,
+    DecoderConfig,
+    EncoderConfig,
+    NetworkKind,
+    Normalization,
+    OutputActivation,
+)
+from model_foundry.schema import non_negative, option, positive
+
+Loss = Literal["non_saturating", "least_squares", "wasserstein"]
+RANK_OF_MODALITY = {"vector": 1, "image": 3}
+
+
+@attrs.frozen
+class GeneratorConfig(DecoderConfig):
+    """The generator: the shared decoder block, with a GAN's defaults (an MLP with a tanh output)."""
+
+    latent_dim: int = option(32, doc="size of the noise vector z ~ N(0, I) it maps to an example", validator=positive)
+    hidden_dims: tuple[int, ...] = option(
+        (128, 256), doc="widths in data-flow order: channels of each stride-2 upsampling (conv), or layer sizes (mlp)"
+    )
+    kind: Optional[NetworkKind] = option("mlp", doc="mlp or conv; null: conv for images, mlp for vectors")
+    output_activation: OutputActivation = option(
+        "tanh", doc="applied to the output: tanh (images in [-1, 1]), sigmoid, or none (vectors)"
+    )
+
+
+@attrs.frozen
+class DiscriminatorConfig(EncoderConfig):
+    """The discriminator (critic): the shared encoder block mapping an example to one real score."""
+
+    latent_dim: int = option(16, doc="not used: a discriminator's output is one score", validator=positive)
+    hidden_dims: tuple[int, ...] = option(
+        (256, 128), doc="widths in data-flow order: channels of each stride-2 convolution (conv), or layer sizes (mlp)"
+    )
+    activation: Activation = option("leaky_relu", doc="activation between layers (leaky_relu: slope 0.2)")
+    kind: Optional[NetworkKind] = option("mlp", doc="mlp or conv; null: conv for images, mlp for vectors")
+
+
+@attrs.frozen
+class ConvGeneratorConfig(GeneratorConfig):
+    """DCGAN's generator: transposed convolutions with batch normalization."""
+
+    hidden_dims: tuple[int, ...] = option(
+        (64, 32), doc="widths in data-flow order: channels of each stride-2 upsampling (conv), or layer sizes (mlp)"
+    )
+    kind: Optional[NetworkKind] = option("conv", doc="mlp or conv; null: conv for images, mlp for vectors")
+    normalization: Normalization = option("batch", doc="after each hidden layer: none, batch, layer or group")
+
+
+@attrs.frozen
+class ConvDiscriminatorConfig(DiscriminatorConfig):
+    """DCGAN's discriminator: stride-2 convolutions."""
+
+    hidden_dims: tuple[int, ...] = option(
+        (32, 64), doc="widths in data-flow order: channels of each stride-2 convolution (conv), or layer sizes (mlp)"
+    )
+    kind: Optional[NetworkKind] = option("conv", doc="mlp or conv; null: conv for images, mlp for vectors")
+
+
+GENERATOR_DOC = "the generator: noise of latent_dim numbers -> an example of output_shape"
+DISCRIMINATOR_DOC = "the discriminator (critic): an example of input_shape -> one real score"
+
+
+@attrs.frozen
+class GANConfig:
+    """A generative adversarial network (``gan``): MLPs and the non-saturating loss by default."""
+
+    modality: Optional[Literal["image", "vector"]] = option(
+        None, doc="the data modeled: image or vector; null: the data section's (image without one)"
+    )
+    generator: GeneratorConfig = option(factory=GeneratorConfig, doc=GENERATOR_DOC)
+    discriminator: DiscriminatorConfig = option(factory=DiscriminatorConfig, doc=DISCRIMINATOR_DOC)
+    loss: Loss = option("non_saturating", doc="the adversarial loss: non_saturating, least_squares or wasserstein")
+    n_critic: int = option(1, doc="the generator is updated every n_critic-th training step (the discriminator every step)",
+                           validator=positive)
+    gradient_penalty_weight: float = option(
+        0.0, doc="lambda of the WGAN-GP gradient penalty lambda * E[(||grad D(x_hat)|| - 1)^2]; 0: none",
+        validator=non_negative,
+    )
+    name: Optional[str] = option(None, doc="a label for this model (accepted for configs that carry one)")
+
+    def validate(self) -> Iterator[tuple[str, str]]:
+        output_shape, input_shape = tuple(self.generator.output_shape), tuple(self.discriminator.input_shape)
+        if input_shape != output_shape:
+            yield ("discriminator.input_shape",
+                   f"must be the generator's output_shape {list(output_shape)} (it judges the generator's examples), "
+                   f"got {list(input_shape)}")
+        if self.modality is not None and len(output_shape) != RANK_OF_MODALITY[self.modality]:
+            yield "generator.output_shape", f"must be {shape_of(self.modality)} for {self.modality} data, got {list(output_shape)}"
+        if self.loss == "wasserstein" and not self.gradient_penalty_weight and not self.discriminator.spectral_norm:
+            yield ("loss", "the wasserstein loss needs a Lipschitz critic: set gradient_penalty_weight (10 is usual) "
+                           "or discriminator.spectral_norm: true")
+        if self.gradient_penalty_weight and self.discriminator.normalization == "batch":
+            yield ("discriminator.normalization",
+                   "batch normalization makes each score depend on the whole batch, which the gradient penalty "
+                   "assumes it does not; use layer, group or none")
+
+
+def shape_of(modality: str) -> str:
+    return "[C, H, W]" if modality == "image" else "[D]"
+
+
+@attrs.frozen
+class DCGANConfig(GANConfig):
+    """A deep convolutional GAN (``dcgan``, Radford et al. 2016): stride-2 (transposed) convolutions."""
+
+    generator: ConvGeneratorConfig = option(factory=ConvGeneratorConfig, doc=GENERATOR_DOC)
+    discriminator: ConvDiscriminatorConfig = option(factory=ConvDiscriminatorConfig, doc=DISCRIMINATOR_DOC)
+
+
+@attrs.frozen
+class WGANConfig(GANConfig):
+    """A Wasserstein GAN with gradient penalty (``wgan``, Gulrajani et al. 2017)."""
+
+    loss: Loss = option("wasserstein", doc="the adversarial loss: non_saturating, least_squares or wasserstein")
+    n_critic: int = option(5, doc="the generator is updated every n_critic-th training step (the discriminator every step)",
+                           validator=positive)
+    gradient_penalty_weight: float = option(
+        10.0, doc="lambda of the WGAN-GP gradient penalty lambda * E[(||grad D(x_hat)|| - 1)^2]; 0: none",
+        validator=non_negative,
+    )
+
+
+@attrs.frozen
+class LSGANConfig(GANConfig):
+    """A least-squares GAN (``lsgan``, Mao et al. 2017)."""
+
+    loss: Loss = option("least_squares", doc="the adversarial loss: non_saturating, least_squares or wasserstein")
+
+
+# --- presets: 8x8 images (the digits); set the two shapes for other data ---------------------
+
+
+def _networks(kind: str, latent: int, generator_dims: list[int], discriminator_dims: list[int],
+              generator_normalization: str = "none") -> dict[str, Any]:
+    shape = [1, 8, 8]
+    return {
+        "generator": {"output_shape": shape, "latent_dim": latent, "hidden_dims": generator_dims, "kind": kind,
+                      "activation": "relu", "normalization": generator_normalization, "output_activation": "tanh"},
+        "discriminator": {"input_shape": shape, "hidden_dims": discriminator_dims, "kind": kind, "activation": "leaky_relu"},
+    }
+
+
+MLP_PRESETS = {
+    "tiny": _networks("mlp", 8, [32], [32]),
+    "small": _networks("mlp", 32, [128, 256], [256, 128]),
+    "base": _networks("mlp", 64, [256, 512], [512, 256]),
+}
+CONV_PRESETS = {
+    "tiny": _networks("conv", 8, [16, 8], [8, 16]),
+    "small": _networks("conv", 32, [64, 32], [32, 64], generator_normalization="batch"),
+    "base": _networks("conv", 64, [256, 128, 64], [64, 128, 256], generator_normalization="batch"),
+}
+PRESETS = {"gan": MLP_PRESETS, "dcgan": CONV_PRESETS, "wgan": MLP_PRESETS, "lsgan": MLP_PRESETS}
+CONFIG_CLASSES = {"gan": GANConfig, "dcgan": DCGANConfig, "wgan": WGANConfig, "lsgan": LSGANConfig}
