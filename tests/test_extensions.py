@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 import torch
 import torch.nn.functional as F
 from gaussian_toy_plugin import PLUGIN
+from gaussian_toy_plugin import build as build_toy
 
+from model_foundry import hookimpl
+from model_foundry.config import load_config
 from model_foundry.errors import ConfigError, FoundryError
 from model_foundry.extensions import (
     EXTENSIONS_FILE,
@@ -19,6 +23,7 @@ from model_foundry.extensions import (
     save_extension_states,
 )
 from model_foundry.factory import create_model, create_model_with_extensions
+from model_foundry.specs import ModelBuilder
 
 
 @pytest.fixture
@@ -76,6 +81,38 @@ def test_create_model_with_extensions_reads_the_config_file(registry, tmp_path):
     assert list(extensions) == ["ema", "augmentation"] and extensions["ema"].config.decay == 0.9
     _, only = create_model_with_extensions(str(path), extensions_config={"regularization": {"gradient_penalty": 1.0}})
     assert list(only) == ["regularization"]
+
+
+class AveragedToyPlugin:
+    """gaussian_toy again, as an architecture that samples with averaged weights unless told otherwise."""
+
+    @hookimpl
+    def foundry_config_schemas(self):
+        (schema,) = PLUGIN.foundry_config_schemas()
+        return [attrs.evolve(schema, name="averaged_toy", default_extensions={"ema": {"decay": 0.99}})]
+
+    @hookimpl
+    def foundry_model_builders(self):
+        return [ModelBuilder("averaged_toy", build_toy)]
+
+
+def test_an_architectures_default_extensions_apply_to_configs_without_an_extensions_section(foundry_registry, tmp_path):
+    foundry_registry(PLUGIN, AveragedToyPlugin())
+    model_lines = "model:\n  architecture: averaged_toy\n  shape: [1, 2, 2]\n"
+    configs = {}
+    for name, extensions in (("none", ""), ("empty", "extensions: {}\n"), ("own", "extensions:\n  ema: {decay: 0.5}\n")):
+        (tmp_path / f"{name}.yaml").write_text(model_lines + extensions)
+        configs[name] = load_config(tmp_path / f"{name}.yaml")
+    assert configs["none"].extensions["ema"].decay == 0.99
+    assert configs["none"].to_dict()["extensions"] == {"ema": attrs.asdict(configs["none"].extensions["ema"])}
+    assert configs["empty"].extensions == {}
+    assert configs["own"].extensions["ema"].decay == 0.5
+    _, built = create_model_with_extensions("averaged_toy")
+    assert list(built) == ["ema"] and built["ema"].config.decay == 0.99
+    _, built = create_model_with_extensions("averaged_toy", extensions_config={})
+    assert built == {}
+    (tmp_path / "plain.yaml").write_text("model:\n  architecture: gaussian_toy\n  shape: [1, 2, 2]\n")
+    assert load_config(tmp_path / "plain.yaml").extensions is None  # no defaults declared: nothing added
 
 
 def test_the_base_extension_does_nothing(registry):

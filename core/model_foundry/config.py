@@ -530,6 +530,10 @@ def structure(source: Located, sections: Sequence[str] = SECTIONS, registry: Reg
         values["data"] = _structure_data(source, structurer, registry)
     if "extensions" in sections and "extensions" in data:
         values["extensions"] = _structure_extensions(source, structurer, registry)
+    elif "extensions" in sections and isinstance(values.get("model"), ModelConfig):
+        from model_foundry.extensions import default_extensions
+
+        values["extensions"] = default_extensions(values["model"].architecture, registry) or None
     if "model" in sections and "model" not in data and not headless_model and sections != SECTIONS:
         structurer.problem((), "no 'model' section in this file")
     if "data" in sections and "data" not in data and sections != SECTIONS:

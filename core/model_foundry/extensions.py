@@ -73,7 +73,6 @@ def build_extensions(
     Each value is the extension's typed config (as :func:`~model_foundry.load_config` gives it),
     a plain mapping of its options, or ``None`` for its defaults.
     """
-    from model_foundry.config import unique_entry
     from model_foundry.factory import typed_config
     from model_foundry.plugins import get_registry
     from model_foundry.specs import resolve
@@ -81,12 +80,37 @@ def build_extensions(
     registry = registry or get_registry()
     built: dict[str, Extension] = {}
     for name, options in (extensions_config or {}).items():
-        spec = unique_entry(registry.extensions, name, "extension")
-        if isinstance(spec, str):
-            raise ConfigError(Problem(spec, f"extensions.{name}"))
+        spec = _extension_spec(registry, name)
         config = typed_config(options, spec.config_class, ("extensions", name))
         built[name] = resolve(spec.build)(model, config)
     return built
+
+
+def default_extensions(architecture: str, registry: "Registry | None" = None) -> dict[str, Any]:
+    """The typed ``extensions`` section that configs of ``architecture`` get when they have none
+    (its :attr:`~model_foundry.specs.ArchitectureSchema.default_extensions`; empty for an unknown one)."""
+    from model_foundry.config import find_architecture
+    from model_foundry.factory import typed_config
+    from model_foundry.plugins import Architecture, get_registry
+
+    registry = registry or get_registry()
+    found = find_architecture(architecture, registry)
+    if not isinstance(found, Architecture):
+        return {}
+    defaults: dict[str, Any] = {}
+    for name, options in found.schema.default_extensions.items():
+        spec = _extension_spec(registry, name)
+        defaults[name] = typed_config(options, spec.config_class, ("extensions", name))
+    return defaults
+
+
+def _extension_spec(registry: "Registry", name: str) -> Any:
+    from model_foundry.config import unique_entry
+
+    spec = unique_entry(registry.extensions, name, "extension")
+    if isinstance(spec, str):
+        raise ConfigError(Problem(spec, f"extensions.{name}"))
+    return spec
 
 
 @contextlib.contextmanager

@@ -187,10 +187,11 @@ def create_model_with_extensions(
     """A model (as :func:`create_model` builds it) and the extensions built beside it.
 
     The extensions are ``extensions_config`` (extension name -> typed config, plain mapping or
-    ``None``) when given, else the config's ``extensions`` section. ``config`` is anything
-    :func:`create_model` takes; a YAML path is read with its ``extensions`` section.
+    ``None``) when given, else the config's ``extensions`` section, else the architecture's
+    ``default_extensions``. ``config`` is anything :func:`create_model` takes; a YAML path is
+    read with its ``extensions`` section.
     """
-    from model_foundry.extensions import build_extensions
+    from model_foundry.extensions import build_extensions, default_extensions
 
     registry = registry or get_registry()
     if isinstance(config, (str, os.PathLike)) and not (isinstance(config, str) and config in registry.architectures):
@@ -198,6 +199,8 @@ def create_model_with_extensions(
     if extensions_config is None and isinstance(config, FoundryConfig):
         extensions_config = config.extensions
     model = create_model(config, modality=modality, device=device, registry=registry)
+    if extensions_config is None:
+        extensions_config = default_extensions(model.architecture, registry)
     return model, build_extensions(extensions_config, model, registry)
 
 

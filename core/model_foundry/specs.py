@@ -66,7 +66,11 @@ class ArchitectureSchema:
 
     ``config_class`` is an attrs class holding the architecture's own fields (everything in
     the ``model`` section besides ``architecture`` and ``preset``). ``presets`` maps a preset
-    name to a complete set of those fields as plain YAML-like data.
+    name to a complete set of those fields as plain YAML-like data. ``default_extensions`` is
+    the ``extensions`` section (extension name -> options, plain data) that a config of this
+    architecture gets when it has none, e.g. ``{"ema": {"decay": 0.999}}`` for models that
+    sample with averaged weights; a config with an ``extensions`` section lists every extension
+    it wants (``extensions: {}`` for none).
     """
 
     name: str
@@ -75,6 +79,7 @@ class ArchitectureSchema:
     description: str = ""
     presets: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     capabilities: Capabilities = attrs.field(factory=Capabilities)
+    default_extensions: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
 
 
 @attrs.frozen
