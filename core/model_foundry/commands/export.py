@@ -1,7 +1,8 @@
 """``foundry export CHECKPOINT --to FORMAT OUT``: write a checkpoint in another format.
 
 ``--to hf`` writes a Hugging Face transformers directory (config.json, model.safetensors and
-the tokenizer files when the checkpoint has a tokenizer). The architecture's plugin says how,
+the tokenizer files when the checkpoint has a tokenizer). The weights written are those the
+checkpoint samples with: the ``ema`` average when it was trained with one. The architecture's plugin says how,
 through the ``foundry_exporters`` hook; the core only finds the exporter and makes the write
 atomic, so that a failed export never leaves a half-written OUT behind.
 """
@@ -11,7 +12,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from model_foundry.checkpoint import atomic_directory, check_links, is_checkpoint, load, read_meta
+from model_foundry.checkpoint import atomic_directory, check_links, is_checkpoint, read_meta
+from model_foundry.commands._checkpoint import open_checkpoint
+from model_foundry.commands.sample import sampling_weights_of
 from model_foundry.errors import FoundryError, did_you_mean
 from model_foundry.factory import load_tokenizer
 from model_foundry.plugins import Registry, get_registry
@@ -59,10 +62,12 @@ def export_checkpoint(checkpoint: str, format: str, output: str, overwrite: bool
         raise FoundryError(f"{output!r} already exists; choose another directory or pass --overwrite")
     architecture = _saved_architecture(checkpoint)
     exporter = find_exporter(architecture, format) if architecture else None  # fail before loading weights
-    model = load(checkpoint)
+    opened = open_checkpoint(checkpoint)
+    model = opened.model
     exporter = exporter or find_exporter(model.architecture, format)
     tokenizer = load_tokenizer(checkpoint) if os.path.isfile(os.path.join(checkpoint, "tokenizer.json")) else None
-    with atomic_directory(output) as staging:
+    # The weights the checkpoint samples with (the ema average when it was trained with one).
+    with atomic_directory(output) as staging, sampling_weights_of(opened, None):
         resolve(exporter.export)(model, staging, tokenizer=tokenizer)
     return model.architecture
 
