@@ -1,0 +1,1 @@
+"""foundry-plugin-flow: normalizing flows (RealNVP, Glow, MAF, NSF) for Model Foundry."""
