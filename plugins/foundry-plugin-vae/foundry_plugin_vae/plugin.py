@@ -6,7 +6,14 @@ model is first built.
 
 from __future__ import annotations
 
-from foundry_plugin_vae.config import GAUSSIAN_PRESETS, VQ_PRESETS, BetaVAEConfig, ConditionalVAEConfig, VAEConfig, VQVAEConfig
+from foundry_plugin_vae.config import (
+    GAUSSIAN_PRESETS,
+    VQ_PRESETS,
+    BetaVAEConfig,
+    ConditionalVAEConfig,
+    VAEConfig,
+    VQVAEConfig,
+)
 from model_foundry.hookspecs import hookimpl
 from model_foundry.specs import ArchitectureSchema, Capabilities, ModelBuilder
 

@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
-
 from foundry_plugin_vae.model import DecoderLikelihood, gaussian_kl
+
 from model_foundry import create_model
 
 
