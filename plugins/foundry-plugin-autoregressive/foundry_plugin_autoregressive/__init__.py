@@ -1,0 +1,1 @@
+"""Autoregressive models with an exact likelihood: ``pixelcnn``, ``wavenet`` and ``transformer``."""
