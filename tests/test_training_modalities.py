@@ -79,6 +79,7 @@ def build_gan(model_config):
             super().__init__(config)
             self.generator = nn.Sequential(nn.Linear(config.latent, config.hidden), nn.Tanh(), nn.Linear(config.hidden, 2))
             self.critic = nn.Sequential(nn.Linear(2, config.hidden), nn.Tanh(), nn.Linear(config.hidden, 1))
+            self.generator_losses: list[float] = []  # each generator update's loss, as the step returned it
 
         def parameter_groups(self):
             return {"generator": self.generator.parameters(), "critic": self.critic.parameters()}
@@ -111,12 +112,18 @@ def gan_step(model, batches, context):
         context.backward(loss)
         context.step_optimizer("critic")
         critic_losses.append(loss.detach())
+    result = {"loss": sum(critic_losses) / len(critic_losses)}
     if context.step % N_CRITIC == 0:
+        generator_loss = 0.0
         for index, batch in enumerate(batches):
             with contextlib.nullcontext() if index == len(batches) - 1 else context.no_sync():
-                context.backward(model(**batch, part="generator").loss / len(batches))
+                loss = model(**batch, part="generator").loss / len(batches)
+                context.backward(loss)
+            generator_loss += loss.detach()
         context.step_optimizer("generator")
-    return {"loss": sum(critic_losses) / len(critic_losses)}
+        context.accelerator.unwrap_model(model).generator_losses.append(float(generator_loss))
+        result["generator_loss"] = generator_loss
+    return result
 
 
 def scaled_collator(tokenizer, scale=1.0, data_config=None, generator=None):
@@ -373,6 +380,26 @@ def test_two_optimizers_resume_exactly(tmp_path):
     assert drop_timing == [{k: v for k, v in r.items() if k not in ("elapsed", "samples_per_sec")} for r in expected]
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
         assert (a == b).all()
+
+
+def test_a_loss_returned_on_some_steps_only_is_the_mean_over_those_steps_also_across_a_resume(tmp_path):
+    """generator_loss comes every N_CRITIC-th step: a record of steps 4-6 shows the mean of steps 4 and 6,
+    also when the run resumes from the checkpoint at step 4, in the middle of that window."""
+    import shutil
+
+    from model_foundry.training import train
+
+    path = write_config(tmp_path, "toy-gan", training={"max_steps": 6, "log_every": 3, "eval_every": 0, "save_every": 4})
+    full = train(load_config(path))
+    generator_losses = full.model.generator_losses  # steps 2, 4 and 6
+    logged = records(tmp_path / "run")
+    assert [r["generator_loss"] for r in logged] == pytest.approx(
+        [generator_losses[0], (generator_losses[1] + generator_losses[2]) / 2], rel=1e-6)
+    assert train(load_config(path, ["model.ctrl_c_at_step=5"]), overwrite=True).step == 5
+    shutil.rmtree(tmp_path / "run" / "checkpoint-5")
+    train(load_config(path), resume=True)
+    drop_timing = [{k: v for k, v in r.items() if k not in ("elapsed", "samples_per_sec")} for r in records(tmp_path / "run")]
+    assert drop_timing == [{k: v for k, v in r.items() if k not in ("elapsed", "samples_per_sec")} for r in logged]
 
 
 # --- throughput ------------------------------------------------------------------------------

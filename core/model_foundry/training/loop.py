@@ -609,7 +609,8 @@ def _train(config: FoundryConfig, candidates: list[str], overrides: tuple[str, .
             run_state = {
                 "step": step, "micro_batches": step * training.gradient_accumulation_steps, "world_size": world,
                 "elapsed": elapsed(),
-                "window": {"sums": {k: float(v) for k, v in sums.items()}, "steps": window_steps, "seconds": clock.seconds},
+                "window": {"sums": {k: float(v) for k, v in sums.items()}, "counts": counts, "steps": window_steps,
+                           "seconds": clock.seconds},
                 "schedulers": {name: scheduler.state_dict() for name, scheduler in schedulers.items()},
             }
             optimizer_states = {name: optimizer.state_dict() for name, optimizer in optimizers.items()}
@@ -633,6 +634,9 @@ def _train(config: FoundryConfig, candidates: list[str], overrides: tuple[str, .
     saved_window = state.get("window", {})
     sums: dict[str, Any] = dict(saved_window.get("sums", {}))
     window_steps: int = saved_window.get("steps", 0)
+    # How many of the window's steps returned each loss: one a step returns only on some steps (a GAN's
+    # generator_loss every n_critic-th step) is the mean over those.
+    counts: dict[str, int] = dict(saved_window.get("counts", {key: window_steps for key in sums}))
     last_record, last_evaluation, last_checkpoint, interrupted = {}, {}, resume_from, False
     clock = WindowClock(saved_window.get("seconds", 0.0))
     direct = _direct(accelerator)
@@ -663,12 +667,13 @@ def _train(config: FoundryConfig, candidates: list[str], overrides: tuple[str, .
                 extension.on_optimizer_step(unwrapped, step)
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + value
+                counts[key] = counts.get(key, 0) + 1
             window_steps += 1
             progress.step()
             if step % training.log_every == 0 or step == training.max_steps:
                 watch.check()
                 means = {
-                    key: accelerator.reduce(torch.as_tensor(total, device=accelerator.device) / window_steps, "mean").item()
+                    key: accelerator.reduce(torch.as_tensor(total, device=accelerator.device) / counts[key], "mean").item()
                     for key, total in sorted(sums.items(), key=lambda item: item[0] != "loss")
                 }
                 rates = {f"lr_{name}": s.get_last_lr()[0] for name, s in schedulers.items()} if len(schedulers) > 1 else {}
@@ -677,7 +682,7 @@ def _train(config: FoundryConfig, candidates: list[str], overrides: tuple[str, .
                     speed_key: round(units_per_step * window_steps / max(clock.lap(), 1e-9), 1),
                     "elapsed": round(elapsed(), 3),
                 }
-                sums, window_steps = {}, 0
+                sums, counts, window_steps = {}, {}, 0
                 _record(last_record, metrics, progress, accelerator, step)
             if training.eval_every and (step % training.eval_every == 0 or step == training.max_steps):
                 with clock.paused():
