@@ -1,0 +1,1 @@
+"""foundry-plugin-diffusion: denoising diffusion and score-based models (ddpm, diffusion, score_diffusion)."""
