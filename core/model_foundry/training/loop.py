@@ -119,7 +119,7 @@ def default_step(model: Any, batches: list[dict[str, Any]], context: StepContext
     """Forward and backward over the micro-batches (gradients synced on the last), then step every optimizer.
 
     The gradient is that of the mean over the micro-batches of the loss plus the extensions'
-    terms. Returns the mean ``loss``, of any other scalar ``*_loss`` the model reports (a hybrid's
+    terms. Returns the mean ``loss``, of any other scalar ``*_loss`` or ``*_perplexity`` the model reports (a hybrid's
     ``clm_loss``) and of the extensions' terms, to be logged.
     """
     # One micro-batch (the usual case) skips the divisions and sums by one: on a small model each
@@ -148,8 +148,13 @@ def as_logged_loss(value: Any) -> torch.Tensor:
     return torch.as_tensor(value).detach().float()
 
 
+# Named terms of a model's output (or a custom step's result) that training logs besides ``loss``: the
+# loss's parts, and measures of how a model uses its capacity (a VQ-VAE's ``codebook_perplexity``).
+LOGGED_SUFFIXES = ("_loss", "_perplexity")
+
+
 def _is_loss(key: str) -> bool:
-    return key == "loss" or key.endswith("_loss")
+    return key == "loss" or key.endswith(LOGGED_SUFFIXES)
 
 
 @attrs.frozen
