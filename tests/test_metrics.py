@@ -150,6 +150,21 @@ def test_draw_samples_batches_and_counts(registry):
     assert seen == [(False, False), (False, False)], "samples are drawn in eval mode without gradients"
 
 
+def test_draw_samples_conditions_only_a_model_configured_with_classes(registry):
+    import attrs
+
+    model = create_model(GaussianToyConfig(shape=[1, 2, 2]))
+    seen = []
+    sample = model.sample
+    model.sample = lambda count, generator=None, conditions=None: seen.append(conditions) or sample(count, generator=generator)
+    conditional = context(batch_size=4, data_info={"num_classes": 3},
+                          capabilities=attrs.evolve(CAPABILITIES, conditional=True))
+    draw_samples(model, conditional, 6)  # num_classes None: unconditional as configured
+    model.num_classes = 3
+    draw_samples(model, conditional, 6)
+    assert seen[:2] == [None, None] and [s.tolist() for s in seen[2:]] == [[0, 1, 2, 0], [1, 2]]
+
+
 def test_sample_quality_skips_images_that_are_not_digits_shaped(registry):
     model = create_model(GaussianToyConfig(shape=[1, 2, 2]))
     dataset = ArrayDataset({"pixel_values": np.zeros((5, 1, 2, 2), dtype=np.float32)})

@@ -90,11 +90,13 @@ def _input_key(model: Any) -> str:
 def draw_samples(model: Any, context: "MetricContext", num_samples: int) -> "torch.Tensor":
     """``num_samples`` samples in batches of ``context.batch_size`` from one generator seeded with
     ``context.seed`` on ``context.device``; a conditional model gets the labels ``0, 1, ...,
-    num_classes - 1, 0, ...`` (``num_classes`` from the data's info)."""
+    num_classes - 1, 0, ...`` (``num_classes`` from the data's info). A model of a conditional
+    architecture configured without classes (``model.num_classes`` None) gets no labels: it
+    refuses them, as the protocol says."""
     import torch
 
     generator = torch.Generator(device=context.device).manual_seed(context.seed)
-    num_classes = context.data_info.get("num_classes")
+    num_classes = context.data_info.get("num_classes") if getattr(model, "num_classes", None) is not None else None
     chunks = []
     with _inference(model):
         for start in range(0, num_samples, context.batch_size):
