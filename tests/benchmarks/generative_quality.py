@@ -201,7 +201,6 @@ def main(argv: list[str] | None = None) -> int:
         {family.name.lower() for family in families} | {family.plugin.lower() for family in families}
     if wanted - known:
         parser.error(f"unknown runs or families: {', '.join(sorted(wanted - known))} (see --list)")
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     failed = []
     for family, name, measure in chosen:
         print(f"== {family.name}: {name}", flush=True)
@@ -211,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{name}] FAILED: {type(error).__name__}: {error}", flush=True)
             failed.append(name)
             continue
+        # Other runs (other plugins' sessions) may have written rows since this one started: merge into the file's.
+        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
         results[name] = {
             "family": family.name, "row": row,
             "measured_at": datetime.date.today().isoformat(),
