@@ -104,9 +104,9 @@ class GANConfig:
     def validate(self) -> Iterator[tuple[str, str]]:
         output_shape, input_shape = tuple(self.generator.output_shape), tuple(self.discriminator.input_shape)
         if input_shape != output_shape:
-            yield ("discriminator.input_shape",
-                   f"must be the generator's output_shape {list(output_shape)} (it judges the generator's examples), "
-                   f"got {list(input_shape)}")
+            yield ("generator.output_shape",
+                   f"is {list(output_shape)}, and discriminator.input_shape is {list(input_shape)}: the discriminator judges "
+                   "the generator's examples, so both must be the data's example shape")
         if self.modality is not None and len(output_shape) != RANK_OF_MODALITY[self.modality]:
             yield "generator.output_shape", f"must be {shape_of(self.modality)} for {self.modality} data, got {list(output_shape)}"
         if self.loss == "wasserstein" and not self.gradient_penalty_weight and not self.discriminator.spectral_norm:
