@@ -34,6 +34,14 @@ META_FILE = "foundry.json"
 MAX_META_BYTES = 2**20
 MAX_HEADER_BYTES = 100 * 2**20  # the safetensors library's own limit
 # Bytes per element of each safetensors dtype.
+# Tensors of a saved model are placed at multiples of this many bytes where they can be (see _header_padding).
+ALIGNMENT = 64
+PADDING_KEY = "padding"
+_SAFETENSORS_DTYPES = {
+    "bool": "BOOL", "uint8": "U8", "int8": "I8", "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
+    "int16": "I16", "uint16": "U16", "float16": "F16", "bfloat16": "BF16", "int32": "I32", "uint32": "U32",
+    "float32": "F32", "int64": "I64", "uint64": "U64", "float64": "F64", "complex64": "C64",
+}
 SAFETENSORS_BYTES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
     "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "C64": 8,
@@ -113,6 +121,10 @@ def save(
     registry = get_registry()
     model_config = model.config
     found = find_architecture(model_config.architecture, registry)
+    if isinstance(found, str):  # several distributions provide it: the one whose config class this model has
+        same_class = [entry for entry in registry.architectures.get(model_config.architecture, [])
+                      if entry.schema.config_class is type(model_config.params)]
+        found = same_class[0] if len(same_class) == 1 else found
     plugin = found.plugin if not isinstance(found, str) else None
     full = config.to_dict() if config is not None else {}
     full["model"] = model_config.to_dict()
@@ -140,10 +152,9 @@ def save(
 
 
 def _write_weights(model: Any, path: str) -> None:
-    """The model's state dict as safetensors, in the layout of ``safetensors.torch.save_model`` (which
-    ``load`` reads back with ``load_model``): an entry that is the very tensor of an earlier one (tied
-    weights) is written once and named in the metadata as an alias of it. Entries that share a
-    storage otherwise -- on a GPU cuDNN packs an RNN's weights into one buffer, each a view of part
+    """The model's state dict as safetensors, in the layout of ``safetensors.torch.save_model``: an
+    entry that is the very tensor of an earlier one (tied weights) is written once and named in the
+    metadata as an alias of it. Entries that share a storage otherwise -- on a GPU cuDNN packs an RNN's weights into one buffer, each a view of part
     of it -- are copied, where ``save_model`` would refuse to write them at all."""
     from collections import Counter
 
@@ -165,7 +176,30 @@ def _write_weights(model: Any, path: str) -> None:
             tensors[name] = tensor
     sharing = Counter(storage(tensor) for tensor in tensors.values() if tensor.numel())
     written = {name: tensor.clone() if sharing[storage(tensor)] > 1 else tensor.contiguous() for name, tensor in tensors.items()}
+    metadata[PADDING_KEY] = " " * _header_padding(written, metadata)
     save_file(written, path, metadata=metadata)
+
+
+def _header_padding(tensors: Mapping[str, Any], metadata: Mapping[str, str]) -> int:
+    """Spaces that make the data of a safetensors file start at a multiple of :data:`ALIGNMENT` bytes.
+
+    ``load`` uses a memory-mapped tensor in place when it lies at such an address and copies it
+    otherwise (matrix kernels sum in another order on memory aligned otherwise, and the outputs
+    of a loaded model must equal the saved one's), so the padding spares most copies: after it,
+    every tensor lies aligned that only follows tensors of whole multiples of the alignment. The
+    header's length is predicted from safetensors' layout (compact JSON; tensors by element size,
+    then name; the header padded to 8 bytes); were the prediction wrong, loading would copy more.
+    """
+    header: dict[str, Any] = {"__metadata__": {**metadata, PADDING_KEY: ""}}
+    offset = 0
+    for name, tensor in sorted(tensors.items(), key=lambda item: (-item[1].element_size(), item[0])):
+        size = tensor.numel() * tensor.element_size()
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        header[name] = {"dtype": _SAFETENSORS_DTYPES.get(dtype, dtype), "shape": list(tensor.shape),
+                        "data_offsets": [offset, offset + size]}
+        offset += size
+    length = len(json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    return next(extra for extra in range(ALIGNMENT) if (8 + -(-(length + extra) // 8) * 8) % ALIGNMENT == 0)
 
 
 def is_checkpoint(directory: str | os.PathLike[str]) -> bool:
@@ -307,10 +341,31 @@ def load(directory: str | os.PathLike[str], device: Any = None, registry: Regist
     if not os.path.isdir(directory):
         raise FoundryError(f"checkpoint directory not found: {directory!r}")
     check_links(directory)
-    model = _read(directory, registry) if os.path.exists(os.path.join(directory, META_FILE)) else _convert(directory, registry)
+    if os.path.exists(os.path.join(directory, META_FILE)):
+        model = _read(directory, registry_for(directory, registry))
+    else:
+        model = _convert(directory, registry)
     if device is not None:
         model = model.to(device)
     return model.eval()
+
+
+def registry_for(directory: str, registry: Registry) -> Registry:
+    """``registry`` as a checkpoint sees it: where several distributions provide its architecture,
+    the one ``foundry.json`` records (the one it was saved with) is chosen, with a warning saying so."""
+    import warnings
+
+    from model_foundry.errors import FoundryWarning
+
+    check_links(directory)
+    meta = read_meta(directory)
+    architecture, distribution = meta["architecture"], meta.get("distribution")
+    preferred = registry.preferring(architecture, distribution)
+    if preferred is not registry:
+        others = sorted({entry.plugin.distribution for entry in registry.architectures[architecture]} - {distribution})
+        warnings.warn(f"architecture {architecture!r} is provided by {distribution} and by {', '.join(others)}; "
+                      f"{directory} was saved with {distribution}, which is used", FoundryWarning, stacklevel=3)
+    return preferred
 
 
 def _convert(directory: str, registry: Registry) -> Any:
@@ -331,11 +386,6 @@ def _read(directory: str, registry: Registry) -> Any:
     config's model section, then the weights' header against the model built on the meta device
     (names, shapes, dtypes), so that a config saying ``layers: 100000`` is refused before anything
     is allocated."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_model
-
-    from model_foundry.factory import create_model
-
     meta = read_meta(directory)
     architecture = meta["architecture"]
     config_path = os.path.join(directory, CONFIG_FILE)
@@ -349,7 +399,10 @@ def _read(directory: str, registry: Registry) -> Any:
             f"{directory!r} is inconsistent: {META_FILE} says architecture {architecture!r}, {CONFIG_FILE} says "
             f"{model_data.get('architecture')!r}; the checkpoint is damaged"
         )
-    if isinstance(find_architecture(architecture, registry), str):
+    found = find_architecture(architecture, registry)
+    if isinstance(found, str):
+        if registry.architectures.get(architecture):  # several distributions, none the one it was saved with
+            raise FoundryError(f"cannot load {directory!r}: {found}")
         dist = meta.get("distribution") or "the plugin that provides it"
         raise FoundryError(
             f"{directory!r} holds a {architecture!r} model, but no installed plugin provides {architecture!r}; "
@@ -362,22 +415,56 @@ def _read(directory: str, registry: Registry) -> Any:
     weights = os.path.join(directory, WEIGHTS_FILE)
     if not os.path.isfile(weights):
         raise FoundryError(f"{directory!r} has no {WEIGHTS_FILE}; the checkpoint is incomplete")
-    saved, aliases = read_weights_header(weights)
+    saved, metadata = read_weights_header(weights)
+    aliases = {name: target for name, target in metadata.items() if target in saved}  # tied weights, saved once
     saved_elements = sum(tensor.numel for tensor in saved.values())
-    from model_foundry.limits import build_on_meta
+    from model_foundry.factory import create_model
+    from model_foundry.limits import bounded_build
 
     # Every parameter is saved (tied ones once), so a model with many more parameter elements than the
     # file holds cannot match it: stop building there. Twice the count: a builder may create a weight
     # that it then replaces by a tied one (transformers' LM heads), and each is counted.
     why = (f"{WEIGHTS_FILE} holds {saved_elements:,}, so {CONFIG_FILE} does not describe these weights; "
            "the checkpoint is damaged")
-    _check_weights(directory, build_on_meta(model_config, 2 * saved_elements, why, registry), saved, aliases)
-    model = create_model(model_config, registry=registry)
+    # Parameters are built on the meta device, uninitialised, and the saved tensors take their place.
+    with bounded_build(2 * saved_elements, why, parameters_on_meta=True):
+        model = create_model(model_config, registry=registry)
+    _check_weights(directory, model, saved, aliases)
+    state = _read_state(weights, model, aliases)
+    model.load_state_dict(state, strict=True, assign=True)
+    if any(tensor.is_meta for tensor in (*model.parameters(), *model.buffers())):
+        # A buffer computed from a parameter while the model was built is on the meta device too: this
+        # model is built for real and the weights copied in.
+        model = create_model(model_config, registry=registry)
+        model.load_state_dict(state, strict=True)
+    return model
+
+
+def _read_state(weights: str, model: Any, aliases: Mapping[str, str]) -> dict[str, Any]:
+    """The saved tensors by the names of ``model``'s state dict, in its dtypes, read (memory-mapped) from
+    ``weights``; tied entries (aliases) are one :class:`~torch.nn.Parameter`, so that assigning them
+    keeps the model's weights tied."""
+    import torch
+    from safetensors import SafetensorError, safe_open
+
+    state: dict[str, Any] = {}
+    loaded: dict[str, Any] = {}
     try:
-        load_model(model, weights, strict=False)
+        with safe_open(weights, framework="pt") as handle:
+            for name, current in model.state_dict(keep_vars=True).items():
+                source = aliases.get(name, name)
+                if source not in loaded:
+                    tensor = handle.get_tensor(source)
+                    # Memory-mapped in place where aligned as the allocator aligns (see _header_padding),
+                    # else copied: matrix kernels sum in another order on memory aligned otherwise.
+                    copy = tensor.data_ptr() % ALIGNMENT != 0
+                    tensor = tensor.to(current.dtype, copy=copy)
+                    is_parameter = isinstance(current, torch.nn.Parameter)
+                    loaded[source] = torch.nn.Parameter(tensor, current.requires_grad) if is_parameter else tensor
+                state[name] = loaded[source]
     except (SafetensorError, OSError) as exc:
         raise FoundryError(f"cannot read the weights in {weights!r}: {exc}; the checkpoint is damaged") from None
-    return model
+    return state
 
 
 def _check_weights(directory: str, model: Any, saved: Mapping[str, SavedTensor], aliases: Mapping[str, str]) -> None:
@@ -385,7 +472,7 @@ def _check_weights(directory: str, model: Any, saved: Mapping[str, SavedTensor],
     device): the same names, shapes, and kinds of dtype (a float weight saved as integers is refused;
     a float16 one is loaded as the model's float32)."""
     expected = model.state_dict()
-    declared = {**{name: saved[target] for name, target in aliases.items() if target in saved}, **saved}
+    declared = {**{name: saved[target] for name, target in aliases.items()}, **saved}
     architecture = model.config.architecture
     missing, unexpected = sorted(set(expected) - set(declared)), sorted(set(declared) - set(expected))
     if missing or unexpected:

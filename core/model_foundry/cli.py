@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from typing import Sequence
 
-from model_foundry.errors import FoundryError
+from model_foundry.errors import FoundryError, FoundryWarning
 
 COMMANDS = [
     "list", "plugins", "info", "schema", "validate", "build",
@@ -58,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
+    warnings.showwarning = _show_warning
     try:
         return int(args.run(args) or 0)
     except FoundryError as exc:
@@ -68,6 +70,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+
+
+_default_show_warning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Model Foundry's own warnings as one ``warning: ...`` line; others as Python shows them."""
+    if issubclass(category, FoundryWarning):
+        print(f"warning: {message}", file=file or sys.stderr)
+    else:
+        _default_show_warning(message, category, filename, lineno, file, line)
 
 
 if __name__ == "__main__":

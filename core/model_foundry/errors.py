@@ -34,6 +34,10 @@ class Problem:
         return f"{where}{what}{self.message}"
 
 
+class FoundryWarning(UserWarning):
+    """Something the user should know that stops nothing; the CLI prints it as ``warning: ...``."""
+
+
 class FoundryError(Exception):
     """Base of the errors a user can fix; the CLI prints them and exits with code 2."""
 

@@ -52,21 +52,57 @@ def build_seconds() -> float:
     return float(match.group()) if match is not None else DEFAULT_BUILD_SECONDS
 
 
+# In-place initialisers: on the meta device they only write values, which meta tensors do not have.
+_INITIALISERS = ("normal_", "uniform_", "fill_", "zero_", "erfinv_", "mul_", "add_", "sub_", "div_", "clamp_",
+                 "copy_", "exponential_", "random_", "bernoulli_", "log_normal_", "cauchy_", "geometric_")
+
+
+def _initialisers_skipped_on_meta() -> Any:
+    """A torch function mode in which the in-place initialisers of :data:`_INITIALISERS` return a meta
+    tensor untouched. Torch runs them on the meta device through Python decompositions (~2 ms per
+    ``normal_``): for GPT-2 base that was most of a build on meta, and of loading a checkpoint."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    # torch.nn.init's functions hand themselves to the mode before calling the tensor's method, and may be
+    # wrapped by then (transformers swaps in its own while it initialises): they are known by name.
+    skipped = set(_INITIALISERS) | {name for name in dir(torch.nn.init) if name.endswith("_") and not name.startswith("_")}
+
+    class SkipInitialisersOnMeta(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
+            if getattr(func, "__name__", None) in skipped:
+                # torch.nn.init hands over its arguments by keyword, a tensor method by position.
+                target = args[0] if args else (kwargs or {}).get("tensor")
+                if isinstance(target, torch.Tensor) and target.is_meta:
+                    return target
+            return func(*args, **(kwargs or {}))
+
+    return SkipInitialisersOnMeta()
+
+
 @contextlib.contextmanager
-def bounded_build(max_elements: int | None, why: str, seconds: float | None = None) -> Iterator[None]:
+def bounded_build(max_elements: int | None, why: str, seconds: float | None = None,
+                  parameters_on_meta: bool = False) -> Iterator[None]:
     """Stop any model built inside the block once it registers more than ``max_elements`` parameter
     elements (each parameter counted once, however often it is tied), or once it has taken ``seconds``
-    (default :func:`build_seconds`). ``why`` ends the message: what the bound is and what to do."""
+    (default :func:`build_seconds`). ``why`` ends the message: what the bound is and what to do.
+
+    Initialisers on meta tensors are skipped. With ``parameters_on_meta``, every parameter is moved to the
+    meta device as it is registered (buffers stay where they are built), so that a checkpoint's weights can
+    be assigned in its place without initialising it first."""
+    import torch
     from torch.nn.modules import module
 
     seconds = build_seconds() if seconds is None else seconds
     seen: set[int] = set()
+    on_meta: dict[int, tuple[Any, Any]] = {}  # id(parameter) -> (parameter, its meta replacement)
     tally = {"elements": 0, "tensors": 0}
     started: list[float] = []  # at the first parameter: importing the plugin's model code is not building
 
-    def count(_module: Any, _name: str, parameter: Any) -> None:
+    def count(_module: Any, _name: str, parameter: Any) -> Any:
         if parameter is None or id(parameter) in seen:
-            return None
+            # A parameter registered twice (tied) is the same meta replacement both times.
+            return on_meta[id(parameter)][1] if id(parameter) in on_meta else None
         start = started[0] if started else started.append(time.monotonic()) or started[0]
         seen.add(id(parameter))
         tally["elements"] += parameter.numel()
@@ -79,11 +115,17 @@ def bounded_build(max_elements: int | None, why: str, seconds: float | None = No
             raise FoundryError(f"building the model on the meta device took over {seconds:g} s and was stopped at "
                                f"{so_far}: the config describes a very large model (check layer counts and sizes); "
                                f"{why} (the time limit is {BUILD_SECONDS_ENV})")
+        if parameters_on_meta and not parameter.is_meta:
+            replacement = torch.nn.Parameter(parameter.to("meta"), requires_grad=parameter.requires_grad)
+            on_meta[id(parameter)] = (parameter, replacement)
+            seen.add(id(replacement))
+            return replacement
         return None
 
     handle = module.register_module_parameter_registration_hook(count)
     try:
-        yield
+        with _initialisers_skipped_on_meta():
+            yield
     finally:
         handle.remove()
 

@@ -169,6 +169,18 @@ class Registry:
                     found[f"{kind} {name}"] = dists
         return found
 
+    def preferring(self, architecture: str, distribution: str | None) -> Registry:
+        """This registry with ``architecture`` provided by ``distribution`` alone, where several
+        distributions provide it and ``distribution`` is one of them (a checkpoint records the one
+        it was saved with); otherwise this very registry."""
+        entries = self.architectures.get(architecture, [])
+        chosen = [entry for entry in entries if entry.plugin.distribution == distribution]
+        if not chosen or len(chosen) == len(entries):
+            return self
+        steps = [entry for entry in self.training_steps.get(architecture, []) if entry[1].distribution == distribution]
+        return attrs.evolve(self, architectures={**self.architectures, architecture: chosen},
+                            training_steps={**self.training_steps, architecture: steps})
+
     def contributions(self, plugin: PluginInfo) -> dict[str, list[str]]:
         """What one plugin contributes, by kind (for ``foundry plugins``)."""
         def names(table: dict[str, list[Any]]) -> list[str]:

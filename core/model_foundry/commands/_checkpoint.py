@@ -47,12 +47,15 @@ def config_modality(model_config: Any, capabilities: Any) -> str:
 
 def open_checkpoint(directory: str, device: Any = None) -> OpenedCheckpoint:
     """Load the model in ``directory`` (a checkpoint, or a directory a converter reads) onto ``device``."""
-    from model_foundry.checkpoint import CONFIG_FILE, is_checkpoint, load, read_meta, read_yaml_plain
+    from model_foundry.checkpoint import CONFIG_FILE, is_checkpoint, load, read_meta, read_yaml_plain, registry_for
     from model_foundry.config import find_architecture
     from model_foundry.plugins import get_registry
 
-    model = load(directory, device=device)
-    capabilities = find_architecture(model.architecture, get_registry()).schema.capabilities
+    registry = get_registry()
+    if is_checkpoint(directory):
+        registry = registry_for(directory, registry)  # the distribution it was saved with, where several provide it
+    model = load(directory, device=device, registry=registry)
+    capabilities = find_architecture(model.architecture, registry).schema.capabilities
     path = os.path.join(directory, CONFIG_FILE)
     config = (read_yaml_plain(path) or {}) if os.path.isfile(path) else {}
     data_info = read_meta(directory).get("data_info") or {} if is_checkpoint(directory) else {}
