@@ -98,16 +98,19 @@ def test_list_info_schema(env):
     assert unknown.returncode == 2 and "did you mean 'toy'?" in unknown.stderr
 
 
-def test_new_plugin_template_is_a_working_plugin(env, tmp_path):
-    result = foundry(env, "new-plugin", "mygru", "--dir", str(tmp_path))
+@pytest.mark.parametrize("name,modality", [("mygru", "text"), ("myvae", "image")])
+def test_new_plugin_template_is_a_working_plugin(env, tmp_path, name, modality):
+    result = foundry(env, "new-plugin", name, "--dir", str(tmp_path), "--modality", modality)
     assert result.returncode == 0, result.stderr
-    root = tmp_path / "foundry-plugin-mygru"
-    assert (root / "pyproject.toml").exists() and (root / "foundry_plugin_mygru" / "plugin.py").exists()
-    again = foundry(env, "new-plugin", "mygru", "--dir", str(tmp_path))
+    root = tmp_path / f"foundry-plugin-{name}"
+    assert (root / "pyproject.toml").exists() and (root / f"foundry_plugin_{name}" / "plugin.py").exists()
+    assert "*.egg-info/" in (root / ".gitignore").read_text()
+    again = foundry(env, "new-plugin", name, "--dir", str(tmp_path))
     assert again.returncode == 2 and "already exists" in again.stderr
     assert foundry(env, "new-plugin", "My-Plugin").returncode == 2
-    # Make it "installed" (a dist-info with its entry point) and run its own tests.
-    write_distribution(root, "foundry-plugin-mygru", "0.1.0", entry_points={"mygru": "foundry_plugin_mygru.plugin"})
+    # Make it "installed" (a dist-info with its entry point) and run its own tests (the image
+    # template's train on the digits and sample).
+    write_distribution(root, f"foundry-plugin-{name}", "0.1.0", entry_points={name: f"foundry_plugin_{name}.plugin"})
     run_env = {**env, "PYTHONPATH": f"{root}{os.pathsep}{env['PYTHONPATH']}"}
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests")],
                            capture_output=True, text=True, env=run_env, cwd=root, timeout=300)

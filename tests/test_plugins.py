@@ -153,7 +153,22 @@ def test_foundry_plugins_reports_a_broken_third_party_plugin(tmp_path):
     assert "not_a_module" in rows["foundry-plugin-broken"]["errors"][0]
     listing = subprocess.run([sys.executable, "-m", "model_foundry.cli", "list"],
                              capture_output=True, text=True, env=env, timeout=120)
-    assert listing.returncode == 0 and "failed to load" in listing.stderr
+    assert listing.returncode == 0 and "failed to load (foundry-plugin-broken)" in listing.stderr
+    # Where it matters, the failed plugin is named: info, validate, and a name no plugin provides.
+    info = subprocess.run([sys.executable, "-m", "model_foundry.cli", "info", "gpt2"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert info.returncode == 0 and "failed to load (foundry-plugin-broken)" in info.stderr
+    config = tmp_path / "run.yaml"
+    config.write_text("model:\n  architecture: gpt2\n  preset: tiny\n")
+    valid = subprocess.run([sys.executable, "-m", "model_foundry.cli", "validate", str(config)],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert valid.returncode == 0 and "failed to load (foundry-plugin-broken)" in valid.stderr
+    config.write_text("model:\n  architecture: broken_thing\n")
+    unknown = subprocess.run([sys.executable, "-m", "model_foundry.cli", "validate", str(config)],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert unknown.returncode == 2
+    assert "unknown architecture 'broken_thing'" in unknown.stderr
+    assert "plugins that failed to load: foundry-plugin-broken" in unknown.stderr
 
 
 def test_registry_fixture_registers_plugins_directly(foundry_registry):

@@ -384,6 +384,9 @@ def find_architecture(name: Any, registry: Registry) -> Architecture | str:
     if not entries:
         installed = sorted(registry.architectures)
         hint = did_you_mean(str(name), installed)
+        failed = sorted({error.distribution for error in registry.errors})
+        if failed:  # the one that provides it may be among them
+            hint += f"; plugins that failed to load: {', '.join(failed)} (see `foundry plugins`)"
         return f"unknown architecture {name!r}{hint}; installed: {one_of(installed)} (pip install the plugin that provides it)"
     if len({e.plugin.distribution for e in entries}) > 1:
         dists = [e.plugin.distribution for e in entries]

@@ -90,3 +90,17 @@ def list_plugins() -> list[dict[str, Any]]:
             if e.distribution == row["distribution"] and e.plugin == row["plugin"]
         ]
     return sorted(rows, key=lambda r: (r["distribution"], r["plugin"]))
+
+
+def report_plugin_problems() -> None:
+    """Print under a command's output what is wrong with the installed plugins: how many failed to load
+    (``foundry plugins`` has the details) and the registry's warnings (conflicting names, ...)."""
+    import sys
+
+    failures = plugin_errors()
+    if failures:
+        names = ", ".join(sorted({failure["distribution"] for failure in failures}))
+        print(f"warning: {len(failures)} plugin(s) failed to load ({names}); see `foundry plugins`", file=sys.stderr)
+    for warning in plugin_warnings():
+        print(f"warning: {warning}", file=sys.stderr)
+

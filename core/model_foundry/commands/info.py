@@ -11,6 +11,7 @@ from model_foundry.commands.list import capability_labels
 from model_foundry.config import find_architecture
 from model_foundry.errors import ConfigError, Problem
 from model_foundry.plugins import get_registry
+from model_foundry.registry import report_plugin_problems
 from model_foundry.schema import iter_fields, type_name, unstructure
 
 
@@ -25,6 +26,7 @@ def run(args) -> int:
     found = find_architecture(args.architecture, get_registry())
     if isinstance(found, str):
         raise ConfigError(Problem(found))
+    report_plugin_problems()
     schema = found.schema
     fields = [
         {"name": name, "type": type_name(kind), "required": default is attrs.NOTHING,

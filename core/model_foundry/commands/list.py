@@ -3,11 +3,10 @@ what they can do (generation, sampling, likelihood, ...)."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Mapping
 
 from model_foundry.commands._output import print_json, print_table
-from model_foundry.registry import list_architectures, plugin_errors, plugin_warnings
+from model_foundry.registry import list_architectures, report_plugin_problems
 
 
 def add_parser(subparsers) -> None:
@@ -46,9 +45,5 @@ def run(args) -> int:
     ]
     if rows:
         print_table(rows, ["architecture", "family", "modality", "objectives", "capabilities", "presets", "distribution"])
-    failures = plugin_errors()
-    if failures:
-        print(f"\n{len(failures)} plugin(s) failed to load; see `foundry plugins`", file=sys.stderr)
-    for warning in plugin_warnings():
-        print(f"warning: {warning}", file=sys.stderr)
+    report_plugin_problems()
     return 0

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from model_foundry.commands._output import print_json
 from model_foundry.config import SECTIONS, FoundryConfig, load_config
 from model_foundry.errors import ConfigError, FoundryError, Problem
-from model_foundry.registry import plugin_warnings
+from model_foundry.registry import report_plugin_problems
 
 
 def add_set_argument(parser) -> None:
@@ -39,8 +39,7 @@ def run(args) -> int:
     sections = ("model",) if args.model_only else ("data",) if args.data_only else SECTIONS
     config = load_config(args.config, args.overrides, sections=sections)
     check_resources(config)
-    for warning in plugin_warnings():
-        print(f"warning: {warning}", file=sys.stderr)
+    report_plugin_problems()
     if args.json:
         print_json(config.to_dict())
         return 0
