@@ -68,7 +68,10 @@ def _draw(model: Any, conditions: torch.Tensor | None = None, count: int = SAMPL
 
 
 def measure_ddpm(bench: Any) -> dict[str, Any]:
-    run = bench.train("configs/ddpm.yaml", "training.eval_every=0")
+    return ddpm_row(bench, bench.train("configs/ddpm.yaml", "training.eval_every=0"))
+
+
+def ddpm_row(bench: Any, run: Any) -> dict[str, Any]:
     metrics = bench.evaluate(run)
     return {
         "parameters": run.parameters, "CPU minutes": run.cpu_minutes, "score": metrics["digits_score"],
