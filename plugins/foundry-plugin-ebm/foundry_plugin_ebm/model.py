@@ -38,7 +38,7 @@ from torch import nn
 
 from model_foundry.config import ModelConfig
 from model_foundry.errors import FoundryError
-from model_foundry.networks.config import EncoderConfig
+from model_foundry.networks.config import EncoderConfig, network_kind
 from model_foundry.networks.modules import activation, build_encoder, normalization
 from model_foundry.protocol import FoundryModel, ModelOutput
 
@@ -109,14 +109,14 @@ class ResidualBlock(nn.Module):
 class ResidualEnergyNetwork(nn.Module):
     """Examples (N, *input_shape) -> energies (N, 1): stem, stages of residual blocks, pooled linear head.
 
-    Images: a 3x3 convolution stem; each stage after the first halves the image (2x2 average
-    pooling) and changes the width with a 1x1 convolution. Vectors: a linear stem and linear
-    width changes. The head averages the features over positions and maps them to one number.
+    Conv (images): a 3x3 convolution stem; each stage after the first halves the image (2x2
+    average pooling) and changes the width with a 1x1 convolution. MLP (vectors, or flattened
+    images with ``kind: mlp``): a linear stem and linear width changes. The head averages the features over positions and maps them to one number.
     """
 
     def __init__(self, input_shape: tuple[int, ...], config: object):
         super().__init__()
-        spatial = len(input_shape) == 3
+        spatial = network_kind(config.kind, input_shape) == "conv"
         spectral, widths = config.spectral_norm, config.hidden_dims
 
         def projection(width_in: int, width_out: int, stem: bool = False) -> nn.Module:

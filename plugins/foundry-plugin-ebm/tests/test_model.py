@@ -97,6 +97,15 @@ def test_deep_ebm_weights_are_spectrally_normalized():
     assert not any(hasattr(m, "parametrizations") for m in plain.network.modules())
 
 
+def test_deep_ebm_on_images_is_convolutional_unless_kind_mlp():
+    images = torch.rand(3, 1, 8, 8) * 2 - 1
+    for kind in (None, "mlp"):
+        model = build("deep_ebm", "image", input_shape=[1, 8, 8], energy_network={"hidden_dims": [4, 8], "kind": kind})
+        convolutional = any(isinstance(m, torch.nn.Conv2d) for m in model.network.modules())
+        assert convolutional == (kind is None)
+        assert model.energy(images).shape == (3,)
+
+
 # --- the replay buffer and the loss -------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ import yaml
 from model_foundry import ConfigError, load_config
 
 PLUGIN = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((PLUGIN / "configs").glob("*.yaml"))
+CONFIGS = sorted((PLUGIN.parents[1] / "configs").glob("*ebm-*.yaml"))
 
 
 def write_config(tmp_path, model=None, training=None, name="config.yaml"):
