@@ -87,6 +87,21 @@ def test_broken_plugin_is_isolated(site):
     assert rows["foundry-plugin-widget"]["contributes"]["architectures"] == ["widget"]
 
 
+def test_a_plugin_made_for_another_plugin_api_is_reported_and_not_imported(site):
+    good(site, "foundry-plugin-widget", "widget", "tp_widget")
+    write_distribution(site, "foundry-plugin-future", "2.0.0", {"tp_future": "raise RuntimeError('imported')\n"},
+                       {"future": "tp_future"}, requires=["model-foundry>=0.9,<0.10", "numpy"])
+    write_distribution(site, "foundry-plugin-extra", "1.0.0", {"tp_extra": "raise RuntimeError('imported extra')\n"},
+                       {"extra": "tp_extra"}, requires=['model-foundry>=9; extra == "docs"'])
+    errors = {e["distribution"]: e for e in model_foundry.plugin_errors()}
+    future = errors["foundry-plugin-future"]
+    assert future["stage"] == "compatibility" and future["version"] == "2.0.0"
+    assert "made for model-foundry<0.10,>=0.9" in future["error"] and "not imported" in future["error"]
+    # A requirement only an extra asks for does not count: that plugin is imported (and fails there).
+    assert errors["foundry-plugin-extra"]["stage"] == "import"
+    assert "widget" in [a["name"] for a in model_foundry.list_architectures()]
+
+
 def test_strict_mode_reraises(site, monkeypatch):
     write_distribution(site, "foundry-plugin-broken", "0.0.1", {"tp_broken": "raise ImportError('no such thing')\n"},
                        {"broken": "tp_broken"})

@@ -231,6 +231,10 @@ def discover(manager: pluggy.PluginManager, registry: Registry) -> None:
         if distribution in block or (allow and not is_core and distribution not in allow):
             registry.blocked.append(info)
             continue
+        incompatible = _api_problem(entry_point)
+        if incompatible and not is_core:  # never imported: it would fail deep inside, or worse, not at all
+            registry.errors.append(PluginError(info.name, distribution, version, "compatibility", incompatible))
+            continue
         loaded_before = {name for name in HEAVY_MODULES if name in sys.modules}
         started = time.perf_counter()
         try:
@@ -252,6 +256,31 @@ def discover(manager: pluggy.PluginManager, registry: Registry) -> None:
             f"{ALLOW_ENV} names {name!r}, which matches no installed plugin distribution{did_you_mean(name, installed)}; "
             f"installed: {', '.join(installed)}"
         )
+
+
+def _api_problem(entry_point: metadata.EntryPoint) -> str | None:
+    """Why a plugin's distribution was made for another plugin API, read from its metadata alone (its
+    requirement on model-foundry excludes the installed core), or None. The plugin API is versioned with
+    the core: releases 0.x.* share one (docs/plugins.md, "Compatibility")."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    from model_foundry import __version__
+
+    for text in (entry_point.dist.requires or ()) if entry_point.dist is not None else ():
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement:
+            continue
+        if canonicalize_name(requirement.name) != CORE_DISTRIBUTION:
+            continue
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        if not requirement.specifier.contains(__version__, prereleases=True):
+            return (f"made for {CORE_DISTRIBUTION}{requirement.specifier} (the plugin API of those releases), and "
+                    f"{CORE_DISTRIBUTION} {__version__} is installed; not imported. Install a release of "
+                    f"{entry_point.dist.metadata['Name']} made for {__version__}, or {CORE_DISTRIBUTION}{requirement.specifier}")
+    return None
 
 
 def _import_warnings(info: PluginInfo) -> list[str]:

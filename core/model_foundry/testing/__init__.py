@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import textwrap
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
 
 from model_foundry.plugins import PluginInfo, Registry, build_registry, set_registry
 
@@ -52,11 +52,13 @@ def write_distribution(
     version: str = "0.1.0",
     modules: Mapping[str, str] | None = None,
     entry_points: Mapping[str, str] | None = None,
+    requires: Sequence[str] = (),
 ) -> str:
     """Write a throwaway installed distribution into ``directory`` (a ``*.dist-info`` and its modules).
 
     ``modules`` maps module names to source; ``entry_points`` maps entry-point names to
-    ``"module"`` values in the ``model_foundry`` group. Put ``directory`` on ``sys.path`` (or
+    ``"module"`` values in the ``model_foundry`` group; ``requires`` are its ``Requires-Dist`` lines
+    (e.g. ``"model-foundry>=0.1,<0.2"``). Put ``directory`` on ``sys.path`` (or
     ``PYTHONPATH`` of a subprocess) and ``importlib.metadata`` finds it like a pip-installed
     distribution. Returns ``directory``.
     """
@@ -68,6 +70,7 @@ def write_distribution(
     os.makedirs(info, exist_ok=True)
     with open(os.path.join(info, "METADATA"), "w", encoding="utf-8") as handle:
         handle.write(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        handle.write("".join(f"Requires-Dist: {requirement}\n" for requirement in requires))
     with open(os.path.join(info, "entry_points.txt"), "w", encoding="utf-8") as handle:
         handle.write("[model_foundry]\n" + "".join(f"{k} = {v}\n" for k, v in (entry_points or {}).items()))
     return directory
