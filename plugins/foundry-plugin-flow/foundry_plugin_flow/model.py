@@ -134,7 +134,7 @@ class InvertibleConv1x1(nn.Module):
         diagonal = upper.diagonal()
         self.register_buffer("permutation", permutation.to(device))
         self.register_buffer("sign", diagonal.sign().to(device))
-        self.register_buffer("lower_mask", torch.tril(torch.ones(channels, channels), -1).to(device))
+        self.register_buffer("lower_mask", torch.tril(torch.ones(channels, channels, device="cpu"), -1).to(device))
         self.lower = nn.Parameter(lower.to(device))
         self.upper = nn.Parameter(torch.triu(upper, 1).to(device))
         self.log_scale = nn.Parameter(diagonal.abs().log().to(device))
@@ -373,7 +373,7 @@ class ImageFlow(NormalizingFlow):
         noise = torch.Generator().manual_seed(0)
         draw = torch.randn if self.dequantizer is not None else torch.rand
         self.register_buffer(
-            "eval_noise", draw(params.eval_noise_samples, *self.data_shape, generator=noise).to(torch.empty(0).device),
+            "eval_noise", draw(params.eval_noise_samples, *self.data_shape, generator=noise, device="cpu").to(torch.empty(0).device),
             persistent=False,
         )
 
