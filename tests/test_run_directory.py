@@ -187,6 +187,24 @@ def test_pruning_renames_each_checkpoint_before_deleting_it(tmp_path, monkeypatc
     assert os.listdir(tmp_path) == ["checkpoint-3"]
 
 
+def test_checkpoints_are_flushed_to_disk_only_where_a_crash_of_the_machine_needs_it(tmp_path, tiny, monkeypatch):
+    """Training checkpoints are written without waiting for the disk; before pruning, the oldest one that
+    stays is flushed (so one always survives a crash of the machine), and final/ is flushed as it is written."""
+    from model_foundry import checkpoint
+    from model_foundry.training import train
+
+    flushed = []
+    run = str(tmp_path / "run")
+    monkeypatch.setattr(checkpoint, "flush_to_disk",
+                        lambda root: flushed.append(os.path.basename(root)) if os.path.dirname(root) == run else None)
+    config_path = write_config(tmp_path, training={**STEPS, "keep_checkpoints": 2})
+    train(load_config(config_path))
+    # Checkpoints 4, 8, 12 unflushed; pruning 4 after 12 is written first flushes 8; final/ is staged, then flushed.
+    assert flushed[0] == "checkpoint-8" and len(flushed) == 2
+    assert flushed[1].startswith(".final.tmp-")
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoint-12")) == sorted(os.listdir(tmp_path / "run" / "checkpoint-8"))
+
+
 def test_a_resume_removes_what_a_kill_during_pruning_left(tmp_path, tiny, capsys, finished):
     config_path, _, expected = finished
     run = copy_run(finished, tmp_path / "run", killed_after=8)

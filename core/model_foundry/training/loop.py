@@ -624,8 +624,10 @@ def _train(config: FoundryConfig, candidates: list[str], overrides: tuple[str, .
                 write_training_state(staging, run_state, optimizer_states, rng)
                 save_extension_states(extensions, staging)
 
+            # Not flushed to disk here (final/ is): a crash of the process still leaves whole checkpoints only,
+            # and an unflushed one lost with the machine is skipped by --resume for the one before.
             save(unwrapped, directory, tokenizer=tokenizer, metrics=metrics_now, config=config, extra=training_state,
-                 data_info=data.info)
+                 data_info=data.info, durable=False)
             rundir.prune(output_dir, training.keep_checkpoints)
         accelerator.wait_for_everyone()
         return directory

@@ -123,8 +123,18 @@ def discard(path: str) -> None:
 
 
 def prune(output_dir: str, keep: int) -> None:
-    """Remove all but the newest ``keep`` training checkpoints."""
-    for _, old in list_checkpoints(output_dir)[:-keep]:
+    """Remove all but the newest ``keep`` training checkpoints.
+
+    Training checkpoints are written without waiting for the disk; the oldest one that stays is
+    flushed before any is removed, so that one survives even a crash of the machine. Written a save
+    interval ago, it is usually on the disk already and the flush costs little."""
+    from model_foundry.checkpoint import flush_to_disk
+
+    checkpoints = list_checkpoints(output_dir)
+    if len(checkpoints) <= keep:
+        return
+    flush_to_disk(checkpoints[-keep][1])
+    for _, old in checkpoints[:-keep]:
         discard(old)
 
 
