@@ -45,10 +45,10 @@ def foundry_config_schemas():
         ArchitectureSchema(
             name="{name}",
             config_class={cls}Config,
-            family="recurrent",
-            description="A one-layer GRU language model (edit me)",
+            family="{family}",
+            description="{description}",
             presets=PRESETS,
-            capabilities=Capabilities(objectives=("causal_lm",), supports_generation=True),
+            capabilities=Capabilities({capabilities}),
         )
     ]
 
@@ -133,34 +133,6 @@ class {cls}Model(LanguageModel):
 
 def build(config):
     return {cls}Model(with_vocab_size(config))
-'''
-
-IMAGE_PLUGIN = '''\
-"""Hook implementations only: no torch here, so that `foundry list` stays fast."""
-
-from model_foundry import hookimpl
-from model_foundry.specs import ArchitectureSchema, Capabilities, ModelBuilder
-
-from {package}.config import PRESETS, {cls}Config
-
-
-@hookimpl
-def foundry_config_schemas():
-    return [
-        ArchitectureSchema(
-            name="{name}",
-            config_class={cls}Config,
-            family="vae",
-            description="A small variational autoencoder of images (edit me)",
-            presets=PRESETS,
-            capabilities=Capabilities(modality="image", sampling=True, likelihood="bound", latent=True),
-        )
-    ]
-
-
-@hookimpl
-def foundry_model_builders():
-    return [ModelBuilder("{name}", "{package}.model:build")]
 '''
 
 IMAGE_CONFIG = '''\
@@ -344,9 +316,16 @@ Files: `{package}/plugin.py` (hooks only), `config.py` (fields and presets),
 
 # What each --modality scaffolds: the architecture's own files, beside the ones every plugin has.
 TEMPLATES = {
-    "text": {"plugin.py": PLUGIN, "config.py": CONFIG, "model.py": MODEL, "test": TEST},
-    "image": {"plugin.py": IMAGE_PLUGIN, "config.py": IMAGE_CONFIG, "model.py": IMAGE_MODEL, "test": IMAGE_TEST,
-              "configs/digits.yaml": IMAGE_EXAMPLE},
+    "text": {
+        "family": "recurrent", "description": "A one-layer GRU language model (edit me)",
+        "capabilities": 'objectives=("causal_lm",), supports_generation=True',
+        "config.py": CONFIG, "model.py": MODEL, "test": TEST,
+    },
+    "image": {
+        "family": "vae", "description": "A small variational autoencoder of images (edit me)",
+        "capabilities": 'modality="image", sampling=True, likelihood="bound", latent=True',
+        "config.py": IMAGE_CONFIG, "model.py": IMAGE_MODEL, "test": IMAGE_TEST, "configs/digits.yaml": IMAGE_EXAMPLE,
+    },
 }
 
 
@@ -365,18 +344,19 @@ def render(name: str, modality: str = "text") -> dict[str, str]:
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise FoundryError(f"plugin name {name!r} must be lowercase letters, digits and underscores, starting with a letter")
     package = f"foundry_plugin_{name}"
+    template = TEMPLATES[modality]
     values = {
         "name": name, "package": package, "cls": "".join(p.capitalize() for p in name.split("_")),
         # The digits data kind reads scikit-learn's copy: the core's `images` extra.
         "core_requirement": "model-foundry[images]>=0.1" if modality == "image" else "model-foundry>=0.1",
+        **{key: template[key] for key in ("family", "description", "capabilities")},
     }
-    template = TEMPLATES[modality]
     files = {
         "pyproject.toml": PYPROJECT,
         "README.md": README,
         ".gitignore": GITIGNORE,
         f"{package}/__init__.py": '"""The {name} plugin for Model Foundry."""\n',
-        f"{package}/plugin.py": template["plugin.py"],
+        f"{package}/plugin.py": PLUGIN,
         f"{package}/config.py": template["config.py"],
         f"{package}/model.py": template["model.py"],
         f"tests/test_{name}.py": template["test"],
