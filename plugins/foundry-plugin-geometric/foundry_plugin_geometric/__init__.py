@@ -1,0 +1,1 @@
+"""foundry-plugin-geometric: point clouds, meshes, voxel grids and graphs."""

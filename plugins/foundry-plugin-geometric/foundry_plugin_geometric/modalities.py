@@ -1,0 +1,129 @@
+"""The modalities this plugin adds: ``voxel``, ``mesh`` and ``graph`` (``point_cloud`` is the core's).
+
+=========  ================  ========================  ==============================================
+modality   batch key         one example               samples written as
+=========  ================  ========================  ==============================================
+voxel      ``voxels``        (1, D, D, D) occupancy    a PNG of the occupied cells of the first few
+mesh       ``surface_points`` (P, 3) points on the     one ``.obj`` per sample: (V, 3) vertices of the
+                             target surface            icosphere template (V = 10*4^s + 2), its faces
+graph      ``adjacency``     (n, n) 0/1, symmetric,    a PNG grid of the adjacency matrices
+                             empty diagonal; with
+                             ``node_mask`` (n,)
+=========  ================  ========================  ==============================================
+
+Every writer also saves the raw batch as ``<stem>.npy``. The collators are the modalities'
+preprocessing: occupancy is binarised at 0.5, adjacency symmetrised with an empty diagonal and
+padding nodes cut off, so a model always sees valid data.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from foundry_plugin_geometric.config import MAX_SUBDIVISIONS, icosphere_vertex_count
+from model_foundry.modalities import MAX_CLOUDS, _figure, _save_figure, as_array, image_grid, staged, write_npy
+
+
+def _batch_of(array: np.ndarray, ndim: int, layout: str, modality: str) -> None:
+    if array.ndim != ndim or len(array) == 0:
+        raise ValueError(f"{modality} samples must be a non-empty batch of shape {layout}, got {tuple(array.shape)}")
+
+
+# --- voxel -----------------------------------------------------------------------------------
+
+
+def write_voxels(samples: Any, path_stem: str, **info: Any) -> list[str]:
+    """Voxel samples ``(N, 1, D, H, W)``: a PNG of the occupied cells (> 0.5) of the first few, and the ``.npy``."""
+    grids = as_array(samples)
+    _batch_of(grids, 5, "(N, 1, D, H, W)", "voxel")
+    shown = grids[:MAX_CLOUDS, 0] > 0.5
+    figure = _figure(figsize=(4 * len(shown), 4), dpi=100)
+    for index, occupied in enumerate(shown):
+        axes = figure.add_subplot(1, len(shown), index + 1, projection="3d")
+        axes.voxels(occupied, edgecolor="k", linewidth=0.2)
+        axes.set_title(f"sample {index} ({int(occupied.sum())} cells)")
+    return [_save_figure(figure, f"{path_stem}.png"), write_npy(grids, path_stem)]
+
+
+def collate_voxels() -> Callable[[dict], dict]:
+    """The voxel collator's factory: occupancy binarised at 0.5, as float32."""
+
+    def collate(batch: dict) -> dict:
+        return {**batch, "voxels": (batch["voxels"] > 0.5).float()}
+
+    return collate
+
+
+# --- mesh ------------------------------------------------------------------------------------
+
+
+def template_subdivisions(vertex_count: int) -> int:
+    """The icosphere level whose template has ``vertex_count`` vertices."""
+    for level in range(MAX_SUBDIVISIONS + 1):
+        if icosphere_vertex_count(level) == vertex_count:
+            return level
+    counts = ", ".join(str(icosphere_vertex_count(level)) for level in range(MAX_SUBDIVISIONS + 1))
+    raise ValueError(f"mesh samples are icosphere vertices (V = 10*4^s + 2: {counts}), got {vertex_count} vertices")
+
+
+def write_meshes(samples: Any, path_stem: str, **info: Any) -> list[str]:
+    """Mesh samples ``(N, V, 3)``, vertices of the icosphere template: one ``.obj`` per sample, a PNG
+    of the first few surfaces, and the ``.npy``."""
+    import trimesh
+
+    from foundry_plugin_geometric.geometry import icosphere
+
+    vertices = as_array(samples)
+    _batch_of(vertices, 3, "(N, V, 3)", "mesh")
+    _, faces = icosphere(template_subdivisions(vertices.shape[1]))
+    paths = []
+    for index, points in enumerate(vertices):
+        path = f"{path_stem}-{index:03d}.obj"
+        with staged(path) as staging:
+            trimesh.Trimesh(points, faces, process=False).export(staging, file_type="obj")
+        paths.append(path)
+    shown = vertices[:MAX_CLOUDS]
+    figure = _figure(figsize=(4 * len(shown), 4), dpi=100)
+    for index, points in enumerate(shown):
+        axes = figure.add_subplot(1, len(shown), index + 1, projection="3d")
+        axes.plot_trisurf(points[:, 0], points[:, 1], points[:, 2], triangles=faces, linewidth=0.1, edgecolor="k")
+        axes.set_title(f"sample {index}")
+    return [*paths, _save_figure(figure, f"{path_stem}.png"), write_npy(vertices, path_stem)]
+
+
+# --- graph -----------------------------------------------------------------------------------
+
+
+def write_graphs(samples: Any, path_stem: str, **info: Any) -> list[str]:
+    """Graph samples ``(N, n, n)`` adjacency matrices: a PNG grid of them (edges white) and the ``.npy``."""
+    from PIL import Image
+
+    adjacency = as_array(samples)
+    _batch_of(adjacency, 3, "(N, n, n)", "graph")
+    if adjacency.shape[1] != adjacency.shape[2]:
+        raise ValueError(f"graph samples must be square adjacency matrices (N, n, n), got {tuple(adjacency.shape)}")
+    grid = image_grid((adjacency[:, None] > 0.5).astype(np.float32) * 2 - 1)
+    path = f"{path_stem}.png"
+    with staged(path) as staging:
+        Image.fromarray(grid[:, :, 0]).save(staging, format="PNG")
+    return [path, write_npy(adjacency, path_stem)]
+
+
+def collate_graphs() -> Callable[[dict], dict]:
+    """The graph collator's factory: adjacency made symmetric 0/1 with an empty diagonal, edges of
+    padding nodes removed; ``node_mask`` (all nodes) added where the data has none."""
+
+    def collate(batch: dict) -> dict:
+        import torch
+
+        from foundry_plugin_geometric.geometry import symmetric_without_loops
+
+        adjacency = symmetric_without_loops(batch["adjacency"].float())
+        mask = batch.get("node_mask")
+        mask = torch.ones(adjacency.shape[:2], dtype=torch.bool) if mask is None else mask.bool()
+        adjacency = adjacency * (mask.unsqueeze(-1) & mask.unsqueeze(-2)).float()
+        return {**batch, "adjacency": adjacency, "node_mask": mask}
+
+    return collate
