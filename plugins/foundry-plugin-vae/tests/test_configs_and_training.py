@@ -96,6 +96,7 @@ def write_config(tmp_path, model, data, steps=6):
                      "eval_every": steps, "eval_batches": 2, "eval_samples": 20, "save_every": 0,
                      "output_dir": str(tmp_path / "run")},
     }
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "config.yaml"
     path.write_text(json.dumps(config), encoding="utf-8")
     return str(path)
