@@ -124,6 +124,40 @@ def test_all_problems_reported_at_once(tmp_path):
     assert len(found) == 3, found
 
 
+def test_checks_of_every_kind_are_reported_in_one_pass_in_file_order(tmp_path):
+    """An unknown key, an out-of-range value, a cross-field check of the same block (validate()) and a
+    check across sections (the objective) used to come one pass at a time."""
+    path = write(tmp_path, """
+        training:
+          objective: masked_lm
+          max_steps: 0
+        model:
+          architecture: toy
+          preset: tiny
+          nonsense: 1
+          block:
+            hidden_size: 30
+            heads: 4
+            dropout: 2.0
+        """)
+    found = problems(path)
+    assert [problem.split(": ")[1] for problem in found] == [
+        "training.objective", "training.max_steps", "model.nonsense", "model.block.hidden_size", "model.block.dropout",
+    ], found
+    assert "divisible" in found[3] and "cannot train 'masked_lm'" in found[0]
+
+
+def test_a_cross_field_check_that_fails_on_an_already_reported_value_adds_nothing(tmp_path):
+    path = write(tmp_path, """
+        model:
+          architecture: toy
+          preset: tiny
+          block:
+            heads: 0
+        """)
+    assert problems(path) == [f"{path}:5:12: model.block.heads: must be > 0, got 0"]
+
+
 @pytest.mark.parametrize("sections", [None, ("model",)])
 def test_model_keys_without_their_section_are_one_problem(tmp_path, sections):
     path = write(tmp_path, "architecture: toy\npreset: tiny\nblock:\n  layers: 2\ntraining:\n  max_stepz: 3\n")

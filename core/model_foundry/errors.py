@@ -50,7 +50,8 @@ class ConfigError(FoundryError):
             problems = [Problem(problems)]
         elif isinstance(problems, Problem):
             problems = [problems]
-        self.problems: list[Problem] = list(problems)
+        # In file order (problems without a place first), however the checks that found them ran.
+        self.problems: list[Problem] = sorted(problems, key=lambda p: (p.location is not None, _place(p.location)))
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -59,6 +60,10 @@ class ConfigError(FoundryError):
         if count > 1:
             lines.append(f"{count} problems found.")
         return "\n".join(lines)
+
+
+def _place(location: Location | None) -> tuple[str, int, int]:
+    return (location.file, location.line, location.column) if location is not None else ("", 0, 0)
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -190,11 +190,13 @@ class Structurer:
                 hint = did_you_mean(str(key), fields)
                 self.problem(path + (key,), f"unknown key {key!r}{hint or f'; valid keys: {one_of(fields)}'}", key=True)
         kwargs: dict[str, Any] = {}
+        missing = False
         for name, field in fields.items():
             if name in value:
                 kwargs[name] = self.structure(value[name], hints[name], path + (name,))
             elif field.default is attrs.NOTHING:
                 self.problem(path, f"missing required key {name!r} ({describe(hints[name])})", key=True)
+                missing = True
         for name, value in kwargs.items():
             field = fields[name]
             if field.validator is None or value is attrs.NOTHING:
@@ -203,16 +205,25 @@ class Structurer:
                 field.validator(None, field, value)
             except (ValueError, TypeError) as exc:
                 self.problem(path + (name,), _validator_message(exc))
-        if len(self.problems) > before:
-            return attrs.NOTHING
+        if missing or any(value is attrs.NOTHING for value in kwargs.values()):
+            return attrs.NOTHING  # no instance to check further
+        # Every value has its type: the instance is built even when some are out of range or a key is
+        # unknown, so that its cross-field checks (and the sections' checks after it) are reported in
+        # the same pass; structure() raises for all the problems at the end.
         with attrs.validators.disabled():
             instance = cls(**kwargs)
         validate = getattr(instance, "validate", None)
-        if callable(validate) and len(self.problems) == before:
-            for relative, message in validate() or ():
-                relative_path = tuple(relative.split(".")) if relative else ()
-                self.problem(path + relative_path, message)
-        return instance if len(self.problems) == before else attrs.NOTHING
+        if callable(validate):
+            clean = len(self.problems) == before
+            try:
+                for relative, message in validate() or ():
+                    relative_path = tuple(relative.split(".")) if relative else ()
+                    self.problem(path + relative_path, message)
+            except Exception:
+                if clean:  # a check that fails on valid values is a bug in it
+                    raise
+                # on values already reported as wrong, a cross-field check may fail: those reports stand
+        return instance
 
 
 def _validator_message(exc: Exception) -> str:
