@@ -238,3 +238,20 @@ def test_log_prob_of_pixels_is_the_importance_weighted_bound_over_its_fixed_nois
     bounds = torch.stack([model._dequantized_log_prob(x, noise.expand_as(x), []) for noise in model.eval_noise])
     torch.testing.assert_close(model.log_prob(pixel_values=x), bounds.logsumexp(0) - math.log(3))
     assert (model.log_prob(pixel_values=x) >= bounds.mean(0)).all()
+
+
+def test_log_prob_of_pixels_repeats_exactly_and_does_not_depend_on_the_batch():
+    model = image_flow(**IMAGE_FLOWS["realnvp"])
+    x = pixels(5)
+    whole = model.log_prob(pixel_values=x)
+    torch.testing.assert_close(model.log_prob(pixel_values=x), whole, rtol=0, atol=0)  # no reseeding needed
+    torch.testing.assert_close(model.log_prob(pixel_values=x[2:3]), whole[2:3], rtol=1e-12, atol=1e-12)
+
+
+def test_image_samples_lie_on_the_grid_of_levels():
+    model = image_flow(**IMAGE_FLOWS["realnvp"], levels=5)
+    samples = model.sample(64, generator=torch.Generator().manual_seed(0))
+    assert samples.dtype == torch.float32 and samples.shape == (64, 1, 8, 8)
+    steps = (samples.double() + 1) * 2  # levels 5: values -1, -0.5, 0, 0.5, 1
+    torch.testing.assert_close(steps, steps.round(), rtol=0, atol=1e-6)
+    assert samples.min() >= -1 and samples.max() <= 1 and len(samples.unique()) > 2
