@@ -146,3 +146,22 @@ def test_two_processes_under_torchrun_train_the_same_weights(tmp_path):
         assert any((at_step_4[k] != rank0[k]).any() for k in rank0 if k.startswith(part))
     logged = [r for r in records(tmp_path / "run") if "loss" in r]
     assert [r["step"] for r in logged] == list(range(1, 9)) and all("gradient_penalty_loss" in r for r in logged)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)], ids=["28x28-grey", "32x32-rgb"])
+def test_a_dcgan_trains_on_larger_images_from_a_npy_file(tmp_path, shape):
+    import numpy as np
+    import torch
+
+    from model_foundry.checkpoint import load
+
+    pixels = np.random.default_rng(0).integers(0, 256, size=(40, *shape), dtype=np.uint8)
+    np.save(tmp_path / "images.npy", pixels)
+    layers = {"generator": {"output_shape": list(shape), "hidden_dims": [16, 8]},
+              "discriminator": {"input_shape": list(shape), "hidden_dims": [8, 16]}}
+    path = write_config(tmp_path, "dcgan", model=layers, data={"kind": "npy", "modality": "image", "path": str(tmp_path / "images.npy")},
+                        training={"max_steps": 2, "eval_every": 2, "save_every": 0, "eval_samples": 4})
+    assert cli.main(["train", path]) == 0
+    assert (tmp_path / "run" / "samples" / "step-2" / "samples.png").is_file()
+    model = load(str(tmp_path / "run" / "final"))
+    assert model.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, *shape)
