@@ -47,8 +47,8 @@ class FlowConfig:
         validator=positive,
     )
     hidden_layers: int = option(
-        2, doc="hidden layers of each coupling network (images: the 1x1 convolutions between two 3x3 ones, "
-        "plus one; vectors: MLP hidden layers)", validator=positive,
+        2, doc="hidden layers of each coupling network (images: a 3x3 convolution, hidden_layers - 1 1x1 ones, "
+        "then the output 3x3 one; vectors: MLP hidden layers)", validator=positive,
     )
     mask: Literal["checkerboard", "channel", "alternate"] = option(
         "alternate",

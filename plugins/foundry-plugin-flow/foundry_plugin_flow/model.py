@@ -110,8 +110,15 @@ class ActNorm(nn.Module):
 
     @torch.no_grad()
     def _initialize(self, x: torch.Tensor) -> None:
-        self.bias.copy_(-x.mean(dim=(0, 2, 3), keepdim=True))
-        self.log_scale.copy_(-torch.log(x.std(dim=(0, 2, 3), keepdim=True) + 1e-6))
+        # The moments of the batches of every process, so that replicas of a distributed run start alike.
+        moments = torch.stack([x.mean(dim=(0, 2, 3)), x.square().mean(dim=(0, 2, 3))])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(moments)
+            moments /= torch.distributed.get_world_size()
+        mean, mean_square = moments
+        std = (mean_square - mean.square()).clamp_min(0).sqrt()
+        self.bias.copy_(-mean.view_as(self.bias))
+        self.log_scale.copy_(-torch.log(std + 1e-6).view_as(self.log_scale))
         self.initialized.fill_(True)
 
 
