@@ -100,7 +100,7 @@ def edge_lengths_squared(vertices: torch.Tensor, edges: torch.Tensor) -> torch.T
     return (vertices[..., edges[:, 0], :] - vertices[..., edges[:, 1], :]).square().sum(-1)
 
 
-def winding_numbers(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, chunk: int = 2048) -> np.ndarray:
+def winding_numbers(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, chunk: int = 256) -> np.ndarray:
     """The generalised winding number of a triangle mesh at each point (Q,): 1 inside a closed,
     outward-oriented surface, 0 outside. Each triangle adds its signed solid angle / 4 pi
     (Van Oosterom and Strackee), so no ray casting or spatial index is needed."""
