@@ -81,6 +81,9 @@ class ConvDiscriminatorConfig(DiscriminatorConfig):
 
 GENERATOR_DOC = "the generator: noise of latent_dim numbers -> an example of output_shape"
 DISCRIMINATOR_DOC = "the discriminator (critic): an example of input_shape -> one real score"
+LOSS_DOC = "the adversarial loss: non_saturating, least_squares or wasserstein"
+N_CRITIC_DOC = "the generator is updated every n_critic-th training step (the discriminator every step)"
+PENALTY_DOC = "lambda of the WGAN-GP gradient penalty lambda * E[(||grad D(x_hat)|| - 1)^2]; 0: none"
 
 
 @attrs.frozen
@@ -92,13 +95,9 @@ class GANConfig:
     )
     generator: GeneratorConfig = option(factory=GeneratorConfig, doc=GENERATOR_DOC)
     discriminator: DiscriminatorConfig = option(factory=DiscriminatorConfig, doc=DISCRIMINATOR_DOC)
-    loss: Loss = option("non_saturating", doc="the adversarial loss: non_saturating, least_squares or wasserstein")
-    n_critic: int = option(1, doc="the generator is updated every n_critic-th training step (the discriminator every step)",
-                           validator=positive)
-    gradient_penalty_weight: float = option(
-        0.0, doc="lambda of the WGAN-GP gradient penalty lambda * E[(||grad D(x_hat)|| - 1)^2]; 0: none",
-        validator=non_negative,
-    )
+    loss: Loss = option("non_saturating", doc=LOSS_DOC)
+    n_critic: int = option(1, doc=N_CRITIC_DOC, validator=positive)
+    gradient_penalty_weight: float = option(0.0, doc=PENALTY_DOC, validator=non_negative)
     name: Optional[str] = option(None, doc="a label for this model (accepted for configs that carry one)")
 
     def validate(self) -> Iterator[tuple[str, str]]:
@@ -134,20 +133,16 @@ class DCGANConfig(GANConfig):
 class WGANConfig(GANConfig):
     """A Wasserstein GAN with gradient penalty (``wgan``, Gulrajani et al. 2017)."""
 
-    loss: Loss = option("wasserstein", doc="the adversarial loss: non_saturating, least_squares or wasserstein")
-    n_critic: int = option(5, doc="the generator is updated every n_critic-th training step (the discriminator every step)",
-                           validator=positive)
-    gradient_penalty_weight: float = option(
-        10.0, doc="lambda of the WGAN-GP gradient penalty lambda * E[(||grad D(x_hat)|| - 1)^2]; 0: none",
-        validator=non_negative,
-    )
+    loss: Loss = option("wasserstein", doc=LOSS_DOC)
+    n_critic: int = option(5, doc=N_CRITIC_DOC, validator=positive)
+    gradient_penalty_weight: float = option(10.0, doc=PENALTY_DOC, validator=non_negative)
 
 
 @attrs.frozen
 class LSGANConfig(GANConfig):
     """A least-squares GAN (``lsgan``, Mao et al. 2017)."""
 
-    loss: Loss = option("least_squares", doc="the adversarial loss: non_saturating, least_squares or wasserstein")
+    loss: Loss = option("least_squares", doc=LOSS_DOC)
 
 
 # --- presets: 8x8 images (the digits); set the two shapes for other data ---------------------
