@@ -74,7 +74,7 @@ class VoxelConfig:
             fits = [r for r in (8, 16, 32, 64) if r % 2**stages == 0]
             yield "resolution", (
                 f"{self.resolution} does not fit {stages} stride-2 stages (it must be divisible by {2**stages}): "
-                f"use a resolution such as {fits[0] if fits else 2**stages} or fewer channels stages"
+                f"use a resolution such as {fits[0] if fits else 2**stages} or fewer stages in model.channels"
             )
 
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-
 from foundry_plugin_geometric import geometry
 from foundry_plugin_geometric.data import _primitive, normalising_transform, synthetic_shape
 
