@@ -14,7 +14,7 @@ export OMP_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test quickstart bench quality lint clean
+.PHONY: setup test quickstart bench quality lint dist docs clean
 
 setup: $(STAMP)
 
@@ -42,8 +42,25 @@ bench: setup
 quality: setup
 	$(PY) tests/benchmarks/generative_quality.py $(RUNS)
 
+# An sdist and a wheel of the core and of every plugin, into $(DIST). DIST_PACKAGES chooses the
+# source folders (default: the core and plugins/*; the tests build three of them).
+DIST ?= dist
+DIST_PACKAGES ?= . $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
+dist: setup
+	@mkdir -p $(DIST)
+	@for p in $(DIST_PACKAGES); do \
+		echo "== $$p"; \
+		$(PY) -m build --no-isolation --sdist --wheel --outdir $(DIST) $$p > $(DIST)/.build.log 2>&1 \
+			|| { cat $(DIST)/.build.log; exit 1; }; \
+	done; rm -f $(DIST)/.build.log; ls $(DIST)
+
+# The docs site into site/ (mkdocs-material; the hook, record and protocol reference from the
+# docstrings). Strict: a broken link or reference fails the build. The tests build it too.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 lint: setup
 	$(VENV)/bin/ruff check core plugins tests
 
 clean:
-	rm -rf $(VENV) .pytest_cache runs .foundry-cache
+	rm -rf $(VENV) .pytest_cache runs .foundry-cache dist site
