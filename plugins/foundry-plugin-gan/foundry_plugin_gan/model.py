@@ -21,7 +21,7 @@ from foundry_plugin_gan.config import RANK_OF_MODALITY, shape_of
 from foundry_plugin_gan.losses import LOSSES, gradient_penalty
 from foundry_plugin_gan.training import DISCRIMINATOR, GENERATOR
 from model_foundry.config import ModelConfig
-from model_foundry.errors import FoundryError
+from model_foundry.errors import ConfigError, FoundryError, Problem
 from model_foundry.networks.modules import build_decoder, build_encoder
 from model_foundry.protocol import FoundryModel, ModelOutput
 
@@ -98,8 +98,8 @@ def build(config: ModelConfig) -> GAN:
     # create_model sets the modality (from the data, or its modality= argument) after the config's checks ran.
     modality, shape = config.params.modality, list(config.params.generator.output_shape)
     if modality is not None and len(shape) != RANK_OF_MODALITY[modality]:
-        raise FoundryError(
-            f"model.generator.output_shape of a {config.architecture} for {modality} data must be {shape_of(modality)}, "
-            f"not {shape}; set it and model.discriminator.input_shape to the data's example shape"
-        )
+        raise ConfigError(Problem(
+            f"must be {shape_of(modality)} for {modality} data, not {shape}; set it and model.discriminator.input_shape "
+            "to the data's example shape", "model.generator.output_shape",
+        ))
     return GAN(config)

@@ -7,7 +7,7 @@ import torch
 from foundry_plugin_gan.config import DCGANConfig, GANConfig, LSGANConfig, WGANConfig
 from foundry_plugin_gan.losses import LOSSES
 
-from model_foundry import FoundryError, cli, create_model
+from model_foundry import ConfigError, FoundryError, cli, create_model
 
 VECTORS = {"generator": {"output_shape": [2], "output_activation": "none"}, "discriminator": {"input_shape": [2]}}
 
@@ -81,7 +81,7 @@ def test_data_of_another_shape_is_a_clear_error():
     model = build()
     with pytest.raises(FoundryError, match=r"shape \[1, 8, 8\] .*model.generator.output_shape.*shape \[1, 28, 28\]; set both to \[1, 28, 28\]"):
         model(pixel_values=torch.zeros(2, 1, 28, 28))
-    with pytest.raises(FoundryError, match="for vector data must be \\[D\\], not \\[1, 8, 8\\]"):
+    with pytest.raises(ConfigError, match=r"model.generator.output_shape: must be \[D\] for vector data, not \[1, 8, 8\]"):
         build(modality="vector")
 
 
