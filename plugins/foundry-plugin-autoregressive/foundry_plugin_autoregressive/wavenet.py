@@ -5,8 +5,8 @@ code is predicted from the codes before it:
 
     log P(x_1..x_T) = sum_t log P(x_t | x_{t-R} .. x_{t-1}),   R = (kernel_size - 1) * sum(dilations) + 1
 
-The previous code is embedded (a start embedding stands before the first sample) and flows
-through residual layers, each a dilated causal convolution (padded on the left only, so time
+The previous code is embedded, plus a linear projection of its value (a start embedding stands
+before the first sample), and flows through residual layers, each a dilated causal convolution (padded on the left only, so time
 t sees t, t - d, t - 2d, ...) with a gated activation ``tanh(a) * sigmoid(b)``, a 1x1 residual
 output added back to its input and a 1x1 skip output. The skips are summed, and two 1x1
 convolutions with ReLUs give the logits. A conditional model adds a learned per-class bias
@@ -88,6 +88,9 @@ class WaveNet(FoundryModel):
         self.mu_law = MuLaw(params.mu_law_levels)
         self.start = params.mu_law_levels  # the embedding index that stands before the first sample
         self.embedding = nn.Embedding(params.mu_law_levels + 1, params.residual_channels)
+        # The previous sample's value too, not only its code's embedding: a linear path from the
+        # waveform lets the network start from linear prediction instead of learning 256 embeddings first.
+        self.value_projection = nn.Linear(1, params.residual_channels)
         self.layers = nn.ModuleList(
             ResidualLayer(params.residual_channels, params.skip_channels, params.kernel_size, dilation, params.num_classes)
             for dilation in params.dilations
@@ -100,12 +103,17 @@ class WaveNet(FoundryModel):
     def logits(self, codes: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
         """(N, T, levels): the distribution of each code given the codes before it."""
         previous = F.pad(codes[:, :-1], (1, 0), value=self.start)
-        x = self.embedding(previous).transpose(1, 2)
+        x = self._embed(previous).transpose(1, 2)
         skips = 0
         for layer in self.layers:
             x, skip = layer(x, classes)
             skips = skips + skip
         return self.head(skips).transpose(1, 2)
+
+    def _embed(self, codes: torch.Tensor) -> torch.Tensor:
+        """(..., residual_channels): each code's embedding plus a projection of its value (0 for the start)."""
+        values = torch.where(codes == self.start, 0.0, self.mu_law.values(codes.clamp(max=self.start - 1)))
+        return self.embedding(codes) + self.value_projection(values[..., None].to(self.embedding.weight.dtype))
 
     def forward(self, input_values: torch.Tensor | None = None, class_labels: torch.Tensor | None = None) -> ModelOutput:
         """The negative mean log-likelihood, in nats per clip."""
@@ -165,7 +173,7 @@ class _Cache:
 
     def step(self, previous: torch.Tensor | None) -> torch.Tensor:
         """The logits (N, levels) of the next code, given the last one drawn (None before the first)."""
-        x = self.model.embedding(self.start if previous is None else previous)[:, :, None]
+        x = self.model._embed(self.start if previous is None else previous)[:, :, None]
         skips = 0
         for index, layer in enumerate(self.model.layers):
             window = torch.cat([self.windows[index][:, :, 1:], x], dim=2)
