@@ -33,7 +33,7 @@ def test_chamfer_equals_brute_force_and_is_symmetric():
 def test_masked_chamfer_ignores_padding():
     generator = torch.Generator().manual_seed(1)
     a, b = torch.randn(1, 6, 3, generator=generator), torch.randn(1, 4, 3, generator=generator)
-    padded = torch.cat([b, torch.full((1, 3, 3), 100.0)], dim=1)
+    padded = torch.cat([b, torch.zeros(1, 3, 3)], dim=1)  # padding at the origin, among the points
     mask = torch.tensor([[True] * 4 + [False] * 3])
     torch.testing.assert_close(geometry.chamfer_distance(a, padded, None, mask), geometry.chamfer_distance(a, b))
     torch.testing.assert_close(geometry.chamfer_distance(padded, a, mask, None), geometry.chamfer_distance(b, a))
