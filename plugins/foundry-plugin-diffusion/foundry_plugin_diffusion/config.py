@@ -75,7 +75,7 @@ class BackboneConfig:
 UNetBackboneConfig = BackboneConfig
 
 
-def shape_problems(config: "DDPMConfig | ScoreDiffusionConfig") -> Iterator[tuple[str, str]]:
+def shape_problems(config: "DenoiserConfig") -> Iterator[tuple[str, str]]:
     """Where ``input_shape`` and ``backbone`` do not fit each other, the modality or the UNet."""
     shape, backbone = config.input_shape, config.backbone
     if not shape or any(size < 1 for size in shape):
@@ -109,14 +109,23 @@ def shape_problems(config: "DDPMConfig | ScoreDiffusionConfig") -> Iterator[tupl
 
 
 @attrs.frozen
-class DDPMConfig:
-    """Denoising diffusion (Ho et al. 2020): a network predicts the noise eps added to x_0 at step t."""
+class DenoiserConfig:
+    """What every architecture of the plugin has: the data's modality and shape, and the network."""
 
     modality: Optional[Literal["vector", "image"]] = option(
         None, doc="the data modeled: image or vector; null: the data section's (image without one)")
     input_shape: tuple[int, ...] = option(
         (1, 8, 8), doc="one example's shape: [channels, height, width] for images, [D] for vectors")
-    backbone: BackboneConfig = option(factory=BackboneConfig, doc="the denoising network")
+    backbone: BackboneConfig = option(factory=BackboneConfig, doc="the network (denoiser, or score model)")
+
+    def backbone_type(self) -> str:
+        return self.backbone.type or ("unet" if len(self.input_shape) == 3 else "mlp")
+
+
+@attrs.frozen
+class DDPMConfig(DenoiserConfig):
+    """Denoising diffusion (Ho et al. 2020): a network predicts the noise eps added to x_0 at step t."""
+
     noise_schedule: NoiseScheduleConfig = option(factory=NoiseScheduleConfig, doc="the forward process")
     sampler: Literal["ddpm", "ddim"] = option(
         "ddpm", doc="sampling: ancestral DDPM steps, or DDIM (deterministic with eta 0)")
@@ -135,9 +144,6 @@ class DDPMConfig:
             yield "sampling_steps", f"must be <= noise_schedule.num_timesteps ({self.noise_schedule.num_timesteps}), got {steps}"
         if self.eta and self.sampler != "ddim":
             yield "eta", f"is a DDIM option, and sampler is {self.sampler!r}"
-
-    def backbone_type(self) -> str:
-        return self.backbone.type or ("unet" if len(self.input_shape) == 3 else "mlp")
 
 
 @attrs.frozen
@@ -167,14 +173,9 @@ class DiffusionConfig(DDPMConfig):
 
 
 @attrs.frozen
-class ScoreDiffusionConfig:
+class ScoreDiffusionConfig(DenoiserConfig):
     """Denoising score matching over noise levels sigma (Song & Ermon 2019; the VE SDE of Song et al. 2021)."""
 
-    modality: Optional[Literal["vector", "image"]] = option(
-        None, doc="the data modeled: image or vector; null: the data section's (image without one)")
-    input_shape: tuple[int, ...] = option(
-        (1, 8, 8), doc="one example's shape: [channels, height, width] for images, [D] for vectors")
-    backbone: BackboneConfig = option(factory=BackboneConfig, doc="the score network")
     sigma_min: float = option(0.01, doc="smallest noise level", validator=positive)
     sigma_max: float = option(10.0, doc="largest noise level (about the largest distance between examples)",
                               validator=positive)
@@ -196,9 +197,6 @@ class ScoreDiffusionConfig:
         yield from shape_problems(self)
         if self.sigma_max <= self.sigma_min:
             yield "sigma_max", f"must be > sigma_min ({self.sigma_min}), got {self.sigma_max}"
-
-    def backbone_type(self) -> str:
-        return self.backbone.type or ("unet" if len(self.input_shape) == 3 else "mlp")
 
 
 _TINY_BACKBONE = {"base_channels": 8, "channel_mults": [1, 2], "norm_groups": 4, "hidden_dim": 32, "num_layers": 2}
