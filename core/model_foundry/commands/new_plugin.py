@@ -33,8 +33,7 @@ packages = ["{package}"]
 PLUGIN = '''\
 """Hook implementations only: no torch here, so that `foundry list` stays fast."""
 
-from model_foundry import hookimpl
-from model_foundry.specs import ArchitectureSchema, Capabilities, ModelBuilder
+from model_foundry.plugin import ArchitectureSchema, Capabilities, ModelBuilder, hookimpl
 
 from {package}.config import PRESETS, {cls}Config
 
@@ -65,7 +64,7 @@ from typing import Optional
 
 import attrs
 
-from model_foundry.schema import option, positive, probability
+from model_foundry.plugin import option, positive, probability
 
 
 @attrs.frozen
@@ -89,7 +88,7 @@ MODEL = '''\
 import torch
 from torch import nn
 
-from model_foundry.text.modeling import LanguageModel, ModelOutput, causal_lm_loss, with_vocab_size
+from model_foundry.plugin import LanguageModel, ModelOutput, causal_lm_loss, with_vocab_size
 
 
 class {cls}Model(LanguageModel):
@@ -140,7 +139,7 @@ IMAGE_CONFIG = '''\
 
 import attrs
 
-from model_foundry.schema import option, positive
+from model_foundry.plugin import option, positive
 
 
 @attrs.frozen
@@ -175,8 +174,7 @@ import math
 import torch
 from torch import nn
 
-from model_foundry.errors import FoundryError
-from model_foundry.protocol import FoundryModel, ModelOutput
+from model_foundry.plugin import FoundryError, FoundryModel, ModelOutput
 
 
 class {cls}Model(FoundryModel):
@@ -242,7 +240,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from model_foundry.testing import check_architecture
+from model_foundry.plugin import check_architecture
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -285,7 +283,7 @@ training:
 '''
 
 TEST = '''\
-from model_foundry.testing import check_architecture
+from model_foundry.plugin import check_architecture
 
 
 def test_{package}_conforms():

@@ -7,8 +7,13 @@ from typing import Literal
 
 import attrs
 
-from model_foundry.schema import option, positive
-from model_foundry.text.blocks import TransformerConfig, require_embedding_size_equal_hidden, transformer_sizes
+from model_foundry.plugin import (
+    TransformerConfig,
+    option,
+    positive,
+    require_embedding_size_equal_hidden,
+    transformer_sizes,
+)
 
 
 @attrs.frozen

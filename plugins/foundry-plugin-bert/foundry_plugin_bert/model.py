@@ -13,15 +13,17 @@ from typing import Any
 import torch
 import transformers
 
-from model_foundry.config import ModelConfig
-from model_foundry.errors import FoundryError
-from model_foundry.text.hf import (
+from model_foundry.plugin import (
+    FoundryError,
+    ModelConfig,
+    ModelOutput,
     TransformersLanguageModel,
     export_transformers,
     import_transformers,
+    masked_lm_loss,
     read_transformers_config,
+    with_vocab_size,
 )
-from model_foundry.text.modeling import ModelOutput, masked_lm_loss, with_vocab_size
 
 BERT_LAYER_NORM_EPS = 1e-12
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from foundry_plugin_bert.config import PRESETS, BertConfig
-from model_foundry import hookimpl
-from model_foundry.specs import ArchitectureSchema, Capabilities, CheckpointConverter, Exporter, ModelBuilder
+from model_foundry.plugin import ArchitectureSchema, Capabilities, CheckpointConverter, Exporter, ModelBuilder, hookimpl
 
 
 @hookimpl

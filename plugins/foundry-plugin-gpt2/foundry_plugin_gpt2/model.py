@@ -12,15 +12,17 @@ from typing import Any
 import torch
 import transformers
 
-from model_foundry.config import ModelConfig
-from model_foundry.errors import FoundryError
-from model_foundry.text.hf import (
+from model_foundry.plugin import (
+    FoundryError,
+    ModelConfig,
+    ModelOutput,
     TransformersLanguageModel,
+    causal_lm_loss,
     export_transformers,
     import_transformers,
     read_transformers_config,
+    with_vocab_size,
 )
-from model_foundry.text.modeling import ModelOutput, causal_lm_loss, with_vocab_size
 
 GPT2_LAYER_NORM_EPS = 1e-5
 

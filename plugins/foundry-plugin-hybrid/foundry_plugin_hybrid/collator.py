@@ -6,7 +6,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from model_foundry.text.collators import CausalLMCollator, MaskedLMCollator
+from model_foundry.plugin import CausalLMCollator, MaskedLMCollator
 
 
 class HybridCollator:

@@ -11,7 +11,7 @@ from typing import Iterator, Literal, Optional
 
 import attrs
 
-from model_foundry.schema import non_negative, option, positive, probability
+from model_foundry.plugin import non_negative, option, positive, probability
 
 TASK_OBJECTIVES = {
     "clm": ("hybrid", "causal_lm"),

@@ -16,10 +16,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from foundry_plugin_hybrid.config import HybridConfig
-from model_foundry.config import ModelConfig
-from model_foundry.errors import FoundryError
-from model_foundry.text.modeling import (
+from model_foundry.plugin import (
+    FoundryError,
     LanguageModel,
+    ModelConfig,
     ModelOutput,
     causal_lm_loss,
     masked_lm_loss,

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from foundry_plugin_hybrid.config import PRESETS, HybridConfig
-from model_foundry.hookspecs import hookimpl
-from model_foundry.specs import ArchitectureSchema, Capabilities, CollatorSpec, ModelBuilder
+from model_foundry.plugin import ArchitectureSchema, Capabilities, CollatorSpec, ModelBuilder, hookimpl
 
 
 @hookimpl

@@ -14,7 +14,7 @@ from typing import Iterator, Literal, Optional
 
 import attrs
 
-from model_foundry.schema import option, positive, probability
+from model_foundry.plugin import option, positive, probability
 
 ModelType = Literal["encoder", "decoder", "encoder_decoder"]
 AttentionType = Literal["softmax", "linear", "causal_linear"]

@@ -24,9 +24,15 @@ from torch import nn
 
 from foundry_plugin_performer.attention import FavorAttention
 from foundry_plugin_performer.config import PerformerBlockConfig, PerformerConfig
-from model_foundry.config import ModelConfig
-from model_foundry.errors import FoundryError
-from model_foundry.text.modeling import LanguageModel, ModelOutput, causal_lm_loss, masked_lm_loss, sdpa_attention_mask
+from model_foundry.plugin import (
+    FoundryError,
+    LanguageModel,
+    ModelConfig,
+    ModelOutput,
+    causal_lm_loss,
+    masked_lm_loss,
+    sdpa_attention_mask,
+)
 
 # --- positions ------------------------------------------------------------------------------
 

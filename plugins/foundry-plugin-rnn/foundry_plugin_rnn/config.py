@@ -13,7 +13,7 @@ from typing import ClassVar, Literal
 
 import attrs
 
-from model_foundry.schema import option, positive, probability
+from model_foundry.plugin import option, positive, probability
 
 CellType = Literal["rnn", "lstm", "gru"]
 

@@ -18,9 +18,15 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from model_foundry.config import ModelConfig
-from model_foundry.errors import FoundryError
-from model_foundry.text.modeling import LanguageModel, ModelOutput, causal_lm_loss, masked_lm_loss, with_vocab_size
+from model_foundry.plugin import (
+    FoundryError,
+    LanguageModel,
+    ModelConfig,
+    ModelOutput,
+    causal_lm_loss,
+    masked_lm_loss,
+    with_vocab_size,
+)
 
 RECURRENT_LAYERS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 

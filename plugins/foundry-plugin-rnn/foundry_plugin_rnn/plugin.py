@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from foundry_plugin_rnn.config import PRESETS, GRUConfig, LSTMConfig, RNNConfig
-from model_foundry.hookspecs import hookimpl
-from model_foundry.specs import ArchitectureSchema, Capabilities, ModelBuilder
+from model_foundry.plugin import ArchitectureSchema, Capabilities, ModelBuilder, hookimpl
 
 CONFIGS = {"lstm": LSTMConfig, "gru": GRUConfig, "rnn": RNNConfig}
 DESCRIPTIONS = {

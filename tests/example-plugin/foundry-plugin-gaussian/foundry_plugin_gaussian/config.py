@@ -11,7 +11,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from model_foundry.schema import option, positive
+from model_foundry.plugin import option, positive
 
 # The rank of one example of each modality: (D,) vectors, (C, H, W) images.
 RANK_OF_MODALITY = {"vector": 1, "image": 3}

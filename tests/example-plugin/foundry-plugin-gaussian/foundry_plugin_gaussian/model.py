@@ -17,9 +17,7 @@ import math
 import torch
 from torch import nn
 
-from model_foundry.config import ModelConfig
-from model_foundry.errors import FoundryError
-from model_foundry.protocol import FoundryModel, ModelOutput
+from model_foundry.plugin import FoundryError, FoundryModel, ModelConfig, ModelOutput
 
 HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
 
