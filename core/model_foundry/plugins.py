@@ -19,7 +19,6 @@ follows four rules (see docs/plugins.md):
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 import traceback
@@ -60,7 +59,9 @@ ISOLATED = (Exception, SystemExit, KeyboardInterrupt)
 
 def normalize_distribution(name: str) -> str:
     """PEP 503 normal form, so that ``Foundry_Plugin.BERT`` and ``foundry-plugin-bert`` match."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+    from packaging.utils import canonicalize_name
+
+    return canonicalize_name(name)
 
 
 def _names_from_env(variable: str) -> set[str]:
