@@ -22,7 +22,7 @@ from foundry_plugin_geometric.config import (
     VoxelConfig,
 )
 from model_foundry.hookspecs import hookimpl
-from model_foundry.specs import ArchitectureSchema, Capabilities, DatasetSpec, ModalitySpec, ModelBuilder
+from model_foundry.specs import ArchitectureSchema, Capabilities, DatasetSpec, MetricSpec, ModalitySpec, ModelBuilder
 
 PACKAGE = "foundry_plugin_geometric"
 
@@ -104,5 +104,19 @@ def foundry_datasets() -> list[DatasetSpec]:
         DatasetSpec(
             "graph_file", "graph", GraphFileDataConfig, f"{PACKAGE}.data:load_graph_file",
             'graphs from a JSON-lines file: {"num_nodes": N, "edges": [[i, j], ...]} per line',
+        ),
+    ]
+
+
+@hookimpl
+def foundry_metrics() -> list[MetricSpec]:
+    return [
+        MetricSpec(
+            "shape_sample_quality", f"{PACKAGE}.metrics:shape_sample_quality", ("point_cloud", "mesh", "voxel"), ("sampling",),
+            "MMD, coverage and 1-NNA of samples against held-out shapes (Chamfer; 1 - IoU for voxels)",
+        ),
+        MetricSpec(
+            "graph_sample_quality", f"{PACKAGE}.metrics:graph_sample_quality", ("graph",), ("sampling",),
+            "degree and clustering MMD of samples against held-out graphs, and of an Erdos-Renyi baseline",
         ),
     ]
