@@ -170,3 +170,21 @@ def test_the_python_api_is_exported_without_importing_torch():
         "assert callable(model_foundry.create_model_with_extensions)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_batch_examples_takes_the_given_key_and_checks_the_shape():
+    import torch
+
+    from model_foundry.errors import FoundryError
+    from model_foundry.protocol import batch_examples
+
+    class Model:
+        architecture = "toy"
+
+    images = torch.zeros(2, 1, 8, 8, dtype=torch.float64)
+    found = batch_examples(Model(), (1, 8, 8), pixel_values=images, vectors=None)
+    assert found.dtype == torch.float32 and found.shape == (2, 1, 8, 8)
+    with pytest.raises(FoundryError, match=r"toy needs a batch with 'pixel_values' or 'vectors'$"):
+        batch_examples(Model(), (1, 8, 8), pixel_values=None, vectors=None)
+    with pytest.raises(FoundryError, match=r"built for examples of shape \[1, 8, 8\] \(model.input_shape\).*\[2\]; set model.input_shape to \[2\]"):
+        batch_examples(Model(), (1, 8, 8), vectors=torch.zeros(3, 2))

@@ -30,7 +30,7 @@ _EXPORTS = {
     # Errors a user can fix (exit code 2 from the CLI), and warnings
     **dict.fromkeys(["FoundryError", "ConfigError", "Problem", "FoundryWarning"], "model_foundry.errors"),
     # The model protocol
-    **dict.fromkeys(["FoundryModel", "ModelOutput", "require_capability"], "model_foundry.protocol"),
+    **dict.fromkeys(["FoundryModel", "ModelOutput", "require_capability", "batch_examples"], "model_foundry.protocol"),
     # Language models, and the adapter for transformers models
     **dict.fromkeys(["LanguageModel", "causal_lm_loss", "masked_lm_loss", "with_vocab_size", "sdpa_attention_mask"],
                     "model_foundry.text.modeling"),

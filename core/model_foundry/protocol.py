@@ -40,8 +40,9 @@ capability         method(s)
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
+import torch
 from torch import nn
 
 from model_foundry.errors import FoundryError
@@ -177,3 +178,22 @@ def require_capability(model: Any, capability: str, capabilities: Any, advice: s
     if not getattr(capabilities, capability, False):
         what = capability.replace("supports_", "")
         raise FoundryError(f"a {model.architecture} model has no {what} capability{'; ' + advice if advice else ''}")
+
+
+def batch_examples(model: Any, shape: Sequence[int], field: str = "model.input_shape", **inputs: Any) -> torch.Tensor:
+    """The examples of a batch, for a model that takes them under one of several keys: the one of
+    ``inputs`` that is given (``pixel_values=..., vectors=...``), as float, checked against the
+    ``shape`` of one example the model was built for. Either mistake is a
+    :class:`~model_foundry.errors.FoundryError` that says what to do (``field``: the config field
+    that sets the shape)."""
+    given = [name for name, value in inputs.items() if value is not None]
+    if len(given) != 1:
+        keys = " or ".join(repr(name) for name in inputs)
+        raise FoundryError(f"{model.architecture} needs a batch with {keys}" + (f", not {len(given)} of them" if given else ""))
+    examples = inputs[given[0]]
+    if tuple(examples.shape[1:]) != tuple(shape):
+        raise FoundryError(
+            f"{model.architecture} was built for examples of shape {list(shape)} ({field}), and the data's "
+            f"examples have shape {list(examples.shape[1:])}; set {field} to {list(examples.shape[1:])}"
+        )
+    return examples.float()
