@@ -27,6 +27,14 @@ def _widths(name: str, widths: tuple[int, ...]) -> Iterator[tuple[str, str]]:
         yield name, f"widths must be >= 1, got {list(widths)}"
 
 
+def _set_network_problems(encoder_dims: tuple[int, ...], decoder_dims: tuple[int, ...]) -> Iterator[tuple[str, str]]:
+    """Checks of a PointNet encoder's and an MLP decoder's widths."""
+    if not encoder_dims:
+        yield "encoder_dims", "needs at least one width"
+    yield from _widths("encoder_dims", encoder_dims)
+    yield from _widths("decoder_dims", decoder_dims)
+
+
 # --- architectures ---------------------------------------------------------------------------
 
 
@@ -47,10 +55,7 @@ class PointCloudConfig:
     kl_weight: float = option(1e-3, doc="weight of KL(q(z|x) || N(0, I)) against the reconstruction", validator=non_negative)
 
     def validate(self) -> Iterator[tuple[str, str]]:
-        if not self.encoder_dims:
-            yield "encoder_dims", "needs at least one width"
-        yield from _widths("encoder_dims", self.encoder_dims)
-        yield from _widths("decoder_dims", self.decoder_dims)
+        yield from _set_network_problems(self.encoder_dims, self.decoder_dims)
 
 
 @attrs.frozen
@@ -96,10 +101,7 @@ class MeshConfig:
     kl_weight: float = option(1e-3, doc="weight of the KL term", validator=non_negative)
 
     def validate(self) -> Iterator[tuple[str, str]]:
-        if not self.encoder_dims:
-            yield "encoder_dims", "needs at least one width"
-        yield from _widths("encoder_dims", self.encoder_dims)
-        yield from _widths("decoder_dims", self.decoder_dims)
+        yield from _set_network_problems(self.encoder_dims, self.decoder_dims)
 
     @property
     def num_vertices(self) -> int:
