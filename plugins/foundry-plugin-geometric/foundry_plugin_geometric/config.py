@@ -62,7 +62,7 @@ class PointCloudConfig:
 class VoxelConfig:
     """A 3-D convolutional VAE on occupancy grids [1, D, D, D] with a Bernoulli likelihood."""
 
-    resolution: int = option(16, doc="the grid's side D (16 or 32 in the presets)", validator=positive)
+    resolution: int = option(16, doc="the grid's side D (8, 16, 32 in the presets tiny, small, base); the data's grids must have it", validator=positive)
     channels: tuple[int, ...] = option(
         (16, 32, 64), doc="channels of the stride-2 convolution stages; D must be divisible by 2^len(channels)"
     )
