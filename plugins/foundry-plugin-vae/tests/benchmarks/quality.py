@@ -52,7 +52,11 @@ def independent_pixel_bits_per_dim(train: torch.Tensor, validation: torch.Tensor
 
 def _measure(bench: Any, architecture: str, conditional: bool = False) -> dict[str, Any]:
     torch.set_num_threads(1)
-    run = bench.train(f"configs/{architecture}.yaml")
+    return measure_run(bench, bench.train(f"configs/{architecture}.yaml"), architecture, conditional)
+
+
+def measure_run(bench: Any, run: Any, architecture: str, conditional: bool = False) -> dict[str, Any]:
+    """The row of a trained run (``bench.train``'s result)."""
     metrics = bench.evaluate(run, "--num-samples", "1000")
     model, data, _ = _splits(run.checkpoint)
     key = "pixel_values"
