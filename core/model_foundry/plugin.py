@@ -40,7 +40,8 @@ _EXPORTS = {
     **dict.fromkeys(["TransformersLanguageModel", "read_transformers_config", "import_transformers",
                      "export_transformers"], "model_foundry.text.hf"),
     # Shared networks of the generative plugins
-    **dict.fromkeys(["EncoderConfig", "DecoderConfig", "Activation", "NetworkKind", "Normalization", "network_kind"],
+    **dict.fromkeys(["EncoderConfig", "DecoderConfig", "Activation", "NetworkKind", "Normalization", "OutputActivation",
+                     "network_kind"],
                     "model_foundry.networks.config"),
     **dict.fromkeys(["MLP", "build_encoder", "build_decoder", "activation", "normalization"],
                     "model_foundry.networks.modules"),

@@ -11,7 +11,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from model_foundry.schema import in_range, option, positive
+from model_foundry.plugin import in_range, option, positive
 
 IMAGE_FLOWS = ("realnvp", "glow")
 VECTOR_FLOWS = ("maf", "nsf")

@@ -35,9 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from foundry_plugin_flow.config import IMAGE_FLOWS, FlowConfig
-from model_foundry.config import ModelConfig
-from model_foundry.errors import FoundryError
-from model_foundry.protocol import FoundryModel, ModelOutput
+from model_foundry.plugin import FoundryError, FoundryModel, ModelConfig, ModelOutput
 
 HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
 # log|det| terms of one pass through a flow, in order: (the layer, one value per example)

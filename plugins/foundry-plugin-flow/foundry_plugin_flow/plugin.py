@@ -7,8 +7,7 @@ model is first built.
 from __future__ import annotations
 
 from foundry_plugin_flow.config import PRESETS, FlowConfig
-from model_foundry.hookspecs import hookimpl
-from model_foundry.specs import ArchitectureSchema, Capabilities, ModelBuilder
+from model_foundry.plugin import ArchitectureSchema, Capabilities, ModelBuilder, hookimpl
 
 
 @hookimpl

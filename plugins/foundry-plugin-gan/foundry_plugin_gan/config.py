@@ -18,15 +18,17 @@ from typing import Any, Literal, Optional
 
 import attrs
 
-from model_foundry.networks.config import (
+from model_foundry.plugin import (
     Activation,
     DecoderConfig,
     EncoderConfig,
     NetworkKind,
     Normalization,
     OutputActivation,
+    non_negative,
+    option,
+    positive,
 )
-from model_foundry.schema import non_negative, option, positive
 
 Loss = Literal["non_saturating", "least_squares", "wasserstein"]
 RANK_OF_MODALITY = {"vector": 1, "image": 3}

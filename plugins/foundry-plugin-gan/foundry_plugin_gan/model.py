@@ -20,10 +20,16 @@ import torch
 from foundry_plugin_gan.config import RANK_OF_MODALITY, shape_of
 from foundry_plugin_gan.losses import LOSSES, gradient_penalty
 from foundry_plugin_gan.training import DISCRIMINATOR, GENERATOR
-from model_foundry.config import ModelConfig
-from model_foundry.errors import ConfigError, FoundryError, Problem
-from model_foundry.networks.modules import build_decoder, build_encoder
-from model_foundry.protocol import FoundryModel, ModelOutput
+from model_foundry.plugin import (
+    ConfigError,
+    FoundryError,
+    FoundryModel,
+    ModelConfig,
+    ModelOutput,
+    Problem,
+    build_decoder,
+    build_encoder,
+)
 
 # Training draws noise from torch's global RNG (per process, restored on resume); the validation
 # loss from this seed, so that evaluating the same weights twice agrees and evaluation draws

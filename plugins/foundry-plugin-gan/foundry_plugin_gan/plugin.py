@@ -7,8 +7,7 @@ and imported when first used.
 from __future__ import annotations
 
 from foundry_plugin_gan.config import CONFIG_CLASSES, PRESETS
-from model_foundry.hookspecs import hookimpl
-from model_foundry.specs import ArchitectureSchema, Capabilities, ModelBuilder, TrainingStep
+from model_foundry.plugin import ArchitectureSchema, Capabilities, ModelBuilder, TrainingStep, hookimpl
 
 DESCRIPTIONS = {
     "gan": "generative adversarial network: MLP generator and discriminator, non-saturating loss",

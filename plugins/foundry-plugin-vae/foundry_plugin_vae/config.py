@@ -11,8 +11,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from model_foundry.networks.config import DecoderConfig, EncoderConfig
-from model_foundry.schema import non_negative, option, positive
+from model_foundry.plugin import DecoderConfig, EncoderConfig, non_negative, option, positive
 
 RANK_OF_MODALITY = {"vector": 1, "image": 3}
 

@@ -23,10 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model_foundry.config import ModelConfig
-from model_foundry.errors import FoundryError
-from model_foundry.networks.modules import build_decoder, build_encoder
-from model_foundry.protocol import FoundryModel, ModelOutput
+from model_foundry.plugin import FoundryError, FoundryModel, ModelConfig, ModelOutput, build_decoder, build_encoder
 
 HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
 

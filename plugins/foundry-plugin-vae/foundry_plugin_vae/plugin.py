@@ -14,8 +14,7 @@ from foundry_plugin_vae.config import (
     VAEConfig,
     VQVAEConfig,
 )
-from model_foundry.hookspecs import hookimpl
-from model_foundry.specs import ArchitectureSchema, Capabilities, ModelBuilder
+from model_foundry.plugin import ArchitectureSchema, Capabilities, ModelBuilder, hookimpl
 
 
 def _capabilities(conditional: bool = False) -> Capabilities:

@@ -24,10 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from foundry_plugin_vae.model import DecoderLikelihood, batch_data, refuse_conditions
-from model_foundry.config import ModelConfig
-from model_foundry.errors import FoundryError
-from model_foundry.networks.modules import build_decoder, build_encoder
-from model_foundry.protocol import FoundryModel, ModelOutput
+from model_foundry.plugin import FoundryError, FoundryModel, ModelConfig, ModelOutput, build_decoder, build_encoder
 
 
 class VectorQuantizer(nn.Module):
