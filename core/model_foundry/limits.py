@@ -47,7 +47,7 @@ def memory_limit() -> int:
 
 
 def build_seconds() -> float:
-    """How long a build on the meta device may take: ``FOUNDRY_BUILD_SECONDS``, else 10 s."""
+    """How long a build on the meta device may take, in CPU seconds: ``FOUNDRY_BUILD_SECONDS``, else 10."""
     match = _env_number(BUILD_SECONDS_ENV, r"\d+(?:\.\d+)?")
     return float(match.group()) if match is not None else DEFAULT_BUILD_SECONDS
 
@@ -85,7 +85,8 @@ def bounded_build(max_elements: int | None, why: str, seconds: float | None = No
                   parameters_on_meta: bool = False) -> Iterator[None]:
     """Stop any model built inside the block once it registers more than ``max_elements`` parameter
     elements (each parameter counted once, however often it is tied), or once it has taken ``seconds``
-    (default :func:`build_seconds`). ``why`` ends the message: what the bound is and what to do.
+    of this process's CPU time (default :func:`build_seconds`; CPU time, so that a machine busy with other
+    work does not stop a build, e.g. torch's one-time set-up of spectral norm on the meta device). ``why`` ends the message: what the bound is and what to do.
 
     Initialisers on meta tensors are skipped. With ``parameters_on_meta``, every parameter is moved to the
     meta device as it is registered (buffers stay where they are built), so that a checkpoint's weights can
@@ -103,7 +104,8 @@ def bounded_build(max_elements: int | None, why: str, seconds: float | None = No
         if parameter is None or id(parameter) in seen:
             # A parameter registered twice (tied) is the same meta replacement both times.
             return on_meta[id(parameter)][1] if id(parameter) in on_meta else None
-        start = started[0] if started else started.append(time.monotonic()) or started[0]
+        # CPU time of this process, not the wall clock: a busy machine must not make a model too large.
+        start = started[0] if started else started.append(time.process_time()) or started[0]
         seen.add(id(parameter))
         tally["elements"] += parameter.numel()
         tally["tensors"] += 1
@@ -111,8 +113,8 @@ def bounded_build(max_elements: int | None, why: str, seconds: float | None = No
         if max_elements is not None and tally["elements"] > max_elements:
             raise FoundryError(f"the model is larger than {human_count(max_elements)} parameters (the build on the "
                                f"meta device was stopped at {so_far}); {why}")
-        if time.monotonic() - start > seconds:
-            raise FoundryError(f"building the model on the meta device took over {seconds:g} s and was stopped at "
+        if time.process_time() - start > seconds:
+            raise FoundryError(f"building the model on the meta device took over {seconds:g} CPU seconds and was stopped at "
                                f"{so_far}: the config describes a very large model (check layer counts and sizes); "
                                f"{why} (the time limit is {BUILD_SECONDS_ENV})")
         if parameters_on_meta and not parameter.is_meta:

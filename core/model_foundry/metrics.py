@@ -75,7 +75,7 @@ def _batches(dataset: "Dataset", batch_size: int, device: Any) -> Iterator[dict[
         yield to_device(dataset.batch(range(start, min(start + batch_size, len(dataset)))), device)
 
 
-def _input_key(model: Any) -> str:
+def input_key_of(model: Any) -> str:
     from model_foundry.config import unique_entry
     from model_foundry.errors import FoundryError
     from model_foundry.factory import modality_of
@@ -121,7 +121,7 @@ def bits_per_dim(model: Any, dataset: "Dataset", context: "MetricContext") -> di
     intensity level, so the result is comparable with the literature's bits/dim of 8-bit data;
     for a model that dequantises (``likelihood="bound"``) it is an upper bound.
     """
-    key = _input_key(model)
+    key = input_key_of(model)
     total, count, dims = 0.0, 0, 1
     with _inference(model):
         for batch in _batches(dataset, context.batch_size, context.device):
@@ -177,7 +177,7 @@ def digits_sample_quality(model: Any, dataset: "Dataset", context: "MetricContex
     class-probability score of the samples. For 1x8x8 images only; other shapes are skipped."""
     import torch
 
-    key = _input_key(model)
+    key = input_key_of(model)
     held_out = torch.cat([batch[key] for batch in _batches(dataset, context.batch_size, context.device)])
     if tuple(held_out.shape[1:]) != DIGITS_SHAPE:
         warnings.warn(f"digits_fid and digits_score need {DIGITS_SHAPE} images, and these are "

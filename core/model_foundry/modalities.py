@@ -104,14 +104,14 @@ def write_images(samples: Any, path_stem: str, **info: Any) -> list[str]:
     return [path, write_npy(images, path_stem)]
 
 
-def _figure(**kwargs: Any) -> Any:
+def new_figure(**kwargs: Any) -> Any:
     # A bare Figure, not pyplot: no global state, no GUI backend, safe from any thread.
     from matplotlib.figure import Figure
 
     return Figure(**kwargs)
 
 
-def _save_figure(figure: Any, path: str) -> str:
+def save_figure(figure: Any, path: str) -> str:
     figure.tight_layout()
     with staged(path) as staging:
         figure.savefig(staging, format="png")
@@ -123,7 +123,7 @@ def write_vectors(samples: Any, path_stem: str, **info: Any) -> list[str]:
     points = as_array(samples)
     _expect(points, 2, "(N, D)", "vector")
     dim = points.shape[1]
-    figure = _figure(figsize=(5, 5), dpi=100)
+    figure = new_figure(figsize=(5, 5), dpi=100)
     if dim == 1:
         axes = figure.add_subplot()
         axes.hist(points[:, 0], bins=50)
@@ -135,7 +135,7 @@ def write_vectors(samples: Any, path_stem: str, **info: Any) -> list[str]:
         axes = figure.add_subplot(projection="3d")
         axes.scatter(points[:, 0], points[:, 1], points[:, 2], s=4, alpha=0.6)
     axes.set_title(f"{len(points)} samples" + (f" (first 3 of {dim} dims)" if dim > 3 else ""))
-    return [_save_figure(figure, f"{path_stem}.png"), write_npy(points, path_stem)]
+    return [save_figure(figure, f"{path_stem}.png"), write_npy(points, path_stem)]
 
 
 def write_point_clouds(samples: Any, path_stem: str, **info: Any) -> list[str]:
@@ -145,12 +145,12 @@ def write_point_clouds(samples: Any, path_stem: str, **info: Any) -> list[str]:
     if clouds.shape[2] != 3:
         raise ValueError(f"point_cloud samples must have 3 coordinates per point, got shape {tuple(clouds.shape)}")
     shown = clouds[:MAX_CLOUDS]
-    figure = _figure(figsize=(4 * len(shown), 4), dpi=100)
+    figure = new_figure(figsize=(4 * len(shown), 4), dpi=100)
     for index, cloud in enumerate(shown):
         axes = figure.add_subplot(1, len(shown), index + 1, projection="3d")
         axes.scatter(cloud[:, 0], cloud[:, 1], cloud[:, 2], s=3)
         axes.set_title(f"sample {index}")
-    return [_save_figure(figure, f"{path_stem}.png"), write_npy(clouds, path_stem)]
+    return [save_figure(figure, f"{path_stem}.png"), write_npy(clouds, path_stem)]
 
 
 def pcm16(waveform: np.ndarray) -> bytes:

@@ -48,7 +48,10 @@ _EXPORTS = {
     # Data: what a dataset kind returns, and sample writers' building blocks
     **dict.fromkeys(["DataContext", "LoadedData"], "model_foundry.datasets"),
     "split_arrays": "model_foundry.datasets.arrays",
-    **dict.fromkeys(["as_array", "staged", "write_npy", "image_grid"], "model_foundry.modalities"),
+    **dict.fromkeys(["as_array", "staged", "write_npy", "image_grid", "new_figure", "save_figure", "MAX_CLOUDS"],
+                    "model_foundry.modalities"),
+    # Metrics: samples drawn the way evaluation draws them, and a model's input key
+    **dict.fromkeys(["draw_samples", "input_key_of"], "model_foundry.metrics"),
     # Testing a plugin
     **dict.fromkeys(["check_architecture", "write_distribution", "isolated_registry"], "model_foundry.testing"),
 }

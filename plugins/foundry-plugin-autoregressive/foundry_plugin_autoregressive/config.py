@@ -14,7 +14,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from model_foundry.schema import option, positive, probability
+from model_foundry.plugin import option, positive, probability
 
 
 def _at_least_two(_instance: object, _attribute: object, value: int) -> None:

@@ -101,7 +101,7 @@ def check_classes(model: torch.nn.Module, labels: torch.Tensor | None, count: in
 
     ``from_data``: labels that come with a batch, which an unconditional model ignores; otherwise
     they are ``conditions`` of ``sample``, which an unconditional model refuses."""
-    from model_foundry.errors import FoundryError
+    from model_foundry.plugin import FoundryError
 
     if model.num_classes is None:
         if labels is not None and not from_data:
@@ -136,7 +136,7 @@ def sampling_classes(
 
 def check_shape(model: torch.nn.Module, x: torch.Tensor | None, key: str, expected: tuple[int, ...], field: str) -> torch.Tensor:
     """``x`` (a batch under ``key``) of examples of shape ``expected``, or a FoundryError saying what to change."""
-    from model_foundry.errors import FoundryError
+    from model_foundry.plugin import FoundryError
 
     if x is None:
         raise FoundryError(f"{model.architecture} needs a batch with {key!r}")

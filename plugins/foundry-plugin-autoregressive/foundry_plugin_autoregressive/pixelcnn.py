@@ -40,8 +40,7 @@ from foundry_plugin_autoregressive.discrete import (
     log_pmf,
     sampling_classes,
 )
-from model_foundry.config import ModelConfig
-from model_foundry.protocol import FoundryModel, ModelOutput
+from model_foundry.plugin import FoundryModel, ModelConfig, ModelOutput
 
 
 def down_shift(x: torch.Tensor) -> torch.Tensor:

@@ -14,8 +14,7 @@ from foundry_plugin_autoregressive.config import (
     TransformerConfig,
     WaveNetConfig,
 )
-from model_foundry.hookspecs import hookimpl
-from model_foundry.specs import ArchitectureSchema, Capabilities, ModelBuilder
+from model_foundry.plugin import ArchitectureSchema, Capabilities, ModelBuilder, hookimpl
 
 
 def _capabilities(modality: str, modalities: tuple[str, ...]) -> Capabilities:

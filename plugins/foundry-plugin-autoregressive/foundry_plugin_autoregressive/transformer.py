@@ -36,9 +36,7 @@ from foundry_plugin_autoregressive.discrete import (
     log_pmf,
     sampling_classes,
 )
-from model_foundry.config import ModelConfig
-from model_foundry.errors import FoundryError
-from model_foundry.protocol import FoundryModel, ModelOutput
+from model_foundry.plugin import FoundryError, FoundryModel, ModelConfig, ModelOutput
 
 KeyValues = list[tuple[torch.Tensor, torch.Tensor]]
 

@@ -13,7 +13,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from model_foundry.schema import non_negative, option, positive, probability
+from model_foundry.plugin import non_negative, option, positive, probability
 
 # The rank of one example of each modality: (D,) vectors, (C, H, W) images.
 RANK_OF_MODALITY = {"vector": 1, "image": 3}

@@ -13,7 +13,7 @@ from typing import Any
 
 from foundry_plugin_diffusion.backbones import UNetBackbone
 from foundry_plugin_diffusion.model import DiffusionModel
-from model_foundry.errors import FoundryError
+from model_foundry.plugin import FoundryError
 
 
 def scheduler_config(model: DiffusionModel) -> dict[str, Any]:

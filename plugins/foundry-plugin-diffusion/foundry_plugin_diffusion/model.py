@@ -28,9 +28,7 @@ from foundry_plugin_diffusion.samplers import (
     spaced_timesteps,
 )
 from foundry_plugin_diffusion.schedules import NoiseSchedule, add_noise, target, to_x0_and_eps
-from model_foundry.config import ModelConfig
-from model_foundry.errors import FoundryError
-from model_foundry.protocol import FoundryModel, ModelOutput
+from model_foundry.plugin import FoundryError, FoundryModel, ModelConfig, ModelOutput
 
 # The range of timestep values the networks are told (score models map log sigma onto it).
 TIME_RANGE = 999.0

@@ -14,8 +14,7 @@ from foundry_plugin_diffusion.config import (
     DiffusionConfig,
     ScoreDiffusionConfig,
 )
-from model_foundry.hookspecs import hookimpl
-from model_foundry.specs import ArchitectureSchema, Capabilities, Exporter, ModelBuilder
+from model_foundry.plugin import ArchitectureSchema, Capabilities, Exporter, ModelBuilder, hookimpl
 
 IMAGES_AND_VECTORS = {"modality": "image", "modalities": ("image", "vector"), "sampling": True}
 # Samples come from an average of the weights unless a config's extensions section says otherwise;

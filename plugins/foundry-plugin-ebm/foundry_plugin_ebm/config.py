@@ -15,8 +15,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from model_foundry.networks.config import Activation, NetworkKind, Normalization
-from model_foundry.schema import non_negative, option, positive, unit_interval
+from model_foundry.plugin import Activation, NetworkKind, Normalization, non_negative, option, positive, unit_interval
 
 # The rank of one example of each modality: (D,) vectors, (C, H, W) images.
 RANK_OF_MODALITY = {"vector": 1, "image": 3}

@@ -36,11 +36,17 @@ from typing import Callable
 import torch
 from torch import nn
 
-from model_foundry.config import ModelConfig
-from model_foundry.errors import FoundryError
-from model_foundry.networks.config import EncoderConfig, network_kind
-from model_foundry.networks.modules import activation, build_encoder, normalization
-from model_foundry.protocol import FoundryModel, ModelOutput
+from model_foundry.plugin import (
+    EncoderConfig,
+    FoundryError,
+    FoundryModel,
+    ModelConfig,
+    ModelOutput,
+    activation,
+    build_encoder,
+    network_kind,
+    normalization,
+)
 
 IMAGE_RANGE = (-1.0, 1.0)  # images are scaled to [-1, 1]; SGLD keeps them there
 INPUT_KEYS = {"vector": "vectors", "image": "pixel_values"}

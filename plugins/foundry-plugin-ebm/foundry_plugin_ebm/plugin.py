@@ -7,8 +7,7 @@ model is first built.
 from __future__ import annotations
 
 from foundry_plugin_ebm.config import DEEP_EBM_PRESETS, EBM_PRESETS, DeepEBMConfig, EBMConfig
-from model_foundry.hookspecs import hookimpl
-from model_foundry.specs import ArchitectureSchema, Capabilities, ModelBuilder
+from model_foundry.plugin import ArchitectureSchema, Capabilities, ModelBuilder, hookimpl
 
 # What both architectures can do: sample by SGLD, and give the energy and its gradient, of points or images.
 CAPABILITIES = Capabilities(modality="vector", modalities=("vector", "image"), sampling=True, energy=True, score=True)

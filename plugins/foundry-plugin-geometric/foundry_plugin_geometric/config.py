@@ -10,7 +10,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from model_foundry.schema import in_range, non_negative, option, positive
+from model_foundry.plugin import in_range, non_negative, option, positive
 
 SHAPE_PRIMITIVES = ("box", "sphere", "cylinder", "capsule", "cone", "torus")
 GRAPH_FAMILIES = ("community", "grid", "tree", "ego")

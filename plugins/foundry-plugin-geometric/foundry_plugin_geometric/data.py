@@ -21,9 +21,7 @@ from foundry_plugin_geometric.config import (
     ShapesDataConfig,
 )
 from foundry_plugin_geometric.geometry import voxel_centres, voxelize
-from model_foundry.datasets import DataContext, LoadedData
-from model_foundry.datasets.arrays import split_arrays
-from model_foundry.errors import ConfigError, Problem
+from model_foundry.plugin import ConfigError, DataContext, LoadedData, Problem, split_arrays
 
 MESH_EXTENSIONS = (".ply", ".obj", ".off", ".stl")
 MIN_SCALE = 0.7

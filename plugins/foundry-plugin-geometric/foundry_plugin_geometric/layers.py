@@ -6,8 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model_foundry.errors import FoundryError
-from model_foundry.networks.modules import MLP
+from model_foundry.plugin import MLP, FoundryError
 
 
 class PointNetEncoder(nn.Module):

@@ -26,9 +26,7 @@ from foundry_plugin_geometric.geometry import (
     unique_edges,
 )
 from foundry_plugin_geometric.layers import PointNetEncoder, point_batch, prior_draw, refuse_conditions, reparameterize
-from model_foundry.config import ModelConfig
-from model_foundry.networks.modules import MLP
-from model_foundry.protocol import FoundryModel, ModelOutput
+from model_foundry.plugin import MLP, FoundryModel, ModelConfig, ModelOutput
 
 INITIAL_OFFSET_SCALE = 0.01
 

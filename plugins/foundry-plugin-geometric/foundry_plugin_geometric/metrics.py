@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from foundry_plugin_geometric.geometry import chamfer_distance, clustering_coefficients, degrees
-from model_foundry.metrics import draw_samples
+from model_foundry.plugin import draw_samples
 
 CLUSTERING_BINS = 20
 KERNEL_SIGMA = 1.0
@@ -69,9 +69,9 @@ def pointflow_scores(cross: torch.Tensor, among_samples: torch.Tensor, among_ref
 
 def shape_sample_quality(model: Any, dataset: Any, context: Any) -> dict[str, float]:
     """MMD, coverage and 1-NNA of as many samples as held-out shapes (at most ``context.num_samples``)."""
-    from model_foundry.metrics import _input_key
+    from model_foundry.plugin import input_key_of
 
-    key = _input_key(model)
+    key = input_key_of(model)
     references = _held_out(dataset, key, context.num_samples)
     if references is None or len(references) < 2:
         return {}

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from foundry_plugin_geometric.config import MAX_SUBDIVISIONS, icosphere_vertex_count
-from model_foundry.modalities import MAX_CLOUDS, _figure, _save_figure, as_array, image_grid, staged, write_npy
+from model_foundry.plugin import MAX_CLOUDS, as_array, image_grid, new_figure, save_figure, staged, write_npy
 
 
 def _batch_of(array: np.ndarray, ndim: int, layout: str, modality: str) -> None:
@@ -39,12 +39,12 @@ def write_voxels(samples: Any, path_stem: str, **info: Any) -> list[str]:
     grids = as_array(samples)
     _batch_of(grids, 5, "(N, 1, D, H, W)", "voxel")
     shown = grids[:MAX_CLOUDS, 0] > 0.5
-    figure = _figure(figsize=(4 * len(shown), 4), dpi=100)
+    figure = new_figure(figsize=(4 * len(shown), 4), dpi=100)
     for index, occupied in enumerate(shown):
         axes = figure.add_subplot(1, len(shown), index + 1, projection="3d")
         axes.voxels(occupied, edgecolor="k", linewidth=0.2)
         axes.set_title(f"sample {index} ({int(occupied.sum())} cells)")
-    return [_save_figure(figure, f"{path_stem}.png"), write_npy(grids, path_stem)]
+    return [save_figure(figure, f"{path_stem}.png"), write_npy(grids, path_stem)]
 
 
 def collate_voxels() -> Callable[[dict], dict]:
@@ -85,12 +85,12 @@ def write_meshes(samples: Any, path_stem: str, **info: Any) -> list[str]:
             trimesh.Trimesh(points, faces, process=False).export(staging, file_type="obj")
         paths.append(path)
     shown = vertices[:MAX_CLOUDS]
-    figure = _figure(figsize=(4 * len(shown), 4), dpi=100)
+    figure = new_figure(figsize=(4 * len(shown), 4), dpi=100)
     for index, points in enumerate(shown):
         axes = figure.add_subplot(1, len(shown), index + 1, projection="3d")
         axes.plot_trisurf(points[:, 0], points[:, 1], points[:, 2], triangles=faces, linewidth=0.1, edgecolor="k")
         axes.set_title(f"sample {index}")
-    return [*paths, _save_figure(figure, f"{path_stem}.png"), write_npy(vertices, path_stem)]
+    return [*paths, save_figure(figure, f"{path_stem}.png"), write_npy(vertices, path_stem)]
 
 
 # --- graph -----------------------------------------------------------------------------------

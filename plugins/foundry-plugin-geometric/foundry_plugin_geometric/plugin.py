@@ -21,8 +21,15 @@ from foundry_plugin_geometric.config import (
     ShapesDataConfig,
     VoxelConfig,
 )
-from model_foundry.hookspecs import hookimpl
-from model_foundry.specs import ArchitectureSchema, Capabilities, DatasetSpec, MetricSpec, ModalitySpec, ModelBuilder
+from model_foundry.plugin import (
+    ArchitectureSchema,
+    Capabilities,
+    DatasetSpec,
+    MetricSpec,
+    ModalitySpec,
+    ModelBuilder,
+    hookimpl,
+)
 
 PACKAGE = "foundry_plugin_geometric"
 

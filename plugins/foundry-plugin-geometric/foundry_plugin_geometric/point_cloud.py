@@ -13,10 +13,7 @@ import torch
 
 from foundry_plugin_geometric.geometry import chamfer_distance, earth_movers_distance, gaussian_kl
 from foundry_plugin_geometric.layers import PointNetEncoder, point_batch, prior_draw, refuse_conditions, reparameterize
-from model_foundry.config import ModelConfig
-from model_foundry.errors import FoundryError
-from model_foundry.networks.modules import MLP
-from model_foundry.protocol import FoundryModel, ModelOutput
+from model_foundry.plugin import MLP, FoundryError, FoundryModel, ModelConfig, ModelOutput
 
 
 class PointCloudModel(FoundryModel):

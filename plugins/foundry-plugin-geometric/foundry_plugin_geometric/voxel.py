@@ -15,9 +15,7 @@ from torch import nn
 
 from foundry_plugin_geometric.geometry import gaussian_kl
 from foundry_plugin_geometric.layers import prior_draw, refuse_conditions, reparameterize
-from model_foundry.config import ModelConfig
-from model_foundry.errors import FoundryError
-from model_foundry.protocol import FoundryModel, ModelOutput
+from model_foundry.plugin import FoundryError, FoundryModel, ModelConfig, ModelOutput
 
 
 class VoxelEncoder(nn.Module):
