@@ -28,7 +28,7 @@ from foundry_plugin_diffusion.samplers import (
     spaced_timesteps,
 )
 from foundry_plugin_diffusion.schedules import NoiseSchedule, add_noise, target, to_x0_and_eps
-from model_foundry.plugin import FoundryError, FoundryModel, ModelConfig, ModelOutput
+from model_foundry.plugin import FoundryError, FoundryModel, ModelConfig, ModelOutput, batch_examples
 
 # The range of timestep values the networks are told (score models map log sigma onto it).
 TIME_RANGE = 999.0
@@ -44,16 +44,6 @@ class DenoisingModel(FoundryModel):
         self.num_classes = num_classes
         self.network = build_backbone(params.backbone, params.backbone_type(), self.input_shape, num_classes)
 
-    def _data(self, pixel_values: torch.Tensor | None, vectors: torch.Tensor | None) -> torch.Tensor:
-        x = pixel_values if pixel_values is not None else vectors
-        if x is None:
-            raise FoundryError(f"{self.architecture} needs a batch with 'pixel_values' or 'vectors'")
-        if tuple(x.shape[1:]) != self.input_shape:
-            raise FoundryError(
-                f"{self.architecture} was built for examples of shape {list(self.input_shape)} (model.input_shape), "
-                f"and the data's examples have shape {list(x.shape[1:])}; set model.input_shape to {list(x.shape[1:])}"
-            )
-        return x.float()
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device
@@ -77,7 +67,7 @@ class DiffusionModel(DenoisingModel):
         class_labels: torch.Tensor | None = None,
     ) -> ModelOutput:
         """The mean squared error of the network's prediction at a uniform random t, noise from torch's RNG."""
-        x0 = self._data(pixel_values, vectors)
+        x0 = batch_examples(self, self.input_shape, pixel_values=pixel_values, vectors=vectors)
         count = x0.shape[0]
         t = torch.randint(0, self.schedule.num_timesteps, (count,), device=x0.device)
         noise = torch.randn_like(x0)
@@ -186,7 +176,7 @@ class ScoreDiffusionModel(DenoisingModel):
     ) -> ModelOutput:
         """Denoising score matching with weight sigma^2: mean |sigma s(x + sigma z, sigma) + z|^2 over
         log-uniform sigma in [sigma_min, sigma_max]; its minimiser is the score of p_sigma."""
-        x0 = self._data(pixel_values, vectors)
+        x0 = batch_examples(self, self.input_shape, pixel_values=pixel_values, vectors=vectors)
         count = x0.shape[0]
         log_sigma = torch.empty(count, device=x0.device).uniform_(math.log(self.sigma_min), math.log(self.sigma_max))
         sigma = log_sigma.exp()

@@ -43,13 +43,13 @@ from model_foundry.plugin import (
     ModelConfig,
     ModelOutput,
     activation,
+    batch_examples,
     build_encoder,
     network_kind,
     normalization,
 )
 
 IMAGE_RANGE = (-1.0, 1.0)  # images are scaled to [-1, 1]; SGLD keeps them there
-INPUT_KEYS = {"vector": "vectors", "image": "pixel_values"}
 
 
 # --- Langevin dynamics ---------------------------------------------------------------------------
@@ -204,7 +204,7 @@ class EnergyBasedModel(FoundryModel):
         In eval mode (validation) nothing is drawn or changed: the negatives are the buffer's first
         examples as they are, so the loss compares the data with the model's current chains.
         """
-        x = self._examples(vectors, pixel_values)
+        x = batch_examples(self, self.input_shape, vectors=vectors, pixel_values=pixel_values)
         if self.training:
             negatives = self._persistent_negatives(len(x))
             if self.data_noise:
@@ -269,16 +269,6 @@ class EnergyBasedModel(FoundryModel):
         starts = (torch.rand(count, *self.input_shape, generator=generator, device=device) * 2 - 1) * scale
         return starts.clamp(*self.bounds) if self.bounds is not None else starts
 
-    def _examples(self, vectors: torch.Tensor | None, pixel_values: torch.Tensor | None) -> torch.Tensor:
-        x = vectors if vectors is not None else pixel_values
-        if x is None:
-            raise FoundryError(f"{self.architecture} needs a batch with '{INPUT_KEYS[self.modality]}'")
-        if tuple(x.shape[1:]) != self.input_shape:
-            raise FoundryError(
-                f"{self.architecture} was built for examples of shape {list(self.input_shape)} (model.input_shape), "
-                f"and the data's examples have shape {list(x.shape[1:])}; set model.input_shape to {list(x.shape[1:])}"
-            )
-        return x.float()
 
 
 def build(config: ModelConfig) -> EnergyBasedModel:
