@@ -184,6 +184,9 @@ def test_batch_examples_takes_the_given_key_and_checks_the_shape():
     images = torch.zeros(2, 1, 8, 8, dtype=torch.float64)
     found = batch_examples(Model(), (1, 8, 8), pixel_values=images, vectors=None)
     assert found.dtype == torch.float32 and found.shape == (2, 1, 8, 8)
+    converted = torch.nn.Linear(1, 1).double()  # a model in float64 gets its examples in float64
+    converted.architecture = "toy"
+    assert batch_examples(converted, (1, 8, 8), pixel_values=images.float()).dtype == torch.float64
     with pytest.raises(FoundryError, match=r"toy needs a batch with 'pixel_values' or 'vectors'$"):
         batch_examples(Model(), (1, 8, 8), pixel_values=None, vectors=None)
     with pytest.raises(FoundryError, match=r"built for examples of shape \[1, 8, 8\] \(model.input_shape\).*\[2\]; set model.input_shape to \[2\]"):

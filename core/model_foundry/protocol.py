@@ -182,7 +182,8 @@ def require_capability(model: Any, capability: str, capabilities: Any, advice: s
 
 def batch_examples(model: Any, shape: Sequence[int], field: str = "model.input_shape", **inputs: Any) -> torch.Tensor:
     """The examples of a batch, for a model that takes them under one of several keys: the one of
-    ``inputs`` that is given (``pixel_values=..., vectors=...``), as float, checked against the
+    ``inputs`` that is given (``pixel_values=..., vectors=...``), in the dtype of the model's
+    parameters (float32 unless the model was converted), checked against the
     ``shape`` of one example the model was built for. Either mistake is a
     :class:`~model_foundry.errors.FoundryError` that says what to do (``field``: the config field
     that sets the shape)."""
@@ -196,4 +197,6 @@ def batch_examples(model: Any, shape: Sequence[int], field: str = "model.input_s
             f"{model.architecture} was built for examples of shape {list(shape)} ({field}), and the data's "
             f"examples have shape {list(examples.shape[1:])}; set {field} to {list(examples.shape[1:])}"
         )
-    return examples.float()
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32) \
+        if isinstance(model, nn.Module) else torch.float32
+    return examples.to(dtype)

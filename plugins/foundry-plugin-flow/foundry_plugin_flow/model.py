@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from foundry_plugin_flow.config import IMAGE_FLOWS, FlowConfig
-from model_foundry.plugin import FoundryError, FoundryModel, ModelConfig, ModelOutput
+from model_foundry.plugin import FoundryError, FoundryModel, ModelConfig, ModelOutput, batch_examples
 
 HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
 # log|det| terms of one pass through a flow, in order: (the layer, one value per example)
@@ -275,7 +275,7 @@ class NormalizingFlow(FoundryModel):
     def forward(self, pixel_values: torch.Tensor | None = None, vectors: torch.Tensor | None = None,
                 class_labels: torch.Tensor | None = None) -> ModelOutput:
         """The negative mean log-likelihood of the batch (images: its dequantised bound, one noise draw), in nats."""
-        x = self._data(pixel_values, vectors)
+        x = batch_examples(self, self.data_shape, "model.data_shape", pixel_values=pixel_values, vectors=vectors)
         terms: LogDetTerms = []
         log_prob = self._training_log_prob(x, terms)
         self._check_finite(log_prob, terms)
@@ -284,12 +284,12 @@ class NormalizingFlow(FoundryModel):
     def log_prob(self, pixel_values: torch.Tensor | None = None, vectors: torch.Tensor | None = None,
                  class_labels: torch.Tensor | None = None) -> torch.Tensor:
         """Each example's log-density in nats (N,); of dequantised images, the bound the module docstring gives."""
-        return self._log_prob(self._data(pixel_values, vectors))
+        return self._log_prob(batch_examples(self, self.data_shape, "model.data_shape", pixel_values=pixel_values, vectors=vectors))
 
     def encode(self, pixel_values: torch.Tensor | None = None, vectors: torch.Tensor | None = None,
                class_labels: torch.Tensor | None = None) -> torch.Tensor:
         """The latents z = f(x), (N, D); images are taken as the continuous points they are (no noise)."""
-        return self._encode(self._data(pixel_values, vectors))
+        return self._encode(batch_examples(self, self.data_shape, "model.data_shape", pixel_values=pixel_values, vectors=vectors))
 
     @torch.no_grad()
     def sample(self, num_samples: int, *, generator: torch.Generator | None = None,
@@ -305,18 +305,6 @@ class NormalizingFlow(FoundryModel):
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device
-
-    def _data(self, pixel_values: torch.Tensor | None, vectors: torch.Tensor | None) -> torch.Tensor:
-        x = pixel_values if self.input_key == "pixel_values" else vectors
-        if x is None:
-            raise FoundryError(f"this {self.params.flow_type} flow needs a batch with '{self.input_key}'")
-        if tuple(x.shape[1:]) != self.data_shape:
-            raise FoundryError(
-                f"this {self.params.flow_type} flow was built for examples of shape {list(self.data_shape)} "
-                f"(model.data_shape), and the data's examples have shape {list(x.shape[1:])}; "
-                f"set model.data_shape to {list(x.shape[1:])}"
-            )
-        return x.to(next(self.parameters()).dtype)
 
     def _check_finite(self, log_prob: torch.Tensor, terms: LogDetTerms) -> None:
         """Stop training at the first layer whose log-determinant is not finite (one check per step when all is well)."""

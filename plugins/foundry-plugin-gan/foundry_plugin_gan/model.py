@@ -27,6 +27,7 @@ from model_foundry.plugin import (
     ModelConfig,
     ModelOutput,
     Problem,
+    batch_examples,
     build_decoder,
     build_encoder,
 )
@@ -35,6 +36,10 @@ from model_foundry.plugin import (
 # loss from this seed, so that evaluating the same weights twice agrees and evaluation draws
 # nothing from the training run's random state.
 EVALUATION_SEED = 0
+
+
+# The fields that set the shape of one example (the generator's output is the discriminator's input).
+SHAPE_FIELDS = "model.generator.output_shape and model.discriminator.input_shape"
 
 
 class GAN(FoundryModel):
@@ -58,7 +63,7 @@ class GAN(FoundryModel):
         class_labels: torch.Tensor | None = None, part: str = DISCRIMINATOR,
     ) -> ModelOutput:
         """One player's loss on a batch of real examples (``class_labels`` are not conditioned on)."""
-        real = self._real(pixel_values if pixel_values is not None else vectors)
+        real = batch_examples(self, self.example_shape, SHAPE_FIELDS, pixel_values=pixel_values, vectors=vectors)
         rng = None if self.training else torch.Generator(real.device).manual_seed(EVALUATION_SEED)
         noise = torch.randn(real.shape[0], self.latent_dim, device=real.device, dtype=real.dtype, generator=rng)
         if part == GENERATOR:
@@ -87,18 +92,6 @@ class GAN(FoundryModel):
         device = generator.device if generator is not None else weights.device
         noise = torch.randn(num_samples, self.latent_dim, generator=generator, device=device)
         return self.generator(noise.to(weights.device, weights.dtype)).float()
-
-    def _real(self, examples: torch.Tensor | None) -> torch.Tensor:
-        if examples is None:
-            raise FoundryError(f"a {self.architecture} needs a batch with 'pixel_values' (images) or 'vectors'")
-        if tuple(examples.shape[1:]) != self.example_shape:
-            raise FoundryError(
-                f"this {self.architecture} makes examples of shape {list(self.example_shape)} "
-                f"(model.generator.output_shape and model.discriminator.input_shape), and the data's examples have "
-                f"shape {list(examples.shape[1:])}; set both to {list(examples.shape[1:])}"
-            )
-        return examples
-
 
 def build(config: ModelConfig) -> GAN:
     # create_model sets the modality (from the data, or its modality= argument) after the config's checks ran.

@@ -79,7 +79,7 @@ def test_two_dimensional_points_are_modeled_with_mlps(architecture):
 
 def test_data_of_another_shape_is_a_clear_error():
     model = build()
-    with pytest.raises(FoundryError, match=r"shape \[1, 8, 8\] .*model.generator.output_shape.*shape \[1, 28, 28\]; set both to \[1, 28, 28\]"):
+    with pytest.raises(FoundryError, match=r"shape \[1, 8, 8\] .*model.generator.output_shape.*shape \[1, 28, 28\]; set model.generator.output_shape and model.discriminator.input_shape to \[1, 28, 28\]"):
         model(pixel_values=torch.zeros(2, 1, 28, 28))
     with pytest.raises(ConfigError, match=r"model.generator.output_shape: must be \[D\] for vector data, not \[1, 8, 8\]"):
         build(modality="vector")

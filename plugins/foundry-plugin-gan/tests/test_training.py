@@ -68,7 +68,8 @@ def test_data_of_another_shape_stops_training_with_a_clear_error_and_nothing_wri
                      "--set", f"model.discriminator.input_shape={shape}"])
     assert code == 2
     error = capsys.readouterr().err
-    assert "makes examples of shape [1, 28, 28]" in error and "have shape [1, 8, 8]; set both to [1, 8, 8]" in error
+    assert "built for examples of shape [1, 28, 28]" in error
+    assert "have shape [1, 8, 8]; set model.generator.output_shape and model.discriminator.input_shape to [1, 8, 8]" in error
     assert "Traceback" not in error
     assert not (tmp_path / "run" / "final").exists() and not list((tmp_path / "run").glob("checkpoint-*"))
 

@@ -23,7 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model_foundry.plugin import FoundryError, FoundryModel, ModelConfig, ModelOutput, build_decoder, build_encoder
+from model_foundry.plugin import (
+    FoundryError,
+    FoundryModel,
+    ModelConfig,
+    ModelOutput,
+    batch_examples,
+    build_decoder,
+    build_encoder,
+)
 
 HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
 
@@ -97,17 +105,9 @@ def gaussian_log_density(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tens
 
 
 def batch_data(model: FoundryModel, vectors: torch.Tensor | None, pixel_values: torch.Tensor | None) -> torch.Tensor:
-    """The batch's examples (vectors or images) as float, checked against the shape ``model`` was built for."""
-    x = vectors if vectors is not None else pixel_values
-    if x is None:
-        raise FoundryError(f"{model.architecture} needs a batch with 'vectors' or 'pixel_values'")
-    if tuple(x.shape[1:]) != model.data_shape:
-        raise FoundryError(
-            f"{model.architecture} was built for examples of shape {list(model.data_shape)} (model.encoder.input_shape "
-            f"and model.decoder.output_shape), and the data's examples have shape {list(x.shape[1:])}; set both to "
-            f"{list(x.shape[1:])}"
-        )
-    return x if torch.is_floating_point(x) else x.float()
+    """The batch's examples (vectors or images), checked against the shape ``model`` was built for."""
+    return batch_examples(model, model.data_shape, "model.encoder.input_shape and model.decoder.output_shape",
+                          vectors=vectors, pixel_values=pixel_values)
 
 
 def refuse_conditions(model: FoundryModel) -> None:

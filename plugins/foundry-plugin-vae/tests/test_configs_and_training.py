@@ -46,7 +46,7 @@ def test_bad_configs_are_located_errors_with_exit_code_2(tmp_path, capsys, model
 
 def test_data_of_another_shape_and_conditions_for_an_unconditional_model_are_clear_errors():
     model = create_model({"architecture": "vae", "preset": "tiny"})
-    with pytest.raises(FoundryError, match=r"built for examples of shape \[1, 8, 8\].*have shape \[1, 28, 28\]; set both"):
+    with pytest.raises(FoundryError, match=r"built for examples of shape \[1, 8, 8\].*have shape \[1, 28, 28\]; set model.encoder.input_shape and model.decoder.output_shape to \[1, 28, 28\]"):
         model(pixel_values=torch.zeros(2, 1, 28, 28))
     with pytest.raises(FoundryError, match="unconditional; sample without conditions"):
         model.sample(2, conditions=torch.tensor([0, 1]))
