@@ -129,6 +129,23 @@ class GraphConfig:
         yield from _widths("edge_dims", self.edge_dims)
 
 
+@attrs.frozen
+class GraphRNNConfig:
+    """An autoregressive graph generator (GraphRNN): a graph-level GRU over the nodes in
+    breadth-first order and an edge-level GRU over each new node's edges to the earlier ones."""
+
+    max_nodes: int = option(16, doc="largest graph (adjacency matrices are padded to this size)", validator=positive)
+    embedding_size: int = option(32, doc="size of the embedding of a node's adjacency vector", validator=positive)
+    hidden_size: int = option(64, doc="state size of the graph-level GRU", validator=positive)
+    num_layers: int = option(2, doc="layers of the graph-level GRU", validator=positive)
+    edge_embedding_size: int = option(8, doc="size of the embedding of one edge bit", validator=positive)
+    edge_hidden_size: int = option(16, doc="state size of the edge-level GRU", validator=positive)
+
+    def validate(self) -> Iterator[tuple[str, str]]:
+        if self.max_nodes < 2:
+            yield "max_nodes", f"a graph model needs at least 2 nodes, got {self.max_nodes}"
+
+
 POINT_CLOUD_PRESETS = {
     "tiny": {"num_points": 32, "latent_dim": 8, "encoder_dims": [16, 32], "decoder_dims": [64]},
     "small": {"num_points": 256, "latent_dim": 32, "encoder_dims": [64, 128, 256], "decoder_dims": [256, 256]},
@@ -148,6 +165,11 @@ GRAPH_PRESETS = {
     "tiny": {"max_nodes": 8, "latent_dim": 4, "hidden_dims": [16], "edge_dims": [16]},
     "small": {"max_nodes": 16, "latent_dim": 16, "hidden_dims": [32, 32], "edge_dims": [32]},
     "base": {"max_nodes": 40, "latent_dim": 32, "hidden_dims": [64, 64, 64], "edge_dims": [64, 64]},
+}
+GRAPH_RNN_PRESETS = {
+    "tiny": {"max_nodes": 8, "embedding_size": 8, "hidden_size": 16, "num_layers": 1, "edge_embedding_size": 4, "edge_hidden_size": 8},
+    "small": {"max_nodes": 16, "embedding_size": 32, "hidden_size": 64, "num_layers": 2, "edge_embedding_size": 8, "edge_hidden_size": 16},
+    "base": {"max_nodes": 40, "embedding_size": 64, "hidden_size": 128, "num_layers": 4, "edge_embedding_size": 8, "edge_hidden_size": 16},
 }
 
 

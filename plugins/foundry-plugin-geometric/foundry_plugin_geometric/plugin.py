@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from foundry_plugin_geometric.config import (
     GRAPH_PRESETS,
+    GRAPH_RNN_PRESETS,
     MESH_PRESETS,
     POINT_CLOUD_PRESETS,
     VOXEL_PRESETS,
     GraphConfig,
     GraphFileDataConfig,
+    GraphRNNConfig,
     GraphsDataConfig,
     MeshConfig,
     MeshFolderDataConfig,
@@ -61,6 +63,12 @@ def foundry_config_schemas() -> list[ArchitectureSchema]:
             presets=GRAPH_PRESETS,
             capabilities=Capabilities(modality="graph", sampling=True, latent=True),
         ),
+        ArchitectureSchema(
+            name="graph_rnn", config_class=GraphRNNConfig, family="geometric",
+            description="autoregressive graph generator (GraphRNN): node-level and edge-level GRUs in breadth-first order",
+            presets=GRAPH_RNN_PRESETS,
+            capabilities=Capabilities(modality="graph", sampling=True),
+        ),
     ]
 
 
@@ -71,6 +79,7 @@ def foundry_model_builders() -> list[ModelBuilder]:
         ModelBuilder("voxel", f"{PACKAGE}.voxel:build"),
         ModelBuilder("mesh", f"{PACKAGE}.mesh:build"),
         ModelBuilder("graph", f"{PACKAGE}.graph:build"),
+        ModelBuilder("graph_rnn", f"{PACKAGE}.graph_rnn:build"),
     ]
 
 
