@@ -21,17 +21,6 @@ COMMANDS = [
 ]
 
 
-def _available_commands() -> list:
-    modules = []
-    for name in COMMANDS:
-        try:
-            modules.append(importlib.import_module(f"model_foundry.commands.{name}"))
-        except ModuleNotFoundError as exc:
-            if exc.name != f"model_foundry.commands.{name}":
-                raise
-    return modules
-
-
 def build_parser() -> argparse.ArgumentParser:
     from model_foundry import __version__
 
@@ -41,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"model-foundry {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in _available_commands():
-        module.add_parser(subparsers)
+    for name in COMMANDS:
+        importlib.import_module(f"model_foundry.commands.{name}").add_parser(subparsers)
     for command in subparsers.choices.values():
         command.description = plain_text(command.description)
     return parser
