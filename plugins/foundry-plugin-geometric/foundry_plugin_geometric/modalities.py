@@ -69,7 +69,8 @@ def template_subdivisions(vertex_count: int) -> int:
 
 
 def write_meshes(samples: Any, path_stem: str, **info: Any) -> list[str]:
-    """Mesh samples ``(N, V, 3)``, vertices of the icosphere template: one ``.obj`` per sample, a PNG
+    """Mesh samples ``(N, V, 3)``, vertices of the icosphere template: one ``.obj`` and one ``.ply``
+    (binary) per sample, a PNG
     of the first few surfaces, and the ``.npy``."""
     import trimesh
 
@@ -80,10 +81,12 @@ def write_meshes(samples: Any, path_stem: str, **info: Any) -> list[str]:
     _, faces = icosphere(template_subdivisions(vertices.shape[1]))
     paths = []
     for index, points in enumerate(vertices):
-        path = f"{path_stem}-{index:03d}.obj"
-        with staged(path) as staging:
-            trimesh.Trimesh(points, faces, process=False).export(staging, file_type="obj")
-        paths.append(path)
+        mesh = trimesh.Trimesh(points, faces, process=False)
+        for file_type in ("obj", "ply"):
+            path = f"{path_stem}-{index:03d}.{file_type}"
+            with staged(path) as staging:
+                mesh.export(staging, file_type=file_type)
+            paths.append(path)
     shown = vertices[:MAX_CLOUDS]
     figure = new_figure(figsize=(4 * len(shown), 4), dpi=100)
     for index, points in enumerate(shown):

@@ -64,9 +64,11 @@ def test_mesh_zero_offsets_return_the_template_and_samples_keep_its_faces(tmp_pa
     from foundry_plugin_geometric.modalities import write_meshes
 
     paths = write_meshes(samples, str(tmp_path / "mesh"))
-    loaded = trimesh.load(paths[0], force="mesh", process=False)
-    assert len(loaded.faces) == len(model.faces) and torch.allclose(torch.as_tensor(loaded.vertices).float(), samples[0], atol=1e-5)
-    assert sorted(p.rsplit(".", 1)[1] for p in paths) == ["npy", "obj", "obj", "obj", "png"]
+    for path in paths[:2]:  # the first sample as .obj and as .ply
+        loaded = trimesh.load(path, force="mesh", process=False)
+        assert len(loaded.faces) == len(model.faces) and torch.allclose(torch.as_tensor(loaded.vertices).float(), samples[0], atol=1e-5)
+        assert torch.equal(torch.as_tensor(loaded.faces), model.faces.long())
+    assert sorted(p.rsplit(".", 1)[1] for p in paths) == ["npy", *["obj"] * 3, "ply", "ply", "ply", "png"]
 
 
 def test_mesh_regularisers_are_zero_for_the_template_and_grow_with_offsets():
