@@ -14,9 +14,9 @@ import torch
 import model_foundry
 from model_foundry import hookimpl
 from model_foundry.checkpoint import ALIGNMENT, load, save
+from model_foundry.fields import option
 from model_foundry.limits import bounded_build
-from model_foundry.schema import option
-from model_foundry.specs import ArchitectureSchema, Capabilities, ModelBuilder
+from model_foundry.records import ArchitectureSchema, Capabilities, ModelBuilder
 
 
 @attrs.frozen
@@ -200,7 +200,7 @@ class OtherMixedPlugin:
 def test_a_name_in_conflict_loads_with_the_distribution_it_was_saved_with(mixed, tmp_path):
     from model_foundry.config import load_model_config
     from model_foundry.errors import FoundryError, FoundryWarning
-    from model_foundry.plugins import get_registry
+    from model_foundry.registry import get_registry
 
     model, _ = _saved_and_loaded(tmp_path)  # saved while mixed-state-test alone provides it
     model_foundry.register_plugin(OtherMixedPlugin(), name="other-mixed")

@@ -13,7 +13,7 @@ import torch
 import model_foundry
 from model_foundry import cli
 from model_foundry.config import load_config, load_model_config, objectives_of
-from model_foundry.plugins import get_registry
+from model_foundry.registry import get_registry
 from model_foundry.testing.conformance import check_generation, check_save_load, check_training_step
 from model_foundry.text.modeling import sample_next_token
 

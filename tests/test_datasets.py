@@ -20,7 +20,7 @@ from model_foundry.datasets.arrays import ArrayDataset, split_arrays
 from model_foundry.datasets.audio import decode_pcm
 from model_foundry.errors import ConfigError, FoundryError
 from model_foundry.modalities import write_audio
-from model_foundry.plugins import get_registry
+from model_foundry.registry import get_registry
 
 
 def section(text: str):

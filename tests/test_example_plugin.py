@@ -18,7 +18,7 @@ import torch
 
 import model_foundry
 from model_foundry import cli
-from model_foundry.specs import ModelBuilder
+from model_foundry.records import ModelBuilder
 from model_foundry.testing import isolated_registry
 from model_foundry.testing.conformance import (
     check_log_prob,

@@ -23,7 +23,7 @@ from model_foundry.extensions import (
     save_extension_states,
 )
 from model_foundry.factory import create_model, create_model_with_extensions
-from model_foundry.specs import ModelBuilder
+from model_foundry.records import ModelBuilder
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import model_foundry
 from model_foundry import load
 from model_foundry.config import load_config
 from model_foundry.errors import ConfigError, FoundryError
-from model_foundry.plugins import get_registry
-from model_foundry.specs import ArchitectureSchema, Capabilities, ModelBuilder
+from model_foundry.records import ArchitectureSchema, Capabilities, ModelBuilder
+from model_foundry.registry import get_registry
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from model_foundry.metrics import (
     draw_samples,
     frechet_distance,
 )
-from model_foundry.specs import Capabilities
+from model_foundry.records import Capabilities
 
 CAPABILITIES = Capabilities(modality="image", sampling=True, likelihood="exact")
 

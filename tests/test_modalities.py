@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from model_foundry import modalities
-from model_foundry.plugins import get_registry
-from model_foundry.specs import resolve
+from model_foundry.records import resolve
+from model_foundry.registry import get_registry
 
 BATCH_KEYS = {"text": "input_ids", "image": "pixel_values", "audio": "input_values", "vector": "vectors", "point_cloud": "points"}
 

@@ -64,7 +64,7 @@ def test_load_returns_converted_models_in_eval_mode_on_any_device(tmp_path):
     from toy_plugin import ToyPlugin
 
     from model_foundry import hookimpl
-    from model_foundry.specs import CheckpointConverter
+    from model_foundry.records import CheckpointConverter
     from model_foundry.testing import isolated_registry
 
     def convert(directory):

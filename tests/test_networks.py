@@ -9,6 +9,7 @@ from torch import nn
 
 from model_foundry import FoundryError
 from model_foundry.config import parse_yaml
+from model_foundry.config.structuring import Structurer
 from model_foundry.networks.config import DecoderConfig, EncoderConfig
 from model_foundry.networks.modules import (
     ConvDecoder,
@@ -18,7 +19,6 @@ from model_foundry.networks.modules import (
     build_decoder,
     build_encoder,
 )
-from model_foundry.schema import Structurer
 
 
 @attrs.frozen

@@ -12,14 +12,14 @@ import pytest
 
 import model_foundry
 from model_foundry import ConfigError
-from model_foundry.plugins import set_registry
+from model_foundry.registry import set_registry
 from model_foundry.testing import write_distribution
 
 GOOD_PLUGIN = """
     import attrs
     from model_foundry import hookimpl
-    from model_foundry.schema import option
-    from model_foundry.specs import ArchitectureSchema, Capabilities, ModelBuilder
+    from model_foundry.fields import option
+    from model_foundry.records import ArchitectureSchema, Capabilities, ModelBuilder
 
     @attrs.frozen
     class Config:
@@ -210,7 +210,7 @@ def test_a_hook_answering_the_wrong_type_is_reported_against_its_plugin(site, tm
     write_distribution(site, "foundry-plugin-wrong", "0.3", {"tp_wrong": f"""
         import attrs
         from model_foundry import hookimpl
-        from model_foundry.specs import ArchitectureSchema
+        from model_foundry.records import ArchitectureSchema
 
         @attrs.frozen
         class Config:

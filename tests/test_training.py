@@ -16,8 +16,8 @@ import pytest
 from model_foundry import cli, hookimpl
 from model_foundry.config import load_config
 from model_foundry.errors import ConfigError, FoundryError
-from model_foundry.schema import option, positive, probability
-from model_foundry.specs import ArchitectureSchema, Capabilities, ModelBuilder, TrainingStep
+from model_foundry.fields import option, positive, probability
+from model_foundry.records import ArchitectureSchema, Capabilities, ModelBuilder, TrainingStep
 from model_foundry.testing import isolated_registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,8 +7,8 @@ import json
 import attrs
 
 from model_foundry import cli, hookimpl
-from model_foundry.schema import option, positive
-from model_foundry.specs import ArchitectureSchema, Capabilities, ModelBuilder
+from model_foundry.fields import option, positive
+from model_foundry.records import ArchitectureSchema, Capabilities, ModelBuilder
 from model_foundry.testing import isolated_registry
 
 

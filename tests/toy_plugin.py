@@ -7,8 +7,8 @@ from typing import Literal, Optional
 import attrs
 
 from model_foundry import hookimpl
-from model_foundry.schema import option, positive, probability
-from model_foundry.specs import ArchitectureSchema, Capabilities, ModelBuilder
+from model_foundry.fields import option, positive, probability
+from model_foundry.records import ArchitectureSchema, Capabilities, ModelBuilder
 
 
 @attrs.frozen

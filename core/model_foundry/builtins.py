@@ -13,7 +13,7 @@ from model_foundry.datasets.config import (
 )
 from model_foundry.extensions import AugmentationConfig, EMAConfig, RegularizationConfig
 from model_foundry.hookspecs import hookimpl
-from model_foundry.specs import CollatorSpec, DatasetSpec, ExtensionSpec, MetricSpec, ModalitySpec, TokenizerSpec
+from model_foundry.records import CollatorSpec, DatasetSpec, ExtensionSpec, MetricSpec, ModalitySpec, TokenizerSpec
 from model_foundry.text.config import TextDataConfig
 
 

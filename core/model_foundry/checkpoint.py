@@ -23,9 +23,9 @@ from typing import Any, Callable, Iterator, Mapping
 
 import attrs
 
-from model_foundry.config import FoundryConfig, find_architecture, load_model_config, read_yaml
+from model_foundry.config import FoundryConfig, load_model_config, read_yaml
 from model_foundry.errors import ConfigError, FoundryError
-from model_foundry.plugins import Registry, get_registry
+from model_foundry.registry import Registry, find_architecture, get_registry
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.yaml"
@@ -379,7 +379,7 @@ def registry_for(directory: str, registry: Registry) -> Registry:
 
 def _convert(directory: str, registry: Registry) -> Any:
     """A foreign directory, imported by the first installed converter that recognises it."""
-    from model_foundry.specs import resolve
+    from model_foundry.records import resolve
 
     for converter, _info in registry.converters:
         if resolve(converter.detect)(directory):

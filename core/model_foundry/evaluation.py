@@ -9,7 +9,7 @@ Used by the training loop at each evaluation and by ``foundry eval``:
 * :func:`write_samples` — a seeded batch of samples written the modality's way.
 
 Metrics come through :func:`~model_foundry.hookspecs.foundry_metrics`. Each
-:class:`~model_foundry.specs.MetricSpec` names ``compute(model, dataset, context) -> dict``;
+:class:`~model_foundry.records.MetricSpec` names ``compute(model, dataset, context) -> dict``;
 evaluation runs those whose ``modalities`` include the data's and whose ``requires`` the
 model's capabilities meet, and merges their answers into one record. A metric that fails is
 a bug in its plugin: its exception propagates.
@@ -30,10 +30,9 @@ from model_foundry.errors import ConfigError, FoundryError, Problem
 if TYPE_CHECKING:
     import torch
 
-    from model_foundry.config import ModelConfig
+    from model_foundry.config import ModelConfig, TrainingConfig
     from model_foundry.datasets import Dataset, LoadedData
-    from model_foundry.plugins import Registry
-    from model_foundry.sections import TrainingConfig
+    from model_foundry.registry import Registry
 
 IGNORE_INDEX = -100  # labels that carry no loss (text padding, unmasked positions)
 SAMPLES_STEM = "samples"
@@ -70,16 +69,15 @@ def make_collator(
     generator: torch.Generator, registry: Registry | None = None,
 ) -> Callable[[Any], Any]:
     """The collator for a run: the objective's (:func:`objective_of`), or the modality's own
-    (:class:`~model_foundry.specs.ModalitySpec` ``collator``), or none (batches go in as they are).
+    (:class:`~model_foundry.records.ModalitySpec` ``collator``), or none (batches go in as they are).
 
     Its factory gets those of ``mlm_probability``, ``generator``, ``model_config`` and
     ``data_config`` (the kind's typed ``data`` fields) that its signature names, plus
     ``training.collator_options``; an option it does not take is a ConfigError there.
     An objective's factory also gets the tokenizer first (``None`` outside text).
     """
-    from model_foundry.config import unique_entry
-    from model_foundry.plugins import get_registry
-    from model_foundry.specs import resolve
+    from model_foundry.records import resolve
+    from model_foundry.registry import get_registry, unique_entry
 
     registry = registry or get_registry()
     objective = objective_of(training, model_config, registry)
@@ -189,7 +187,7 @@ def evaluate(
     (:func:`applicable_metrics`) runs with ``context.eval_loss`` set, the model in eval mode and
     inside ``sampling()`` (the weights samples come from, e.g. an EMA), on every process alike.
     """
-    from model_foundry.specs import resolve
+    from model_foundry.records import resolve
 
     if data.validation is None:
         raise FoundryError("evaluation needs a validation split, and the data has none")
@@ -214,10 +212,9 @@ def evaluate(
 
 
 def applicable_metrics(modality: str, capabilities: Any, registry: Registry | None = None) -> list[Any]:
-    """The registered :class:`~model_foundry.specs.MetricSpec` s for ``modality`` whose
+    """The registered :class:`~model_foundry.records.MetricSpec` s for ``modality`` whose
     ``requires`` the capabilities meet, in registration order."""
-    from model_foundry.config import unique_entry
-    from model_foundry.plugins import get_registry
+    from model_foundry.registry import get_registry, unique_entry
 
     found = []
     for name in (registry or get_registry()).metrics:
@@ -278,7 +275,7 @@ def write_modality_samples(modality: Any, samples: torch.Tensor, stem: str, info
     has no writer; returns the paths written."""
     import numpy as np
 
-    from model_foundry.specs import resolve
+    from model_foundry.records import resolve
 
     if modality.write_samples is None:
         np.save(stem + ".npy", samples.detach().float().cpu().numpy())

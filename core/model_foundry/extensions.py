@@ -1,7 +1,7 @@
 """Extensions: things built beside a model from the ``extensions`` section of a config.
 
 An extension is contributed through :func:`~model_foundry.hookspecs.foundry_extensions` as an
-:class:`~model_foundry.specs.ExtensionSpec` whose ``build(model, config)`` returns an
+:class:`~model_foundry.records.ExtensionSpec` whose ``build(model, config)`` returns an
 :class:`Extension`. Training calls, for each training batch and in the order the config lists
 the extensions::
 
@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any, Iterator, Literal, Mapping
 import attrs
 
 from model_foundry.errors import ConfigError, FoundryError, Problem
-from model_foundry.schema import non_negative, option, positive, probability, unit_interval
+from model_foundry.fields import non_negative, option, positive, probability, unit_interval
 
 if TYPE_CHECKING:
     import torch
 
-    from model_foundry.plugins import Registry
+    from model_foundry.registry import Registry
 
 EXTENSIONS_FILE = "extensions.safetensors"
 
@@ -74,8 +74,8 @@ def build_extensions(
     a plain mapping of its options, or ``None`` for its defaults.
     """
     from model_foundry.factory import typed_config
-    from model_foundry.plugins import get_registry
-    from model_foundry.specs import resolve
+    from model_foundry.records import resolve
+    from model_foundry.registry import get_registry
 
     registry = registry or get_registry()
     built: dict[str, Extension] = {}
@@ -88,10 +88,9 @@ def build_extensions(
 
 def default_extensions(architecture: str, registry: "Registry | None" = None) -> dict[str, Any]:
     """The typed ``extensions`` section that configs of ``architecture`` get when they have none
-    (its :attr:`~model_foundry.specs.ArchitectureSchema.default_extensions`; empty for an unknown one)."""
-    from model_foundry.config import find_architecture
+    (its :attr:`~model_foundry.records.ArchitectureSchema.default_extensions`; empty for an unknown one)."""
     from model_foundry.factory import typed_config
-    from model_foundry.plugins import Architecture, get_registry
+    from model_foundry.registry import Architecture, find_architecture, get_registry
 
     registry = registry or get_registry()
     found = find_architecture(architecture, registry)
@@ -105,7 +104,7 @@ def default_extensions(architecture: str, registry: "Registry | None" = None) ->
 
 
 def _extension_spec(registry: "Registry", name: str) -> Any:
-    from model_foundry.config import unique_entry
+    from model_foundry.registry import unique_entry
 
     spec = unique_entry(registry.extensions, name, "extension")
     if isinstance(spec, str):
@@ -185,8 +184,7 @@ def _modality(model: Any) -> str:
 
 
 def _input_key(modality: str, registry: "Registry | None" = None) -> str:
-    from model_foundry.config import unique_entry
-    from model_foundry.plugins import get_registry
+    from model_foundry.registry import get_registry, unique_entry
 
     spec = unique_entry((registry or get_registry()).modalities, modality, "modality")
     if isinstance(spec, str):

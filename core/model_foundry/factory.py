@@ -7,19 +7,13 @@ from typing import Any, Iterable, Mapping
 
 import attrs
 
-from model_foundry.config import (
-    FoundryConfig,
-    ModelConfig,
-    data_modality,
-    find_architecture,
-    load_config,
-    load_model_config,
-    unique_entry,
-)
+from model_foundry.config import FoundryConfig, ModelConfig, data_modality, load_config, load_model_config
+from model_foundry.config.structuring import Structurer
+from model_foundry.config.yaml import Located, Path
 from model_foundry.errors import ConfigError, FoundryError, Problem, did_you_mean, one_of
-from model_foundry.plugins import Architecture, Registry, get_registry
-from model_foundry.schema import Located, Path, Structurer, unstructure
-from model_foundry.specs import resolve
+from model_foundry.fields import unstructure
+from model_foundry.records import resolve
+from model_foundry.registry import Architecture, Registry, find_architecture, get_registry, unique_entry
 from model_foundry.text.config import TokenizerConfig
 
 

@@ -2,7 +2,7 @@
 
 A plugin is a module registered under the ``model_foundry`` entry-point group. It
 implements any of the hooks below with :data:`hookimpl` and nothing else. Every hook
-takes no arguments and returns a list of records from :mod:`model_foundry.specs`;
+takes no arguments and returns a list of records from :mod:`model_foundry.records`;
 heavy objects (model code, tokenizer trainers, collators) are named as
 ``"module:function"`` strings and imported on first use, so that answering a hook is
 cheap and never imports torch.
@@ -26,10 +26,10 @@ def foundry_config_schemas() -> list:
     """Declare architectures and their config schemas.
 
     Called once, when the registry is first needed (``foundry list``, ``load_config``,
-    ``create_model``...). Return a list of :class:`~model_foundry.specs.ArchitectureSchema`:
+    ``create_model``...). Return a list of :class:`~model_foundry.records.ArchitectureSchema`:
     the architecture's ``name``, its attrs ``config_class``, its ``presets`` (name -> a
     complete set of fields), ``family``, ``description`` and
-    :class:`~model_foundry.specs.Capabilities` (objectives, generation, modality).
+    :class:`~model_foundry.records.Capabilities` (objectives, generation, modality).
 
     The config class may define ``validate(self)`` yielding ``(relative.key.path, message)``
     pairs for cross-field checks, ``objectives(self)`` when the objectives it can train
@@ -43,7 +43,7 @@ def foundry_model_builders() -> list:
     """Say how to build architectures.
 
     Called once, with the schemas. Return a list of
-    :class:`~model_foundry.specs.ModelBuilder`, each naming an architecture and a
+    :class:`~model_foundry.records.ModelBuilder`, each naming an architecture and a
     ``"module:function"`` that takes a :class:`~model_foundry.config.ModelConfig` and
     returns a ``torch.nn.Module``. The function is imported only when a model is built.
     For an architecture of several modalities it reads ``model_config.modality`` (a field of
@@ -55,7 +55,7 @@ def foundry_model_builders() -> list:
 def foundry_collators() -> list:
     """Contribute data collators (``causal_lm``, ``masked_lm``, ...).
 
-    Called once. Return a list of :class:`~model_foundry.specs.CollatorSpec`; its
+    Called once. Return a list of :class:`~model_foundry.records.CollatorSpec`; its
     ``factory(tokenizer, **options)`` returns a callable from a dataset's batch (for text, a
     list of ``{"input_ids": [...]}`` examples) to a dict of tensors. Chosen by
     ``training.objective`` or :func:`model_foundry.create_collator`. The factory declares the
@@ -69,7 +69,7 @@ def foundry_collators() -> list:
 def foundry_modalities() -> list:
     """Contribute modalities (``text``, ``image``, ``audio``, ``vector``, ``point_cloud``, ...).
 
-    Called once. Return a list of :class:`~model_foundry.specs.ModalitySpec`: the modality's
+    Called once. Return a list of :class:`~model_foundry.records.ModalitySpec`: the modality's
     batch key, its default collator (preprocessing) and how its samples are written for a
     person to look at.
     """
@@ -79,7 +79,7 @@ def foundry_modalities() -> list:
 def foundry_datasets() -> list:
     """Contribute dataset kinds (``text``, ``digits``, ``toy``, ``npy``, ``image_folder``, ...).
 
-    Called once. Return a list of :class:`~model_foundry.specs.DatasetSpec`, each chosen by
+    Called once. Return a list of :class:`~model_foundry.records.DatasetSpec`, each chosen by
     ``data.kind``, with its own typed config class for the rest of the ``data`` section.
     """
 
@@ -88,7 +88,7 @@ def foundry_datasets() -> list:
 def foundry_metrics() -> list:
     """Contribute evaluation metrics (perplexity, bits/dim, sample quality, ...).
 
-    Called once. Return a list of :class:`~model_foundry.specs.MetricSpec`; evaluation runs
+    Called once. Return a list of :class:`~model_foundry.records.MetricSpec`; evaluation runs
     those that apply to the data's modality and the model's capabilities.
     """
 
@@ -97,7 +97,7 @@ def foundry_metrics() -> list:
 def foundry_extensions() -> list:
     """Contribute extensions built beside a model from the ``extensions`` section (EMA, ...).
 
-    Called once. Return a list of :class:`~model_foundry.specs.ExtensionSpec`.
+    Called once. Return a list of :class:`~model_foundry.records.ExtensionSpec`.
     """
 
 
@@ -105,7 +105,7 @@ def foundry_extensions() -> list:
 def foundry_tokenizers() -> list:
     """Contribute tokenizer kinds (``bpe``, ``wordpiece``, ``unigram``, ``char``, ...).
 
-    Called once. Return a list of :class:`~model_foundry.specs.TokenizerSpec`; its
+    Called once. Return a list of :class:`~model_foundry.records.TokenizerSpec`; its
     ``train(tokenizer_config, files)`` trains a tokenizer on text files and returns a
     ``transformers.PreTrainedTokenizerFast``. Chosen by ``tokenizer.tokenizer_type``.
     """
@@ -115,7 +115,7 @@ def foundry_tokenizers() -> list:
 def foundry_checkpoint_converters() -> list:
     """Contribute importers of foreign checkpoints (a transformers directory, ...).
 
-    Called once. Return a list of :class:`~model_foundry.specs.CheckpointConverter`.
+    Called once. Return a list of :class:`~model_foundry.records.CheckpointConverter`.
     ``model_foundry.load`` tries them, in turn, on a directory that is not a Model Foundry
     checkpoint.
     """
@@ -125,7 +125,7 @@ def foundry_checkpoint_converters() -> list:
 def foundry_exporters() -> list:
     """Say how to write an architecture's models in foreign formats (a transformers directory, ...).
 
-    Called once. Return a list of :class:`~model_foundry.specs.Exporter`, each naming an
+    Called once. Return a list of :class:`~model_foundry.records.Exporter`, each naming an
     architecture, a format (``"hf"``, ...) and a ``"module:function"``
     ``export(model, directory, tokenizer=None)`` that writes the model (and the tokenizer,
     when the checkpoint has one) into ``directory``. ``foundry export CKPT --to FORMAT OUT``
@@ -138,7 +138,7 @@ def foundry_exporters() -> list:
 def foundry_training_steps() -> list:
     """Replace the default training step for an architecture.
 
-    Called once. Return a list of :class:`~model_foundry.specs.TrainingStep`. Only for
+    Called once. Return a list of :class:`~model_foundry.records.TrainingStep`. Only for
     models that need more than one backward pass and one optimizer (GANs, for instance).
     Training then calls ``step(model, batches, context)`` once per optimizer step instead of
     its default step, with the step's micro-batches and a

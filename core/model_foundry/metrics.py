@@ -76,10 +76,9 @@ def _batches(dataset: "Dataset", batch_size: int, device: Any) -> Iterator[dict[
 
 
 def input_key_of(model: Any) -> str:
-    from model_foundry.config import unique_entry
     from model_foundry.errors import FoundryError
     from model_foundry.factory import modality_of
-    from model_foundry.plugins import get_registry
+    from model_foundry.registry import get_registry, unique_entry
 
     spec = unique_entry(get_registry().modalities, modality_of(model.config), "modality")
     if isinstance(spec, str):

@@ -1,7 +1,7 @@
 """How the built-in modalities write samples for a person to look at.
 
 Each writer is a modality's ``write_samples(samples, path_stem, **info) -> list[str]`` (see
-:class:`~model_foundry.specs.ModalitySpec`): ``samples`` is a batch in the modality's layout
+:class:`~model_foundry.records.ModalitySpec`): ``samples`` is a batch in the modality's layout
 (a tensor or an array), ``path_stem`` a path without extension. Every writer saves the raw
 batch as ``<stem>.npy`` (float32) and a view of it:
 

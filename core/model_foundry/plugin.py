@@ -16,16 +16,16 @@ from typing import Any
 
 # name -> the module that defines it
 _EXPORTS = {
-    # Hooks and the records they return (model_foundry.specs)
+    # Hooks and the records they return (model_foundry.records)
     "hookimpl": "model_foundry.hookspecs",
     **dict.fromkeys(
         ["ArchitectureSchema", "Capabilities", "ModelBuilder", "CollatorSpec", "TokenizerSpec", "CheckpointConverter",
          "Exporter", "TrainingStep", "ModalitySpec", "DatasetSpec", "MetricSpec", "ExtensionSpec"],
-        "model_foundry.specs",
+        "model_foundry.records",
     ),
     # Config classes: fields with docs and validators; the model section around them
     **dict.fromkeys(["option", "positive", "non_negative", "probability", "unit_interval", "in_range"],
-                    "model_foundry.schema"),
+                    "model_foundry.fields"),
     **dict.fromkeys(["ModelConfig", "load_model_config"], "model_foundry.config"),
     # Errors a user can fix (exit code 2 from the CLI), and warnings
     **dict.fromkeys(["FoundryError", "ConfigError", "Problem", "FoundryWarning"], "model_foundry.errors"),

@@ -16,7 +16,7 @@ the builder reads ``model_config.modality`` to build for that data (``None``: th
 ``Capabilities.modality``).
 
 What else a model can do is declared on its architecture's
-:class:`~model_foundry.specs.Capabilities` and checked by the core when the model is built
+:class:`~model_foundry.records.Capabilities` and checked by the core when the model is built
 (:func:`check_capabilities`); each capability is a method with a fixed signature:
 
 =================  ==================================================================
@@ -149,7 +149,7 @@ def unique_parameters(parameters: Iterable[nn.Parameter]) -> Iterator[nn.Paramet
 
 
 def declared_capabilities(capabilities: Any) -> list[str]:
-    """The capability names a :class:`~model_foundry.specs.Capabilities` record turns on."""
+    """The capability names a :class:`~model_foundry.records.Capabilities` record turns on."""
     return [name for name in CAPABILITY_METHODS if getattr(capabilities, name)]
 
 

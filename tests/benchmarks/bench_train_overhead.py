@@ -41,9 +41,9 @@ from model_foundry.datasets import DataContext, load_data  # noqa: E402
 from model_foundry.evaluation import make_collator  # noqa: E402
 from model_foundry.examples.shakespeare import prepare  # noqa: E402
 from model_foundry.factory import create_model  # noqa: E402
+from model_foundry.fields import option  # noqa: E402
 from model_foundry.protocol import FoundryModel, ModelOutput  # noqa: E402
-from model_foundry.schema import option  # noqa: E402
-from model_foundry.specs import ArchitectureSchema, Capabilities, ModelBuilder, TrainingStep  # noqa: E402
+from model_foundry.records import ArchitectureSchema, Capabilities, ModelBuilder, TrainingStep  # noqa: E402
 from model_foundry.testing import isolated_registry  # noqa: E402
 from model_foundry.text.data import obtain_tokenizer  # noqa: E402
 from model_foundry.training import train  # noqa: E402

@@ -48,8 +48,7 @@ def config_modality(model_config: Any, capabilities: Any) -> str:
 def open_checkpoint(directory: str, device: Any = None) -> OpenedCheckpoint:
     """Load the model in ``directory`` (a checkpoint, or a directory a converter reads) onto ``device``."""
     from model_foundry.checkpoint import CONFIG_FILE, is_checkpoint, load, read_meta, read_yaml_plain, registry_for
-    from model_foundry.config import find_architecture
-    from model_foundry.plugins import get_registry
+    from model_foundry.registry import find_architecture, get_registry
 
     registry = get_registry()
     if is_checkpoint(directory):

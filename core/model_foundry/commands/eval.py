@@ -72,9 +72,9 @@ def _text(args, opened: Any) -> tuple[dict[str, Any], str]:
     """Loss and perplexity of a language model on ``--data`` files."""
     import attrs
 
+    from model_foundry.config import TrainingConfig
     from model_foundry.evaluation import eval_collator, perplexity, validation_loss
     from model_foundry.factory import load_tokenizer
-    from model_foundry.sections import TrainingConfig
     from model_foundry.text.config import TextDataConfig
     from model_foundry.text.data import TokenBlocks, read_documents, resolve_files, tokenize_to_array
 
@@ -116,10 +116,9 @@ def _modality(args, opened: Any) -> tuple[dict[str, Any], str]:
     import os
 
     from model_foundry.commands.sample import sampling_weights_of
-    from model_foundry.config import load_config
+    from model_foundry.config import TrainingConfig, load_config
     from model_foundry.datasets import DataContext, load_data
     from model_foundry.evaluation import MetricContext, eval_collator, evaluate
-    from model_foundry.sections import TrainingConfig
     from model_foundry.training.loop import data_cache_dir
 
     model, path = opened.model, opened.config_file

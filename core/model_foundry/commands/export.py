@@ -17,8 +17,8 @@ from model_foundry.commands._checkpoint import open_checkpoint
 from model_foundry.commands.sample import sampling_weights_of
 from model_foundry.errors import FoundryError, did_you_mean
 from model_foundry.factory import load_tokenizer
-from model_foundry.plugins import Registry, get_registry
-from model_foundry.specs import Exporter, resolve
+from model_foundry.records import Exporter, resolve
+from model_foundry.registry import Registry, get_registry
 
 
 def add_parser(subparsers) -> None:

@@ -8,11 +8,9 @@ import attrs
 
 from model_foundry.commands._output import print_json, print_table
 from model_foundry.commands.list import capability_labels
-from model_foundry.config import find_architecture
 from model_foundry.errors import ConfigError, Problem
-from model_foundry.plugins import get_registry
-from model_foundry.registry import report_plugin_problems
-from model_foundry.schema import iter_fields, type_name, unstructure
+from model_foundry.fields import iter_fields, type_name, unstructure
+from model_foundry.registry import find_architecture, get_registry, report_plugin_problems
 
 
 def add_parser(subparsers) -> None:

@@ -368,7 +368,7 @@ def check_name_is_free(name: str) -> None:
     would replace that plugin's distribution or clash with its architecture."""
     from importlib import metadata
 
-    from model_foundry.plugins import get_registry
+    from model_foundry.registry import get_registry
 
     distribution = f"foundry-plugin-{name}"
     try:

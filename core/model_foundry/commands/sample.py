@@ -99,9 +99,8 @@ def output_stem(out: str) -> str:
 
 def write_samples(samples: Any, stem: str, modality: str, info: Any) -> list[str]:
     """Write ``samples`` with ``modality``'s writer; returns the paths written."""
-    from model_foundry.config import unique_entry
     from model_foundry.evaluation import write_modality_samples
-    from model_foundry.plugins import get_registry
+    from model_foundry.registry import get_registry, unique_entry
 
     spec = unique_entry(get_registry().modalities, modality, "modality")
     if isinstance(spec, str):

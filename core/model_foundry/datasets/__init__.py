@@ -1,7 +1,7 @@
 """Datasets of any modality, contributed through :func:`~model_foundry.hookspecs.foundry_datasets`.
 
 The ``data`` section of a config names a dataset ``kind`` (default ``text``); the kind's
-:class:`~model_foundry.specs.DatasetSpec` types the rest of the section and names a loader
+:class:`~model_foundry.records.DatasetSpec` types the rest of the section and names a loader
 ``load(data_config, context) -> LoadedData``. Training and evaluation only ever see a
 :class:`LoadedData`: two :class:`Dataset` splits whose ``batch(indices)`` is handed to a
 collator, and what kind of examples they hold.
@@ -55,10 +55,9 @@ class LoadedData:
 
 def load_data(data: Any, context: DataContext, registry: Any = None) -> LoadedData:
     """Load a ``data`` section (a :class:`~model_foundry.config.DataSection`) through its kind's loader."""
-    from model_foundry.config import unique_entry
     from model_foundry.errors import ConfigError, Problem
-    from model_foundry.plugins import get_registry
-    from model_foundry.specs import resolve
+    from model_foundry.records import resolve
+    from model_foundry.registry import get_registry, unique_entry
 
     spec = unique_entry((registry or get_registry()).datasets, data.kind, "dataset kind")
     if isinstance(spec, str):

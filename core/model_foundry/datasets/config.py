@@ -12,7 +12,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from model_foundry.schema import non_negative, option, positive, probability
+from model_foundry.fields import non_negative, option, positive, probability
 
 TOY_DISTRIBUTIONS = ("moons", "circles", "8gaussians", "checkerboard", "swiss_roll", "s_curve")
 # Distributions that also exist in 3-D (the others are planar only).

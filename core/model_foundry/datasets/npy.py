@@ -29,7 +29,7 @@ from model_foundry.datasets.arrays import split_arrays
 from model_foundry.datasets.config import NpyDataConfig
 from model_foundry.datasets.images import scale_levels
 from model_foundry.errors import ConfigError, Problem
-from model_foundry.specs import ModalitySpec
+from model_foundry.records import ModalitySpec
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK"
@@ -74,8 +74,7 @@ def read_array(path: str, array_key: str | None, key: str, key_of_name: str | No
 
 def modality_spec(name: str) -> ModalitySpec:
     """The registered modality ``name`` (its batch key and layout)."""
-    from model_foundry.config import unique_entry
-    from model_foundry.plugins import get_registry
+    from model_foundry.registry import get_registry, unique_entry
 
     spec = unique_entry(get_registry().modalities, name, "modality")
     if isinstance(spec, str):

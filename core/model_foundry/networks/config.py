@@ -23,7 +23,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from model_foundry.schema import option, positive
+from model_foundry.fields import option, positive
 
 Activation = Literal["relu", "leaky_relu", "gelu", "silu", "tanh", "elu"]
 NetworkKind = Literal["mlp", "conv"]

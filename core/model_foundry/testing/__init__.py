@@ -13,7 +13,8 @@ import os
 import textwrap
 from typing import Iterator, Mapping, Sequence
 
-from model_foundry.plugins import PluginInfo, Registry, build_registry, set_registry
+from model_foundry.discovery import build_registry
+from model_foundry.registry import PluginInfo, Registry, set_registry
 
 
 def plugin_info(name: str = "test-plugin", distribution: str = "test-plugin", version: str = "0.0.0") -> PluginInfo:

@@ -38,9 +38,9 @@ import sys
 import tempfile
 from typing import Any, Callable
 
-from model_foundry.config import ModelConfig, architecture_schema, find_architecture, load_model_config
+from model_foundry.config import ModelConfig, architecture_schema, load_model_config
 from model_foundry.errors import FoundryError
-from model_foundry.plugins import Architecture, get_registry
+from model_foundry.registry import Architecture, find_architecture, get_registry
 from model_foundry.text.config import has_vocabulary
 
 SAMPLE_TEXT = (
@@ -108,8 +108,8 @@ def _collate(examples: Any, model_config: ModelConfig, modality: str, tokenizer:
     """``examples`` through the collator training would use, with every random draw seeded."""
     import torch
 
+    from model_foundry.config import TrainingConfig
     from model_foundry.evaluation import make_collator
-    from model_foundry.sections import TrainingConfig
 
     training = TrainingConfig(objective=objective, mlm_probability=0.3)
     return make_collator(training, model_config, None, modality, tokenizer, torch.Generator().manual_seed(0))(examples)
@@ -134,7 +134,7 @@ def fixture_batch(
     """
     import torch
 
-    from model_foundry.config import unique_entry
+    from model_foundry.registry import unique_entry
 
     spec = unique_entry(get_registry().modalities, modality, "modality")
     if isinstance(spec, str):
@@ -417,7 +417,7 @@ def check_latent(name: str, preset: str = "tiny", device: Any = None) -> None:
     and decoding the latents gives data shaped like the batch."""
     import torch
 
-    from model_foundry.config import unique_entry
+    from model_foundry.registry import unique_entry
 
     found = _architecture(name)
     if not found.schema.capabilities.latent:
@@ -439,7 +439,7 @@ def check_energy_and_score(name: str, preset: str = "tiny", device: Any = None) 
     """``energy(x)`` is one finite value per example; ``score(x)`` is finite and shaped like ``x``."""
     import torch
 
-    from model_foundry.config import unique_entry
+    from model_foundry.registry import unique_entry
 
     found = _architecture(name)
     capabilities = found.schema.capabilities

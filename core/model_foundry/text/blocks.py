@@ -24,7 +24,7 @@ from typing import Literal
 
 import attrs
 
-from model_foundry.schema import option, positive, probability
+from model_foundry.fields import option, positive, probability
 
 # The activations both transformers' GPT-2 and BERT accept (their ACT2FN names).
 Activation = Literal[

@@ -11,7 +11,7 @@ from typing import Any, Literal, Optional
 import attrs
 
 from model_foundry.errors import did_you_mean
-from model_foundry.schema import in_range, option, positive, probability
+from model_foundry.fields import in_range, option, positive, probability
 
 SPECIAL_TOKEN_ROLES = ("bos_token", "eos_token", "unk_token", "pad_token", "cls_token", "sep_token", "mask_token")
 

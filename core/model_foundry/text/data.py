@@ -32,7 +32,7 @@ from model_foundry.checkpoint import atomic_directory
 from model_foundry.datasets import DataContext, LoadedData
 from model_foundry.datasets.files import file_stamps, fingerprint
 from model_foundry.errors import ConfigError, FoundryError, Problem
-from model_foundry.schema import unstructure
+from model_foundry.fields import unstructure
 from model_foundry.text.config import TextDataConfig, TokenizerConfig
 
 CACHE_FORMAT = 1

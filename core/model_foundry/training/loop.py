@@ -24,11 +24,18 @@ import numpy as np
 import torch
 
 from model_foundry.checkpoint import save
-from model_foundry.config import DataSection, FoundryConfig, ModelConfig, apply_overrides, read_yaml
+from model_foundry.config import (
+    DataSection,
+    FoundryConfig,
+    ModelConfig,
+    OptimizerConfig,
+    TrainingConfig,
+    apply_overrides,
+    read_yaml,
+)
 from model_foundry.errors import ConfigError, FoundryError, Problem
 from model_foundry.evaluation import to_device
 from model_foundry.protocol import FoundryModel
-from model_foundry.sections import OptimizerConfig, TrainingConfig
 from model_foundry.training import rundir
 from model_foundry.training.reporting import LOSS_CURVE_FILE, MetricsLog, Progress, plot_loss_curve
 from model_foundry.training.rundir import FINAL_DIR, SAMPLES_DIR
@@ -462,7 +469,7 @@ def train(
     time holds an output directory (see :mod:`model_foundry.training.rundir`).
     """
     from model_foundry.config import data_modality
-    from model_foundry.plugins import get_registry
+    from model_foundry.registry import get_registry
 
     if resume and overwrite:
         raise FoundryError("--resume and --overwrite exclude each other: continue the earlier run, or replace it")
@@ -484,7 +491,7 @@ def _train(config: FoundryConfig, candidates: list[str], overrides: tuple[str, .
     from, newest first (none: start afresh)."""
     from accelerate.utils import gather_object, set_seed
 
-    from model_foundry.config import data_modality, find_architecture, unique_entry
+    from model_foundry.config import data_modality
     from model_foundry.datasets import DataContext, load_data
     from model_foundry.evaluation import MetricContext, eval_collator, evaluate, make_collator, write_samples
     from model_foundry.extensions import (
@@ -494,8 +501,8 @@ def _train(config: FoundryConfig, candidates: list[str], overrides: tuple[str, .
         save_extension_states,
     )
     from model_foundry.factory import create_model
-    from model_foundry.plugins import get_registry
-    from model_foundry.specs import resolve
+    from model_foundry.records import resolve
+    from model_foundry.registry import find_architecture, get_registry, unique_entry
 
     registry = get_registry()
     model_config, data_section, training = _sections(config)

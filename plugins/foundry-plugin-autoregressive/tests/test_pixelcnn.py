@@ -7,12 +7,11 @@ import math
 import pytest
 import torch
 
-from model_foundry.config import find_architecture
 from model_foundry.datasets.arrays import ArrayDataset
 from model_foundry.errors import FoundryError
 from model_foundry.evaluation import MetricContext
 from model_foundry.metrics import bits_per_dim
-from model_foundry.plugins import get_registry
+from model_foundry.registry import find_architecture, get_registry
 
 
 def dependencies(model, height: int, width: int) -> dict[tuple[int, int], set[tuple[int, int]]]:

@@ -23,7 +23,7 @@ from model_foundry import create_model
 from model_foundry.datasets.arrays import ArrayDataset
 from model_foundry.evaluation import MetricContext
 from model_foundry.metrics import bits_per_dim
-from model_foundry.plugins import get_registry
+from model_foundry.registry import get_registry
 
 IMAGE_FLOWS = {
     "realnvp": {"flow_type": "realnvp", "mask": "alternate"},

@@ -9,7 +9,7 @@ import torch
 from foundry_plugin_gan.training import adversarial_step
 
 from model_foundry import create_model
-from model_foundry.sections import TrainingConfig
+from model_foundry.config import TrainingConfig
 from model_foundry.training.loop import StepContext, build_optimizers
 
 

@@ -162,5 +162,5 @@ def _init_vocabulary(embeddings: nn.Embedding, head: nn.Linear) -> None:
 
 
 def build(model_config: ModelConfig) -> RecurrentLanguageModel:
-    """The builder named by the plugin's :class:`~model_foundry.specs.ModelBuilder`."""
+    """The builder named by the plugin's :class:`~model_foundry.records.ModelBuilder`."""
     return RecurrentLanguageModel(with_vocab_size(model_config))

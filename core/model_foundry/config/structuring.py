@@ -1,89 +1,26 @@
-"""Typed config classes: fields with docs and validators, located structuring, JSON Schema.
+"""Structuring: located plain data into attrs config instances, with every problem located.
 
-Config classes are plain attrs classes. Declare fields with :func:`option` to give them a
-doc string (shown by ``foundry info`` and in the JSON Schema) and validators from this
-module, whose messages are written for users::
-
-    @attrs.frozen
-    class TransformerConfig:
-        layers: int = option(12, doc="number of blocks", validator=positive)
-
-A class may also define ``validate(self)`` yielding ``(relative.key, message)`` pairs for
-checks that involve several fields; each is reported on the line of the key it names.
+:class:`Structurer` walks the data along the config class's type hints and collects a
+:class:`~model_foundry.errors.Problem` for each thing wrong (``FILE:LINE:COL: key.path:
+message``), so that a file's problems are all reported at once. Per class it reports unknown
+keys (with a did-you-mean), missing keys and values of the wrong type, runs each field's
+validators one by one, and builds the instance even when some values are out of range so that
+the class's cross-field ``validate()`` is reported in the same pass.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import enum
-import functools
-import math
-import sys
 import types
 import typing
-from typing import Any, Callable, Iterator, Literal, Mapping
+from typing import Any, Literal, Mapping
 
 import attrs
 
-from model_foundry.errors import Location, Problem, did_you_mean, one_of
-
-DOC = "foundry_doc"
-Path = tuple[str | int, ...]
-
-
-def option(default: Any = attrs.NOTHING, *, doc: str = "", validator: Any = None, factory: Any = None) -> Any:
-    """An attrs field with a user-facing ``doc`` and validators.
-
-    ``factory`` gives a fresh mutable default (a list or dict) for each instance.
-    """
-    if factory is not None:
-        default = attrs.Factory(factory)
-    return attrs.field(default=default, validator=validator, metadata={DOC: doc})
-
-
-def _check(predicate: Callable[[Any], bool], message: str) -> Callable[[Any, Any, Any], None]:
-    def validator(_instance: Any, _attribute: Any, value: Any) -> None:
-        if value is not None and not predicate(value):
-            raise ValueError(f"{message}, got {value!r}")
-
-    return validator
-
-
-positive = _check(lambda v: v > 0, "must be > 0")
-non_negative = _check(lambda v: v >= 0, "must be >= 0")
-probability = _check(lambda v: 0 <= v < 1, "must be in [0, 1)")
-unit_interval = _check(lambda v: 0 <= v <= 1, "must be in [0, 1]")
-finite = _check(math.isfinite, "must be a finite number")
-
-
-def in_range(low: float, high: float) -> Callable[[Any, Any, Any], None]:
-    return _check(lambda v: low <= v <= high, f"must be between {low} and {high}")
-
-
-def dotted(path: Path) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-@attrs.define
-class Located:
-    """Plain data (dicts, lists, scalars) with the location of every key and value in it."""
-
-    data: Any
-    values: dict[Path, Location] = attrs.field(factory=dict)
-    keys: dict[Path, Location] = attrs.field(factory=dict)
-
-    def where(self, path: Path, key: bool = False) -> Location | None:
-        """The location of ``path`` (its key if ``key``), else of its nearest located parent."""
-        table = self.keys if key else self.values
-        if path in table:
-            return table[path]
-        while path:
-            path = path[:-1]
-            if path in self.values:
-                return self.values[path]
-        return None
+from model_foundry.config.yaml import Located, Path, dotted
+from model_foundry.errors import Problem, did_you_mean, one_of
+from model_foundry.fields import describe, field_types, nested_class
 
 
 @attrs.define
@@ -133,7 +70,7 @@ class Structurer:
             hint = did_you_mean(str(value), [str(v) for v in members])
             self.problem(path, f"{value!r} is not one of: {', '.join(map(str, members))}{hint}")
             return attrs.NOTHING
-        if origin in (list, tuple, typing.Sequence, _abc_sequence()):
+        if origin in (list, tuple, typing.Sequence, collections.abc.Sequence):
             if not isinstance(value, list):
                 self.problem(path, f"expected a list, got {_show(value)}; write [a, b] (on the command line: "
                              f"--set {dotted(path)}='[a, b]')")
@@ -141,7 +78,7 @@ class Structurer:
             args = typing.get_args(kind) or (Any,)
             items = [self.structure(v, args[0], path + (i,)) for i, v in enumerate(value)]
             return tuple(items) if origin is tuple else items
-        if origin in (dict, typing.Mapping, _abc_mapping()):
+        if origin in (dict, typing.Mapping, collections.abc.Mapping):
             if not isinstance(value, dict):
                 self.problem(path, f"expected a mapping, got {_show(value)}")
                 return attrs.NOTHING
@@ -233,18 +170,6 @@ def _validator_message(exc: Exception) -> str:
     return text
 
 
-def _abc_sequence() -> Any:
-    import collections.abc
-
-    return collections.abc.Sequence
-
-
-def _abc_mapping() -> Any:
-    import collections.abc
-
-    return collections.abc.Mapping
-
-
 def _show(value: Any) -> str:
     if isinstance(value, dict):
         return "a mapping"
@@ -253,129 +178,6 @@ def _show(value: Any) -> str:
     if value is None:
         return "null"
     return f"{type(value).__name__} {value!r}"
-
-
-@functools.lru_cache(maxsize=None)
-def field_types(cls: type) -> dict[str, Any]:
-    """Resolved type hints of an attrs class (string annotations included)."""
-    module = sys.modules.get(cls.__module__)
-    return typing.get_type_hints(cls, globalns=vars(module) if module else None)
-
-
-def describe(kind: Any) -> str:
-    """A short, human description of a type: ``an integer``, ``one of: a, b``..."""
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):
-        parts = [describe(a) for a in typing.get_args(kind) if a is not type(None)]
-        return " or ".join(parts)
-    if origin is Literal:
-        return "one of: " + ", ".join(map(str, typing.get_args(kind)))
-    if isinstance(kind, type) and issubclass(kind, enum.Enum):
-        return "one of: " + ", ".join(str(m.value) for m in kind)
-    if origin in (list, tuple):
-        return f"a list of {describe((typing.get_args(kind) or (Any,))[0]).removeprefix('an ').removeprefix('a ')}s"
-    if origin in (dict, typing.Mapping):
-        return "a mapping"
-    if attrs.has(kind):
-        return f"a mapping ({kind.__name__})"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(kind, str(kind))
-
-
-def type_name(kind: Any) -> str:
-    """A compact type name for tables: ``int``, ``float | None``, ``gelu | relu``."""
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):
-        return " | ".join(type_name(a) for a in typing.get_args(kind))
-    if origin is Literal:
-        return " | ".join(map(str, typing.get_args(kind)))
-    if origin in (list, tuple):
-        return f"list[{type_name((typing.get_args(kind) or (Any,))[0])}]"
-    if origin in (dict, typing.Mapping):
-        return "mapping"
-    if kind is type(None):
-        return "None"
-    return getattr(kind, "__name__", str(kind))
-
-
-def unstructure(value: Any) -> Any:
-    """Config instances back to plain YAML-able data (through cattrs)."""
-    from model_foundry.converter import converter
-
-    return converter.unstructure(value)
-
-
-def iter_fields(cls: type, prefix: str = "") -> Iterator[tuple[str, Any, Any, str]]:
-    """``(dotted.name, type, default, doc)`` for every leaf field of a config class."""
-    hints = field_types(cls)
-    for field in attrs.fields(cls):
-        kind = hints[field.name]
-        name = f"{prefix}{field.name}"
-        nested = _nested_class(kind)
-        if nested is not None:
-            yield name, kind, {}, field.metadata.get(DOC, "")  # a block: its fields follow
-            yield from iter_fields(nested, name + ".")
-            continue
-        default = field.default
-        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-            default = default.factory()
-        yield name, kind, default, field.metadata.get(DOC, "")
-
-
-def _nested_class(kind: Any) -> type | None:
-    if attrs.has(kind):
-        return kind
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(kind) if attrs.has(a)]
-        return inner[0] if len(inner) == 1 else None
-    return None
-
-
-def json_schema(kind: Any) -> dict[str, Any]:
-    """JSON Schema (draft 2020-12) of a config type."""
-    origin = typing.get_origin(kind)
-    if kind is Any:
-        return {}
-    if origin in (typing.Union, types.UnionType):
-        return {"anyOf": [json_schema(a) for a in typing.get_args(kind)]}
-    if kind is type(None):
-        return {"type": "null"}
-    if origin is Literal:
-        return {"enum": list(typing.get_args(kind))}
-    if isinstance(kind, type) and issubclass(kind, enum.Enum):
-        return {"enum": [m.value for m in kind]}
-    if origin in (list, tuple):
-        return {"type": "array", "items": json_schema((typing.get_args(kind) or (Any,))[0])}
-    if origin in (dict, typing.Mapping):
-        args = typing.get_args(kind)
-        return {"type": "object", "additionalProperties": json_schema(args[1]) if args else {}}
-    if attrs.has(kind):
-        return class_schema(kind)
-    simple = {bool: "boolean", int: "integer", float: "number", str: "string"}
-    return {"type": simple[kind]} if kind in simple else {}
-
-
-def class_schema(cls: type, require: bool = True) -> dict[str, Any]:
-    hints = field_types(cls)
-    properties: dict[str, Any] = {}
-    required = []
-    for field in attrs.fields(cls):
-        prop = json_schema(hints[field.name])
-        if field.metadata.get(DOC):
-            prop["description"] = field.metadata[DOC]
-        default = field.default
-        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-            default = default.factory()
-        if default is attrs.NOTHING:
-            required.append(field.name)
-        elif not attrs.has(type(default)):
-            prop["default"] = unstructure(default)
-        properties[field.name] = prop
-    schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
-    if cls.__doc__:
-        schema["description"] = cls.__doc__.strip().split("\n\n")[0]
-    if required and require:
-        schema["required"] = required
-    return schema
 
 
 def global_defaults(cls: type) -> tuple[str, tuple[str, ...]] | None:
@@ -400,7 +202,7 @@ def apply_global_defaults(cls: type, source: Located, path: Path, structurer: St
     hints = field_types(cls)
     target_fields: dict[str, set[str]] = {}
     for target in targets:
-        nested = _nested_class(hints[target]) if target in hints else None
+        nested = nested_class(hints[target]) if target in hints else None
         target_fields[target] = {f.name for f in attrs.fields(nested)} if nested else set()
     known = set().union(*target_fields.values())
     for key in shared:

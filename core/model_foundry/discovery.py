@@ -1,4 +1,4 @@
-"""Finding plugins and asking them what they contribute.
+"""Finding plugins and asking them what they contribute: how a :class:`~model_foundry.registry.Registry` is built.
 
 Plugins are modules registered under the ``model_foundry`` entry-point group. Loading
 follows four rules (see docs/plugins.md):
@@ -27,10 +27,11 @@ from typing import Any, Iterable
 
 import attrs
 import pluggy
+from packaging.utils import canonicalize_name
 
 from model_foundry import hookspecs
 from model_foundry.errors import did_you_mean
-from model_foundry.specs import (
+from model_foundry.records import (
     ArchitectureSchema,
     CheckpointConverter,
     CollatorSpec,
@@ -43,6 +44,7 @@ from model_foundry.specs import (
     TokenizerSpec,
     TrainingStep,
 )
+from model_foundry.registry import Architecture, PluginError, PluginInfo, Registry, get_registry
 
 GROUP = hookspecs.PROJECT
 CORE_DISTRIBUTION = "model-foundry"
@@ -57,152 +59,13 @@ HEAVY_MODULES = ("torch", "transformers", "tensorflow", "jax")
 ISOLATED = (Exception, SystemExit, KeyboardInterrupt)
 
 
-def normalize_distribution(name: str) -> str:
-    """PEP 503 normal form, so that ``Foundry_Plugin.BERT`` and ``foundry-plugin-bert`` match."""
-    from packaging.utils import canonicalize_name
-
-    return canonicalize_name(name)
-
-
 def _names_from_env(variable: str) -> set[str]:
     value = os.environ.get(variable, "")
-    return {normalize_distribution(part.strip()) for part in value.split(",") if part.strip()}
+    return {canonicalize_name(part.strip()) for part in value.split(",") if part.strip()}
 
 
 def strict() -> bool:
     return os.environ.get(STRICT_ENV, "").lower() in {"1", "true", "yes", "on"}
-
-
-@attrs.frozen
-class PluginInfo:
-    """One plugin module and the distribution that ships it."""
-
-    name: str
-    distribution: str
-    version: str
-    module: str
-    import_seconds: float | None = attrs.field(default=None, eq=False)  # None: not imported through discovery
-    heavy_imports: tuple[str, ...] = attrs.field(default=(), eq=False)  # heavy modules its import pulled in
-
-
-@attrs.frozen
-class PluginError:
-    """A plugin that could not be imported, or a hook of it that raised."""
-
-    plugin: str
-    distribution: str
-    version: str
-    stage: str  # "import" or the hook's name
-    error: str
-    traceback: str = attrs.field(repr=False, default="")
-
-    def __str__(self) -> str:
-        return f"{self.distribution} {self.version} ({self.plugin}): {self.stage} failed: {self.error}"
-
-
-@attrs.frozen
-class Architecture:
-    """An installed architecture: its schema, its builder, and where it comes from."""
-
-    schema: ArchitectureSchema
-    plugin: PluginInfo
-    builder: ModelBuilder | None = None
-
-    @property
-    def name(self) -> str:
-        return self.schema.name
-
-    def as_record(self) -> dict[str, Any]:
-        caps = self.schema.capabilities
-        return {
-            "name": self.schema.name,
-            "distribution": self.plugin.distribution,
-            "version": self.plugin.version,
-            "family": self.schema.family,
-            "description": self.schema.description,
-            "presets": list(self.schema.presets),
-            "objectives": list(caps.objectives),
-            "supports_generation": caps.supports_generation,
-            "modality": caps.modality,
-            "modalities": list(caps.supported_modalities),
-            # Every capability field of the record, so that one added there is listed without a change here.
-            "capabilities": {
-                key: value for key, value in attrs.asdict(caps).items() if key not in ("objectives", "modality", "modalities")
-            },
-            "buildable": self.builder is not None,
-        }
-
-
-@attrs.define
-class Registry:
-    """Everything the installed (and allowed) plugins contribute."""
-
-    plugins: list[PluginInfo] = attrs.field(factory=list)
-    errors: list[PluginError] = attrs.field(factory=list)
-    warnings: list[str] = attrs.field(factory=list)
-    blocked: list[PluginInfo] = attrs.field(factory=list)
-    architectures: dict[str, list[Architecture]] = attrs.field(factory=dict)
-    collators: dict[str, list[tuple[CollatorSpec, PluginInfo]]] = attrs.field(factory=dict)
-    tokenizers: dict[str, list[tuple[TokenizerSpec, PluginInfo]]] = attrs.field(factory=dict)
-    converters: list[tuple[CheckpointConverter, PluginInfo]] = attrs.field(factory=list)
-    exporters: list[tuple[Exporter, PluginInfo]] = attrs.field(factory=list)
-    training_steps: dict[str, list[tuple[TrainingStep, PluginInfo]]] = attrs.field(factory=dict)
-    modalities: dict[str, list[tuple[ModalitySpec, PluginInfo]]] = attrs.field(factory=dict)
-    datasets: dict[str, list[tuple[DatasetSpec, PluginInfo]]] = attrs.field(factory=dict)
-    metrics: dict[str, list[tuple[MetricSpec, PluginInfo]]] = attrs.field(factory=dict)
-    extensions: dict[str, list[tuple[ExtensionSpec, PluginInfo]]] = attrs.field(factory=dict)
-
-    def conflicts(self) -> dict[str, list[str]]:
-        """Names contributed by more than one distribution, with those distributions."""
-        found: dict[str, list[str]] = {}
-        for kind, table in (
-            ("architecture", self.architectures),
-            ("collator", self.collators),
-            ("tokenizer", self.tokenizers),
-            ("modality", self.modalities),
-            ("dataset", self.datasets),
-            ("metric", self.metrics),
-            ("extension", self.extensions),
-        ):
-            for name, entries in table.items():
-                dists = [_plugin_of(entry).distribution for entry in entries]
-                if len(set(dists)) > 1:
-                    found[f"{kind} {name}"] = dists
-        return found
-
-    def preferring(self, architecture: str, distribution: str | None) -> Registry:
-        """This registry with ``architecture`` provided by ``distribution`` alone, where several
-        distributions provide it and ``distribution`` is one of them (a checkpoint records the one
-        it was saved with); otherwise this very registry."""
-        entries = self.architectures.get(architecture, [])
-        chosen = [entry for entry in entries if entry.plugin.distribution == distribution]
-        if not chosen or len(chosen) == len(entries):
-            return self
-        steps = [entry for entry in self.training_steps.get(architecture, []) if entry[1].distribution == distribution]
-        return attrs.evolve(self, architectures={**self.architectures, architecture: chosen},
-                            training_steps={**self.training_steps, architecture: steps})
-
-    def contributions(self, plugin: PluginInfo) -> dict[str, list[str]]:
-        """What one plugin contributes, by kind (for ``foundry plugins``)."""
-        def names(table: dict[str, list[Any]]) -> list[str]:
-            return sorted(n for n, entries in table.items() if any(_plugin_of(e) == plugin for e in entries))
-
-        return {
-            "architectures": names(self.architectures),
-            "collators": names(self.collators),
-            "tokenizers": names(self.tokenizers),
-            "checkpoint_converters": sorted(c.name for c, p in self.converters if p == plugin),
-            "exporters": sorted(f"{e.architecture}->{e.format}" for e, p in self.exporters if p == plugin),
-            "training_steps": names(self.training_steps),
-            "modalities": names(self.modalities),
-            "datasets": names(self.datasets),
-            "metrics": names(self.metrics),
-            "extensions": names(self.extensions),
-        }
-
-
-def _plugin_of(entry: Any) -> PluginInfo:
-    return entry.plugin if isinstance(entry, Architecture) else entry[1]
 
 
 def make_plugin_manager() -> pluggy.PluginManager:
@@ -215,7 +78,7 @@ def _distribution_of(entry_point: metadata.EntryPoint) -> tuple[str, str]:
     dist = getattr(entry_point, "dist", None)
     if dist is None:
         return "unknown", "?"
-    return normalize_distribution(dist.metadata["Name"] or dist.name), dist.version
+    return canonicalize_name(dist.metadata["Name"] or dist.name), dist.version
 
 
 def discover(manager: pluggy.PluginManager, registry: Registry) -> None:
@@ -264,7 +127,6 @@ def _api_problem(entry_point: metadata.EntryPoint) -> str | None:
     requirement on model-foundry excludes the installed core), or None. The plugin API is versioned with
     the core: releases 0.x.* share one (docs/plugins.md, "Compatibility")."""
     from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.utils import canonicalize_name
 
     from model_foundry import __version__
 
@@ -407,22 +269,6 @@ def build_registry(plugins: Iterable[tuple[object, PluginInfo]] = (), discover_e
     return collect(manager, registry)
 
 
-def _merge(into: Registry, other: Registry) -> None:
-    for field in attrs.fields(Registry):
-        target, source = getattr(into, field.name), getattr(other, field.name)
-        if isinstance(target, dict):
-            for name, entries in source.items():
-                target.setdefault(name, []).extend(entries)
-        else:
-            target.extend(source)
-
-
-def _owner(entry: Any) -> PluginInfo | None:
-    if isinstance(entry, PluginInfo):
-        return entry
-    return _plugin_of(entry) if isinstance(entry, (Architecture, tuple)) else None
-
-
 def register_plugin(plugin: object, name: str | None = None) -> PluginInfo:
     """Register a plugin object (a module, a class instance) with the process registry at run
     time, e.g. in a notebook; returns the :class:`PluginInfo` it is listed under.
@@ -437,7 +283,7 @@ def register_plugin(plugin: object, name: str | None = None) -> PluginInfo:
 
     registry = get_registry()
     name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
-    info = PluginInfo(name, normalize_distribution(name), "runtime", getattr(plugin, "__module__", None) or name)
+    info = PluginInfo(name, canonicalize_name(name), "runtime", getattr(plugin, "__module__", None) or name)
     if info in registry.plugins:
         raise FoundryError(f"a plugin called {name!r} is already registered; unregister_plugin({name!r}) first")
     scratch = Registry()
@@ -446,7 +292,7 @@ def register_plugin(plugin: object, name: str | None = None) -> PluginInfo:
     collect(manager, scratch)
     if scratch.errors:
         raise FoundryError("the plugin could not be registered:\n" + "\n".join(f"  {error}" for error in scratch.errors))
-    _merge(registry, scratch)
+    registry.merge(scratch)
     return info
 
 
@@ -458,27 +304,4 @@ def unregister_plugin(name: str) -> None:
     found = [info for info in registry.plugins if info.name == name and info.version == "runtime"]
     if not found:
         raise FoundryError(f"no plugin called {name!r} was registered with register_plugin")
-    for field in attrs.fields(Registry):
-        value = getattr(registry, field.name)
-        for key, entries in list(value.items()) if isinstance(value, dict) else [(None, value)]:
-            entries[:] = [entry for entry in entries if _owner(entry) != found[0]]
-            if key is not None and not entries:
-                del value[key]
-
-
-_current: Registry | None = None
-
-
-def get_registry() -> Registry:
-    """The process-wide registry, built on first use."""
-    global _current
-    if _current is None:
-        _current = build_registry()
-    return _current
-
-
-def set_registry(registry: Registry | None) -> Registry | None:
-    """Install ``registry`` as the process-wide one (``None`` rebuilds on next use); returns the old one."""
-    global _current
-    previous, _current = _current, registry
-    return previous
+    registry.remove(found[0])

@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional
 
 import attrs
 
-from model_foundry.schema import finite, in_range, non_negative, option, positive, probability, unit_interval
+from model_foundry.fields import finite, in_range, non_negative, option, positive, probability, unit_interval
 
 
 @attrs.frozen
