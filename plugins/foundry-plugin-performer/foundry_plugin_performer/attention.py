@@ -1,10 +1,9 @@
-"""FAVOR+ attention: positive orthogonal random features for the softmax kernel (Choromanski et al., 2021).
+"""FAVOR+ attention (Choromanski et al., 2021): the random projection, the tuned tiles and :class:`FavorAttention`.
 
-Reading order: the random projection, the feature map, bidirectional linear attention, causal
-linear attention (chunkwise, with the final recurrent state), one-token recurrent decoding, the
-tiled passes (the forward for when nothing needs a gradient, and causal and bidirectional
-attention with their own backward), and :class:`FavorAttention`, the module the Performer layers
-hold.
+Reading order: the random projection, the tiled passes (the forward for when nothing needs a
+gradient, and causal and bidirectional attention with their own backward), and
+:class:`FavorAttention`, the module the Performer layers hold. The same maths written plainly,
+which the tests compare the tiles against, is :mod:`foundry_plugin_performer.reference`.
 
 How the maths works -- the feature map, the stabiliser that keeps it exact and strictly causal,
 the chunked causal pass and the recurrent state -- is explained in ``docs/plugins/performer.md``
@@ -15,24 +14,24 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
 
 import torch
 from torch import nn
 
-__all__ = [
-    "CausalLinearState",
-    "FavorAttention",
-    "FavorFeatures",
-    "causal_linear_attention",
-    "causal_linear_attention_step",
-    "causal_linear_attention_with_state",
-    "default_nb_features",
-    "favor_features",
-    "linear_attention",
-    "orthogonal_gaussian_projection",
-]
+from foundry_plugin_performer.reference import (
+    CausalLinearState,
+    FavorFeatures,
+    causal_linear_attention,
+    causal_linear_attention_step,
+    empty_to_one,
+    favor_features,
+    linear_attention,
+    lowest,
+    padding_mask,
+)
+
+__all__ = ["FavorAttention", "default_nb_features", "orthogonal_gaussian_projection"]
 
 
 def default_nb_features(dim_head: int) -> int:
@@ -73,205 +72,6 @@ def orthogonal_gaussian_projection(
     directions = q.transpose(-1, -2).reshape(nb_blocks * dim, dim)[:nb_features]
     norms = torch.randn(nb_features, dim, generator=generator, device=draw_device, dtype=torch.float64).norm(dim=-1)
     return (directions * norms[:, None]).to(device=device, dtype=dtype)
-
-
-# --- feature map ------------------------------------------------------------------------------
-
-
-class FavorFeatures(NamedTuple):
-    """Positive random features of a batch of positions, kept in a numerically safe form.
-
-    ``phi(x) = features * exp(log_scale)``, up to the stabiliser ``eps``: ``features``
-    (..., n, m) has its largest entry per position equal to ``1 + eps`` and ``log_scale``
-    (..., n) carries the rest, gradient included (the |x|**2 term depends on x).
-    """
-
-    features: torch.Tensor
-    log_scale: torch.Tensor
-
-
-class _ShiftedExpFeatures(torch.autograd.Function):
-    """``exp(x @ weight.T - shift) + eps`` with ``shift`` the (detached) maximum over the last dimension.
-
-    One function rather than a product and element-wise ops, for speed on CPU:
-
-    * ``exp2`` with ``log2(e)`` folded into the small ``(m, d)`` weight: torch's ``exp2`` is about
-      three times faster than its ``exp``, and the change of base costs no pass over ``(n, m)``;
-    * the shift, the exponential and ``eps`` reuse the product's memory, and only the features
-      (which attention keeps anyway), ``x`` and the weight are saved for backward;
-    * the backward folds ``ln 2`` back into the weight instead of scaling ``(n, m)`` gradients:
-      ``d features / d logits = features - eps`` in natural units.
-
-    Returns the features and the shift in natural-log units.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-        features, shift = _shifted_exp_features(x, weight, eps)
-        ctx.save_for_backward(x, weight, features)
-        ctx.eps = eps
-        ctx.mark_non_differentiable(shift)
-        return features, shift
-
-    @staticmethod
-    def backward(
-        ctx, grad: torch.Tensor, _: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
-        x, weight, features = ctx.saved_tensors
-        grad_logits = (features - ctx.eps).mul_(grad)
-        grad_x = grad_logits @ weight if ctx.needs_input_grad[0] else None
-        grad_weight = None
-        if ctx.needs_input_grad[1]:
-            grad_weight = grad_logits.reshape(-1, weight.shape[0]).T @ x.reshape(-1, weight.shape[1])
-        return grad_x, grad_weight, None
-
-
-def _shifted_exp_features(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """:class:`_ShiftedExpFeatures` without autograd: the features and the shift in natural-log units."""
-    rows = x.reshape(-1, x.shape[-1])
-    features = x.new_empty(1, rows.shape[0], weight.shape[0])
-    shift = _features_into(features, [rows], (weight * (1 / math.log(2))).T, eps)
-    return features.view(*x.shape[:-1], -1), shift.mul_(math.log(2)).view(x.shape[:-1])
-
-
-def favor_features(x: torch.Tensor, projection: torch.Tensor, *, eps: float = 1e-4) -> FavorFeatures:
-    """The positive softmax-kernel features of ``x`` (..., n, d) for ``projection`` (m, d).
-
-    ``eps`` is added to the shifted features (so a position's largest entry is ``1 + eps``): it
-    keeps every denominator positive whatever the inputs. It is relative to each position's own
-    scale, so it never couples positions; ``eps=0`` gives the exact, unbiased estimator.
-    Queries and keys use the same map; only what attention does with ``log_scale`` differs.
-    """
-    dim, nb_features = x.shape[-1], projection.shape[0]
-    # The shift is a stabiliser: it is detached, and added back exactly through log_scale.
-    weight = projection.to(x.dtype) * dim**-0.25
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        features, shift = _ShiftedExpFeatures.apply(x, weight, eps)
-    else:  # the same without the cost of an autograd function (decoding calls this once per token)
-        features, shift = _shifted_exp_features(x, weight, eps)
-    squared_norm = x.square().sum(dim=-1)
-    log_scale = shift - squared_norm / (2 * math.sqrt(dim)) - 0.5 * math.log(nb_features)
-    return FavorFeatures(features, log_scale)
-
-
-# --- attention over features ------------------------------------------------------------------
-#
-# Layout, for speed: the values get a ones column, so that one product gives numerators and
-# denominators together, and key summaries are kept value-major, ``(d + 1, m)``, computed as
-# ``values^T @ k``. Then the gradient with respect to the key features comes out of the matrix
-# product contiguous; with ``k^T @ values`` it comes out transposed, and every element-wise
-# backward step and gradient sum over ``(n, m)`` after it runs several times slower.
-
-
-def _lowest(dtype: torch.dtype) -> float:
-    """A finite "log of zero": padded keys get it, so they never win a running maximum, and
-    differences of two such values stay 0 instead of the NaN that ``-inf - -inf`` would give."""
-    return torch.finfo(dtype).min
-
-
-def _padding_mask(key_padding_mask: torch.Tensor, batch_shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
-    """``key_padding_mask`` (batch, n_k) broadcast to ``(*batch_shape, n_k)`` (a view, heads included)."""
-    if key_padding_mask.dtype != torch.bool:
-        raise TypeError("key_padding_mask must be a bool tensor, True on padded keys")
-    view = key_padding_mask.view(key_padding_mask.shape[0], *([1] * (len(batch_shape) - 1)), -1)
-    return view.expand(*batch_shape, key_padding_mask.shape[-1])
-
-
-def _prepare_keys(
-    v: torch.Tensor, k_log_scale: torch.Tensor | None, key_padding_mask: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Values with a ones column appended (numerator and normaliser in one product) and key log-scales.
-
-    Padded keys get zero values and ones -- out of numerator and denominator -- and the lowest
-    log-scale, so they never set the running maximum.
-    """
-    values = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
-    log_scale = torch.zeros_like(v[..., 0]) if k_log_scale is None else k_log_scale
-    if key_padding_mask is not None:
-        padded = _padding_mask(key_padding_mask, v.shape[:-2])
-        values = values.masked_fill(padded.unsqueeze(-1), 0.0)
-        log_scale = log_scale.masked_fill(padded, _lowest(log_scale.dtype))
-    return values, log_scale
-
-
-def _empty_to_one(denominators: torch.Tensor, *, in_place: bool = False) -> torch.Tensor:
-    """Denominators below the smallest normal float set to 1: those of a query that sees no
-    (unpadded) key, whose numerator is 0 as well, so that its output is 0 and its gradient finite.
-
-    (Clamping them to that smallest float gives the same 0 forward, but a backward of
-    ``grad / tiny``, which overflows, and ``inf`` times the zero values of padded keys is NaN.)
-    """
-    empty = denominators < torch.finfo(denominators.dtype).tiny
-    return denominators.masked_fill_(empty, 1.0) if in_place else denominators.masked_fill(empty, 1.0)
-
-
-def _normalise(numerator_and_denominator: torch.Tensor) -> torch.Tensor:
-    """Split the ones column back off and divide; a query with no (unpadded) key gets zeros."""
-    numerator, denominator = numerator_and_denominator[..., :-1], numerator_and_denominator[..., -1:]
-    return numerator / _empty_to_one(denominator)
-
-
-def linear_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    key_padding_mask: torch.Tensor | None = None,
-    *,
-    k_log_scale: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Bidirectional linear attention ``D^-1 phi(Q) (phi(K)^T V)``.
-
-    ``q`` (..., n_q, m) and ``k`` (..., n_k, m) are non-negative features, ``v`` (..., n_k, d);
-    ``k_log_scale`` (..., n_k) are the keys' log-scales (:class:`FavorFeatures`), zero if omitted;
-    ``key_padding_mask`` (batch, n_k) is True on padded keys, which are removed from both the
-    numerator and the denominator.
-    """
-    return _attend(q, _key_summary(k, v, k_log_scale, key_padding_mask))
-
-
-def _key_summary(
-    k: torch.Tensor, v: torch.Tensor, k_log_scale: torch.Tensor | None, key_padding_mask: torch.Tensor | None
-) -> torch.Tensor:
-    """All keys in one ``(d + 1, m)`` summary, weighted relative to the largest key scale."""
-    values, log_scale = _prepare_keys(v, k_log_scale, key_padding_mask)
-    weights = torch.exp(log_scale - log_scale.detach().amax(dim=-1, keepdim=True))
-    return (values * weights.unsqueeze(-1)).transpose(-1, -2) @ k
-
-
-def _attend(q: torch.Tensor, summary: torch.Tensor) -> torch.Tensor:
-    return _normalise(q @ summary.transpose(-1, -2))
-
-
-@dataclass
-class CausalLinearState:
-    """Everything causal linear attention remembers about the keys seen so far.
-
-    ``summary`` (..., d + 1, m) holds ``S^T`` with ``S = sum_j w_j phi(k_j) v_j^T`` in its first
-    ``d`` rows and ``z = sum_j w_j phi(k_j)`` in the last, with
-    ``w_j = exp(log_scale_j - max_log_scale)``; ``max_log_scale`` (...) is the running maximum of
-    the key log-scales. Its size does not grow with the sequence.
-    """
-
-    summary: torch.Tensor
-    max_log_scale: torch.Tensor
-
-    @classmethod
-    def empty(
-        cls, batch_shape: torch.Size | tuple[int, ...], nb_features: int, dim_value: int, *,
-        dtype: torch.dtype, device: torch.device | str | None = None,
-    ) -> CausalLinearState:
-        summary = torch.zeros(*batch_shape, dim_value + 1, nb_features, dtype=dtype, device=device)
-        return cls(summary, torch.full(tuple(batch_shape), _lowest(dtype), dtype=dtype, device=device))
-
-    @property
-    def context(self) -> torch.Tensor:
-        """``S = sum_j w_j phi(k_j) v_j^T`` (..., m, d)."""
-        return self.summary[..., :-1, :].transpose(-1, -2)
-
-    @property
-    def normalizer(self) -> torch.Tensor:
-        """``z = sum_j w_j phi(k_j)`` (..., m)."""
-        return self.summary[..., -1, :]
 
 
 def _running_maxima(
@@ -336,7 +136,7 @@ def _prefix_summaries(
     The summary before chunk ``r`` is ``sum_{c < r} exp(chunk_max_c - before_r) K_c`` (plus the
     initial one's share): a product with a lower-triangular matrix whose entries never exceed 1,
     one per block of :data:`_PREFIX_BLOCK` chunks, the summary reached at a block's end carried
-    into the next. Under autograd, :class:`_PrefixSummaries`.
+    into the next.
     """
     g, chunks, *shape = chunk_summaries.shape
     flat = chunk_summaries.view(g, chunks, -1)
@@ -383,141 +183,6 @@ def _prefix_summaries_backward(
             carried.addcmul_(grad_carried, carried_last[:, None, None])
         grad_carried = carried
     return grad_chunks.view(g, chunks, *shape), grad_carried.view(g, *shape)
-
-
-class _PrefixSummaries(torch.autograd.Function):
-    """:func:`_prefix_summaries` (with the final summary) for autograd: the backward pass
-    (:func:`_prefix_summaries_backward`) keeps nothing but the maxima -- no per-chunk loop, no
-    slices for autograd to zero-fill."""
-
-    @staticmethod
-    def forward(ctx, chunk_summaries, chunk_max, before, initial, exp_):  # type: ignore[override]
-        ctx.save_for_backward(chunk_max, before)
-        ctx.exp_, ctx.has_initial = exp_, initial is not None
-        return _prefix_summaries(chunk_summaries, chunk_max, before, initial, exp_, final=True)
-
-    @staticmethod
-    def backward(ctx, grad_prefix, grad_final):  # type: ignore[override]
-        chunk_max, before = ctx.saved_tensors
-        grad_chunks, grad_initial = _prefix_summaries_backward(grad_prefix, grad_final, chunk_max, before, ctx.exp_)
-        return grad_chunks, None, None, grad_initial if ctx.has_initial else None, None
-
-
-class _Scores(torch.autograd.Function):
-    """``q @ k^T``, with a backward that returns both gradients contiguous.
-
-    Autograd's own backward returns the gradient of ``k`` transposed; the key features also get
-    a (contiguous) gradient from the chunk summaries, and summing two layouts over ``(n, m)`` is
-    slower than the products themselves.
-    """
-
-    @staticmethod
-    def forward(ctx, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(q, k)
-        return q @ k.transpose(-1, -2)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        q, k = ctx.saved_tensors
-        return grad @ k, grad.transpose(-1, -2) @ q
-
-
-def causal_linear_attention_with_state(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    chunk_size: int = 64,
-    *,
-    k_log_scale: torch.Tensor | None = None,
-    key_padding_mask: torch.Tensor | None = None,
-    state: CausalLinearState | None = None,
-) -> tuple[torch.Tensor, CausalLinearState]:
-    """Causal linear attention over ``n`` new positions, after the keys already in ``state``.
-
-    Computed chunk by chunk: within a chunk of ``C`` positions a masked ``C x C`` product, across
-    chunks a prefix summary ``(d + 1, m)``. Only those summaries (one per chunk), the ``C x C``
-    blocks and O(n m) features are kept for the backward pass -- O(n (m + C + m d / C)) in all,
-    never the O(n m d) per-position prefix sums. Returns the outputs (..., n, d) and the state
-    after the last position, from which :func:`causal_linear_attention_step` continues.
-    """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    values, log_scale = _prepare_keys(v, k_log_scale, key_padding_mask)
-    initial = None if state is None else state.summary
-    if state is None:
-        state = CausalLinearState.empty(k.shape[:-2], k.shape[-1], v.shape[-1], dtype=values.dtype, device=v.device)
-    n = q.shape[-2]
-    size = max(1, min(chunk_size, n))
-    padding = -n % size
-    if padding:
-        q, k, values = (nn.functional.pad(t, (0, 0, 0, padding)) for t in (q, k, values))
-        log_scale = nn.functional.pad(log_scale, (0, padding), value=_lowest(log_scale.dtype))
-    chunks = (n + padding) // size
-    q, k, values = (t.unflatten(-2, (chunks, size)) for t in (q, k, values))
-    log_scale = log_scale.unflatten(-1, (chunks, size))
-
-    # Running maxima: before each chunk (incl. the state's keys), and at each position.
-    chunk_max, before, running = _running_maxima(log_scale.detach(), state.max_log_scale)
-
-    # Within a chunk: query i weighs key j <= i by exp(log_scale_j - running_i) <= 1.
-    out = (_Scores.apply(q, k) * _lower_decay(log_scale, running, torch.Tensor.exp_, diagonal=0)) @ values
-
-    # Across chunks: each chunk's keys summarised at its own maximum, then summed in order.
-    weighted = values * torch.exp(log_scale - chunk_max.unsqueeze(-1)).unsqueeze(-1)
-    chunk_summaries = weighted.transpose(-1, -2) @ k  # (..., chunks, d + 1, m)
-    batch, summary_shape = chunk_max.shape[:-1], chunk_summaries.shape[-2:]
-    previous, final = _PrefixSummaries.apply(
-        chunk_summaries.reshape(-1, chunks, *summary_shape), chunk_max.reshape(-1, chunks),
-        before.reshape(-1, chunks + 1), None if initial is None else initial.reshape(-1, *summary_shape),
-        torch.Tensor.exp_,
-    )
-    inter = _Scores.apply(q, previous.view(*batch, chunks, *summary_shape))  # its gradient for the prefix sums comes out contiguous
-    # The summaries are relative to the maximum before the chunk; bring them to each query's own.
-    out = torch.addcmul(out, inter, torch.exp(before[..., :-1].unsqueeze(-1) - running).unsqueeze(-1))
-    out = _normalise(out).flatten(-3, -2)[..., :n, :]
-    return out, CausalLinearState(final.view(*batch, *summary_shape), before[..., -1])
-
-
-def causal_linear_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    chunk_size: int = 64,
-    *,
-    k_log_scale: torch.Tensor | None = None,
-    key_padding_mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Causal linear attention: position ``i`` attends to keys ``j <= i`` only (see
-    :func:`causal_linear_attention_with_state`; same arguments, outputs (..., n, d))."""
-    return causal_linear_attention_with_state(
-        q, k, v, chunk_size, k_log_scale=k_log_scale, key_padding_mask=key_padding_mask
-    )[0]
-
-
-def causal_linear_attention_step(
-    q_t: torch.Tensor,
-    k_t: torch.Tensor,
-    v_t: torch.Tensor,
-    state: CausalLinearState,
-    *,
-    k_log_scale_t: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, CausalLinearState]:
-    """One new position: ``q_t``, ``k_t`` (..., m), ``v_t`` (..., d) -> output (..., d), new state.
-
-    Constant time and memory per token: the state is updated in place of a growing cache.
-    """
-    values = torch.cat([v_t, torch.ones_like(v_t[..., :1])], dim=-1)
-    log_scale = torch.zeros_like(v_t[..., 0]) if k_log_scale_t is None else k_log_scale_t
-    new_max = torch.maximum(state.max_log_scale, log_scale.detach())
-    carry = torch.exp(state.max_log_scale - new_max)[..., None, None]
-    gain = torch.exp(log_scale - new_max)[..., None]
-    summary = state.summary * carry  # a new tensor: the state passed in stays valid
-    # The new key's outer product as a batched product of width 1 (CPU, 8 heads of 65 x 256: 57 us, addcmul 99).
-    summary.view(-1, *summary.shape[-2:]).baddbmm_(
-        (values * gain).reshape(-1, values.shape[-1], 1), k_t.reshape(-1, 1, k_t.shape[-1])
-    )
-    out = _normalise((q_t.unsqueeze(-2) @ summary.transpose(-1, -2)).squeeze(-2))
-    return out, CausalLinearState(summary, new_max)
 
 
 # --- tiles: the forward without autograd, and causal and bidirectional attention with their own backward
@@ -586,7 +251,7 @@ def _key_log_scale(shift: torch.Tensor, k: torch.Tensor, excluded: torch.Tensor 
     squared_norm = k.square().sum(dim=-1).reshape(shift.shape)
     log_scale = shift.sub_(squared_norm, alpha=1 / (2 * math.sqrt(k.shape[-1]) * math.log(2)))
     if excluded is not None:
-        log_scale.masked_fill_(excluded.reshape(log_scale.shape), _lowest(log_scale.dtype))
+        log_scale.masked_fill_(excluded.reshape(log_scale.shape), lowest(log_scale.dtype))
     return log_scale
 
 
@@ -624,8 +289,8 @@ def _against_summaries(
 
 def _divide_(numerators: torch.Tensor, denominators: torch.Tensor) -> None:
     """Divide numerators (g, n, d) in place by denominators (g, 1, n), whose empty ones are first set
-    to 1 in place (:func:`_empty_to_one`): a query with no (unpadded) key gets zeros."""
-    numerators.div_(_empty_to_one(denominators, in_place=True).transpose(-1, -2))
+    to 1 in place (:func:`~foundry_plugin_performer.reference.empty_to_one`): a query with no (unpadded) key gets zeros."""
+    numerators.div_(empty_to_one(denominators, in_place=True).transpose(-1, -2))
 
 
 def _through_features_(grad: torch.Tensor, features: torch.Tensor, eps: float, scratch: _Scratch) -> torch.Tensor:
@@ -661,7 +326,7 @@ def _flat_inputs(
     values = torch.cat([v, ones], dim=-1, out=into)
     excluded = None
     if key_padding_mask is not None:
-        padded = _padding_mask(key_padding_mask, batch)
+        padded = padding_mask(key_padding_mask, batch)
         values.masked_fill_(padded.unsqueeze(-1), 0.0)
         excluded = padded.reshape(groups, n_k)
     padding = -n_k % multiple
@@ -712,7 +377,7 @@ def _causal_tile(
 ) -> tuple[torch.Tensor, CausalLinearState | None]:
     """Causal attention of ``g`` (batch, head) pairs, ``n`` a multiple of the chunk ``size``
     (arguments as in :func:`_bidirectional_tile`), written into ``out`` (g, n, d): the same maths as
-    :func:`favor_features` followed by :func:`causal_linear_attention_with_state`. One product per
+    :func:`favor_features` followed by :func:`~foundry_plugin_performer.reference.causal_linear_attention`. One product per
     input gives the features of every position; within a chunk, scores; across chunks, the prefix
     summaries. Writes ``kept`` (for a backward pass; scratch views when there is none), takes other
     intermediate buffers from ``scratch``, and computes the numerators in ``out`` itself.
@@ -727,7 +392,7 @@ def _causal_tile(
     queries, keys = kept.features.view(2, groups, size, nb_features)
     log_scale = _key_log_scale(shift[1], k, excluded).view(g, chunks, size)
 
-    earlier_max = log_scale.new_full((g,), _lowest(q.dtype)) if initial is None else initial.max_log_scale
+    earlier_max = log_scale.new_full((g,), lowest(q.dtype)) if initial is None else initial.max_log_scale
     chunk_max, before, running = _running_maxima(log_scale, earlier_max)
     values = values.reshape(groups, size, dim_value)
     weighted = torch.mul(
@@ -779,7 +444,7 @@ def _causal_tile_backward(
     queries, keys = kept.features.view(2, groups, size, nb_features)
     scores, prefix = kept.scores, kept.prefix.view(groups, dim_value, nb_features)
     chunked_log_scale = log_scale.view(g, chunks, size)
-    chunk_max, before, running = _running_maxima(chunked_log_scale, log_scale.new_full((g,), _lowest(k.dtype)))
+    chunk_max, before, running = _running_maxima(chunked_log_scale, log_scale.new_full((g,), lowest(k.dtype)))
     # d out / d (numerator, denominator): out = numerator / denominator.
     grad_nd = torch.cat(
         [grad, -(grad * out).sum(dim=-1, keepdim=True)], dim=-1, out=scratch("grad numerators", g, n, dim_value)
@@ -922,7 +587,7 @@ def _state_in_base2(state: CausalLinearState, nb_features: int) -> CausalLinearS
     its maximum in the tiles' units: base 2, without the constant ``-log m / 2`` of :func:`favor_features`
     (the summary, relative to the maximum, is the same in both)."""
     maximum = (state.max_log_scale + 0.5 * math.log(nb_features)) / math.log(2)
-    maximum = maximum.clamp(min=_lowest(maximum.dtype))  # an empty state's "log of zero" stays finite
+    maximum = maximum.clamp(min=lowest(maximum.dtype))  # an empty state's "log of zero" stays finite
     return CausalLinearState(state.summary.reshape(-1, *state.summary.shape[-2:]), maximum.reshape(-1))
 
 
@@ -1078,6 +743,8 @@ class FavorAttention(nn.Module):
                 f"causal attention needs as many queries as keys (position i attends to keys 0..i), "
                 f"got {q.shape[-2]} queries and {k.shape[-2]} keys"
             )
+        if key_padding_mask is not None and key_padding_mask.dtype != torch.bool:
+            raise TypeError("key_padding_mask must be a bool tensor, True on padded keys")
         dtype = torch.promote_types(k.dtype, torch.float32)
         needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, self.projection))
         with torch.autocast(q.device.type, enabled=False):
@@ -1094,15 +761,14 @@ class FavorAttention(nn.Module):
                     out = _attention_with_backward(*inputs, **options)
             elif self.causal:
                 key = self._features(k)
-                out = causal_linear_attention(
+                out, _ = causal_linear_attention(
                     self._features(q).features, key.features, values, self.chunk_size,
                     k_log_scale=key.log_scale, key_padding_mask=key_padding_mask,
                 )
             else:
                 key = self._features(k)
-                summary = _key_summary(key.features, values, key.log_scale, key_padding_mask)
-                del key
-                out = _attend(self._features(q).features, summary)
+                out = linear_attention(self._features(q).features, key.features, values, key_padding_mask,
+                                       k_log_scale=key.log_scale)
         return out.to(v.dtype)
 
     def step(
@@ -1140,7 +806,7 @@ class FavorAttention(nn.Module):
                 )
                 out = out.unsqueeze(-2)
             else:
-                out, state = causal_linear_attention_with_state(
+                out, state = causal_linear_attention(
                     query, key.features, values, self.chunk_size, k_log_scale=key.log_scale, state=state
                 )
         return out.to(v.dtype), state

@@ -7,15 +7,13 @@ import math
 import pytest
 import torch
 from foundry_plugin_performer import attention
-from foundry_plugin_performer.attention import (
+from foundry_plugin_performer.attention import FavorAttention, orthogonal_gaussian_projection
+from foundry_plugin_performer.reference import (
     CausalLinearState,
-    FavorAttention,
     causal_linear_attention,
     causal_linear_attention_step,
-    causal_linear_attention_with_state,
     favor_features,
     linear_attention,
-    orthogonal_gaussian_projection,
 )
 
 F64 = torch.float64
@@ -96,7 +94,7 @@ def test_kernel_estimate_is_unbiased():
 
 
 def test_feature_map_gradients_equal_autograd_of_the_formula():
-    """The feature map's own backward (exp2, ln 2 folded into the projection) against plain autograd."""
+    """The reference feature map, values and gradients, against the formula written out."""
     g = generator(13)
     x = torch.randn(2, 5, 4, generator=g, dtype=F64, requires_grad=True)
     projection = torch.randn(6, 4, generator=g, dtype=F64, requires_grad=True)
@@ -141,7 +139,7 @@ def test_approximation_error_falls_as_features_grow():
 @pytest.mark.parametrize("chunk_size", [1, 7, 64, 50])
 def test_chunked_causal_equals_explicit_masked_reference(chunk_size):
     q, k, v, log_scale = random_features(2, 3, 50, 12, 5)
-    out = causal_linear_attention(q, k, v, chunk_size, k_log_scale=log_scale)
+    out, _ = causal_linear_attention(q, k, v, chunk_size, k_log_scale=log_scale)
     torch.testing.assert_close(out, masked_reference(q, k, v, log_scale, causal=True), atol=1e-12, rtol=1e-10)
 
 
@@ -151,12 +149,10 @@ def test_bidirectional_equals_explicit_reference():
     torch.testing.assert_close(out, masked_reference(q, k, v, log_scale, causal=False), atol=1e-12, rtol=1e-10)
 
 
-@pytest.mark.parametrize("prefix_block", [1, 2, 16], ids=lambda b: f"prefix-blocks-of-{b}")
-def test_gradients_pass_gradcheck(prefix_block, monkeypatch):
-    """Prefix summaries are computed a block of chunks per product; any block size gives the same gradients."""
-    monkeypatch.setattr(attention, "_PREFIX_BLOCK", prefix_block)
+def test_gradients_pass_gradcheck():
+    """The reference's causal (with and after a state) and bidirectional attention."""
     inputs = random_features(1, 2, 11, 5, 3, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda q, k, v, s: causal_linear_attention(q, k, v, 4, k_log_scale=s), inputs)
+    assert torch.autograd.gradcheck(lambda q, k, v, s: causal_linear_attention(q, k, v, 4, k_log_scale=s)[0], inputs)
     assert torch.autograd.gradcheck(lambda q, k, v, s: linear_attention(q, k, v, k_log_scale=s), inputs)
     initial = torch.rand(1, 2, 4, 5, generator=generator(4), dtype=F64, requires_grad=True)
     start = torch.tensor([[0.5, -1.0]], dtype=F64)
@@ -164,19 +160,21 @@ def test_gradients_pass_gradcheck(prefix_block, monkeypatch):
     def continued(q, k, v, s, summary):
         """Outputs after a given state, and after the state it leaves (states alone are stabiliser-relative)."""
         state = CausalLinearState(summary, start)
-        out, state = causal_linear_attention_with_state(q, k, v, 4, k_log_scale=s, state=state)
-        more, _ = causal_linear_attention_with_state(q, k, v, 4, k_log_scale=s, state=state)
+        out, state = causal_linear_attention(q, k, v, 4, k_log_scale=s, state=state)
+        more, _ = causal_linear_attention(q, k, v, 4, k_log_scale=s, state=state)
         return out, more
 
     assert torch.autograd.gradcheck(continued, (*inputs, initial))
 
 
 @pytest.mark.parametrize("tile_bytes", [1, 1 << 30], ids=["one-head-tiles", "one-tile"])
-@pytest.mark.parametrize("causal", [True, False])
-def test_whole_favor_attention_passes_gradcheck(causal, tile_bytes, monkeypatch):
-    """Without eps the stabilisers cancel exactly, so detaching them leaves the true gradient."""
+@pytest.mark.parametrize("causal, prefix_block", [(True, 1), (True, 2), (True, 16), (False, 16)])
+def test_whole_favor_attention_passes_gradcheck(causal, prefix_block, tile_bytes, monkeypatch):
+    """Without eps the stabilisers cancel exactly, so detaching them leaves the true gradient. Causal prefix
+    summaries are computed a block of chunks per product; any block size gives the same gradients."""
     monkeypatch.setattr(attention, "_TILE_BYTES", tile_bytes)
-    favor = FavorAttention(4, 6, causal=causal, chunk_size=3, eps=0.0, generator=generator()).double()
+    monkeypatch.setattr(attention, "_PREFIX_BLOCK", prefix_block)
+    favor = FavorAttention(4, 6, causal=causal, chunk_size=2, eps=0.0, generator=generator()).double()
     g = generator(5)
     inputs = tuple(torch.randn(1, 2, 7, 4, generator=g, dtype=F64, requires_grad=True) for _ in range(3))
     assert torch.autograd.gradcheck(favor, inputs)
@@ -206,7 +204,7 @@ def test_backward_equals_autograd_of_the_feature_functions(causal, chunk_size, t
         keys = favor_features(reference[1], favor.projection, eps=favor.eps)
         queries = favor_features(reference[0], favor.projection, eps=favor.eps).features
         if causal:
-            expected = causal_linear_attention(
+            expected, _ = causal_linear_attention(
                 queries, keys.features, reference[2], chunk_size, k_log_scale=keys.log_scale, key_padding_mask=batch_mask
             )
         else:
@@ -259,13 +257,16 @@ def test_large_norm_future_never_changes_the_past_gradients(chunk_size):
 
 
 def test_huge_keys_keep_unbiased_weights():
-    """A per-key stabiliser would reweight keys by their norm; the running maximum does not."""
+    """A per-key stabiliser would reweight keys by their norm; the running maximum (the maximum, both ways) does not."""
     q, k, v, log_scale = random_features(1, 1, 20, 8, 4)
     log_scale = log_scale * 200  # scales from e^-1000 to e^+1000: far outside float range
-    out = causal_linear_attention(q, k, v, 6, k_log_scale=log_scale)
+    out, _ = causal_linear_attention(q, k, v, 6, k_log_scale=log_scale)
     # Where one key dominates the running maximum, a query's output is that key's value.
     winners = log_scale.cummax(dim=-1).indices[0, 0]
     torch.testing.assert_close(out[0, 0], v[0, 0, winners], atol=1e-6, rtol=0)
+    # Bidirectional: every query's output is the value of the key with the largest scale.
+    out = linear_attention(q, k, v, k_log_scale=log_scale * 10)  # e^-10000..e^+10000
+    torch.testing.assert_close(out[0, 0], v[0, 0, log_scale[0, 0].argmax()].expand(20, -1), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -377,14 +378,13 @@ def test_prompt_blocks_and_single_steps_mix():
 
 def test_functional_step_state_matches_chunked_final_state():
     q, k, v, log_scale = random_features(1, 2, 9, 6, 3)
-    _, chunked = causal_linear_attention_with_state(q, k, v, 4, k_log_scale=log_scale)
+    _, chunked = causal_linear_attention(q, k, v, 4, k_log_scale=log_scale)
     state = CausalLinearState.empty((1, 2), 6, 3, dtype=F64)
     for t in range(9):
         position = (q[..., t, :], k[..., t, :], v[..., t, :])
         _, state = causal_linear_attention_step(*position, state, k_log_scale_t=log_scale[..., t])
     torch.testing.assert_close(state.max_log_scale, chunked.max_log_scale)
-    torch.testing.assert_close(state.context, chunked.context)
-    torch.testing.assert_close(state.normalizer, chunked.normalizer)
+    torch.testing.assert_close(state.summary, chunked.summary)
 
 
 def test_a_state_is_never_modified_and_can_be_continued_twice():
