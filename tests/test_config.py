@@ -8,7 +8,8 @@ import pytest
 from toy_plugin import ToyPlugin
 
 from model_foundry import ConfigError, load_config
-from model_foundry.config import architecture_schema, config_schema
+from model_foundry.config import FoundryConfig, architecture_schema, config_schema
+from model_foundry.errors import Location
 from model_foundry.testing import isolated_registry
 
 
@@ -278,3 +279,15 @@ def test_merge_keys_are_followed(tmp_path):
           block: {layers: 3}
         """)
     assert load_config(path, sections=("model",)).model.block.layers == 3
+
+
+def test_a_loaded_config_locates_its_keys(tmp_path):
+    """Checks made after loading (the training loop's) report a problem by key; the config says where it was given."""
+    path = write(tmp_path, GOOD)
+    config = load_config(path, ["training.learning_rate=1e-3", "data.block_size=16"], sections=("model", "training"))
+    assert config.locate("model.block.hidden_size") == Location(path, 5, 18)
+    assert config.locate("training.learning_rate") == Location("--set training.learning_rate=1e-3", 1, 24)
+    assert config.locate("model.block.layers") == Location("preset 'tiny' of toy")
+    assert config.locate("training.seed") == Location(path, 7, 3)  # a default: where its section is
+    assert config.locate("data.train_files[0]") == Location("--set data.block_size=16", 1, 17)  # its section came from here
+    assert FoundryConfig(path="x.yaml").locate("training.seed") == Location("x.yaml")

@@ -15,8 +15,8 @@ from model_foundry.config.checks import DEFAULT_DATA_KIND, check_choices
 from model_foundry.config.overrides import merge_preset
 from model_foundry.config.structuring import Structurer, apply_global_defaults, check_mapping_keys
 from model_foundry.config.training import TrainingConfig
-from model_foundry.config.yaml import SECTIONS, Located, Path
-from model_foundry.errors import ConfigError, did_you_mean, one_of
+from model_foundry.config.yaml import SECTIONS, Located, Path, key_path
+from model_foundry.errors import ConfigError, Location, did_you_mean, one_of
 from model_foundry.fields import unstructure
 from model_foundry.registry import Registry, find_architecture, get_registry, unique_entry
 from model_foundry.text.config import TokenizerConfig
@@ -94,6 +94,16 @@ class FoundryConfig:
     training: TrainingConfig | None = None
     extensions: Mapping[str, Any] | None = None
     path: str | None = None
+    # The file's data as read, with --set overrides and presets laid in: where each key was given.
+    source: Located | None = attrs.field(default=None, eq=False, repr=False)
+
+    def locate(self, key: str) -> Location | None:
+        """Where ``key`` (``"data.train_files[0]"``) was given: its line in the file, the ``--set``
+        that set it or the preset that filled it; for a key left to its default, its nearest parent
+        that was given. For checks made after loading, which report problems by key alone."""
+        if self.source is None:
+            return Location(self.path) if self.path else None
+        return self.source.where(key_path(key))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -153,7 +163,7 @@ def structure(source: Located, sections: Sequence[str] = SECTIONS, registry: Reg
     check_choices(structurer, values, registry)
     if structurer.problems:
         raise ConfigError(structurer.problems)
-    return FoundryConfig(**values, path=source.values[()].file if () in source.values else None)
+    return FoundryConfig(**values, path=source.values[()].file if () in source.values else None, source=source)
 
 
 def _structure_model(source: Located, structurer: Structurer, registry: Registry, path: Path = ("model",)) -> ModelConfig | None:

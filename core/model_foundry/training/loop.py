@@ -30,8 +30,6 @@ from model_foundry.config import (
     ModelConfig,
     OptimizerConfig,
     TrainingConfig,
-    apply_overrides,
-    read_yaml,
 )
 from model_foundry.errors import ConfigError, FoundryError, Problem
 from model_foundry.evaluation import to_device
@@ -301,38 +299,18 @@ class WindowClock:
 # --- locations for run-time config checks ----------------------------------------------------
 
 
-def config_problem(config: FoundryConfig, overrides: tuple[str, ...], path: tuple[str, ...], message: str) -> ConfigError:
-    """A ConfigError located at ``path`` in the config file (or the ``--set`` that gave it)."""
-    return located(config, overrides, ConfigError(Problem(message, ".".join(path))))
-
-
-def located(config: FoundryConfig, overrides: tuple[str, ...], error: ConfigError) -> ConfigError:
+def located(config: FoundryConfig, error: ConfigError) -> ConfigError:
     """``error`` with every unlocated problem placed at its key in the config file (or ``--set``)."""
-    if not config.path or not os.path.isfile(config.path) or all(p.location for p in error.problems):
-        return error
-    try:
-        source = read_yaml(config.path)
-        apply_overrides(source, overrides)
-    except ConfigError:
-        return error
-    return ConfigError([
-        p if p.location else attrs.evolve(p, location=source.where(_key_path(p.path)))
-        for p in error.problems
-    ])
+    return ConfigError([p if p.location else attrs.evolve(p, location=config.locate(p.path)) for p in error.problems])
 
 
 @contextlib.contextmanager
-def locating(config: FoundryConfig, overrides: tuple[str, ...]) -> Any:
+def locating(config: FoundryConfig) -> Any:
     """Re-raise a ConfigError from the block with its problems located in the config file."""
     try:
         yield
     except ConfigError as error:
-        raise located(config, overrides, error) from None
-
-
-def _key_path(dotted: str) -> tuple[str | int, ...]:
-    """``"data.train_files[0]"`` -> ``("data", "train_files", 0)``."""
-    return tuple(int(part) if part.isdigit() else part for part in re.split(r"\.|\[|\]", dotted) if part)
+        raise located(config, error) from None
 
 
 # --- the loop --------------------------------------------------------------------------------
@@ -516,7 +494,7 @@ def _train(config: FoundryConfig, candidates: list[str], overrides: tuple[str, .
     accelerator = _accelerator(training, find_unused_parameters=bool(custom))
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     tokenizer = None
-    with locating(config, overrides):
+    with locating(config):
         if modality == "text":
             tokenizer = _text_tokenizer(config, resume_from, cache_dir, accelerator)
             model_config = _with_vocab(model_config, tokenizer)
@@ -555,7 +533,7 @@ def _train(config: FoundryConfig, candidates: list[str], overrides: tuple[str, .
             warn(f"resuming {len(rng_states)}-process random state on {world} process(es): not bit-exact")
         restore_rng(rng_states[rank % len(rng_states)], collator_generator)
     unwrapped = accelerator.unwrap_model(model)
-    with locating(config, overrides):
+    with locating(config):
         extensions = build_extensions(config.extensions, unwrapped, registry)
     if resume_from:
         load_extension_states(extensions, resume_from, device=accelerator.device)
