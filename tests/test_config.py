@@ -94,6 +94,7 @@ LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
         ("training:\n" + "".join(" " * i + f"k{i}:\n" for i in range(1, 120)), ": more than 100 nested levels"),
         (LAUGHS, ":5:44: this file expands to more than 100,000 values once its aliases (*name) are expanded"),
         ("model:\n  architecture: toy\n  preset: tiny\nmodel:\n  architecture: toy\n", ":4:1: duplicate key 'model'"),
+        ("training: {seed: 1, 'seed': 2}\n", ":1:21: duplicate key 'seed'; each key may appear once in a mapping"),
         ("model:\n\tarchitecture: toy\n", ":2:1: tab character in indentation"),
         ("model: [unclosed\n", ":2:1: invalid YAML"),
         ("", ":1:1: the file is empty"),

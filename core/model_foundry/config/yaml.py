@@ -15,6 +15,7 @@ from typing import Any, Iterable
 import attrs
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from model_foundry.errors import ConfigError, Location, Problem
@@ -193,14 +194,18 @@ def parse_yaml(text: str, filename: str = "<string>") -> Located:
 
 
 def _yaml_message(exc: MarkedYAMLError, text: str, mark: Any) -> str:
+    if isinstance(exc, DuplicateKeyError):  # marked at the second occurrence of the key
+        return f"duplicate key {_key_at(text, mark)!r}; each key may appear once in a mapping"
     problem = (exc.problem or str(exc)).strip()
-    if "found duplicate key" in problem or "duplicate key" in str(exc):
-        key = problem.split('"')[1] if '"' in problem else ""
-        return f"duplicate key {key!r}; each key may appear once in a mapping".replace(" ''", "")
     if mark is not None and "\t" in (text.splitlines()[mark.line] if mark.line < len(text.splitlines()) else ""):
         return "tab character in indentation; YAML indents with spaces only"
     context = f" {exc.context}" if exc.context else ""
     return f"invalid YAML: {problem}{context}"
+
+
+def _key_at(text: str, mark: Any) -> str:
+    """The key that starts at ``mark``, as the file writes it."""
+    return text.splitlines()[mark.line][mark.column:].split(":", 1)[0].strip().strip("\"'")
 
 
 def _plain(node: Any, path: Path, located: Located, filename: str) -> Any:
