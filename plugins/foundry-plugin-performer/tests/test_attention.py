@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from foundry_plugin_performer import attention
+from foundry_plugin_performer import tiles
 from foundry_plugin_performer.attention import FavorAttention, orthogonal_gaussian_projection
 from foundry_plugin_performer.reference import (
     CausalLinearState,
@@ -172,8 +172,8 @@ def test_gradients_pass_gradcheck():
 def test_whole_favor_attention_passes_gradcheck(causal, prefix_block, tile_bytes, monkeypatch):
     """Without eps the stabilisers cancel exactly, so detaching them leaves the true gradient. Causal prefix
     summaries are computed a block of chunks per product; any block size gives the same gradients."""
-    monkeypatch.setattr(attention, "_TILE_BYTES", tile_bytes)
-    monkeypatch.setattr(attention, "_PREFIX_BLOCK", prefix_block)
+    monkeypatch.setattr(tiles, "_TILE_BYTES", tile_bytes)
+    monkeypatch.setattr(tiles, "_PREFIX_BLOCK", prefix_block)
     favor = FavorAttention(4, 6, causal=causal, chunk_size=2, eps=0.0, generator=generator()).double()
     g = generator(5)
     inputs = tuple(torch.randn(1, 2, 7, 4, generator=g, dtype=F64, requires_grad=True) for _ in range(3))
@@ -188,7 +188,7 @@ def test_backward_equals_autograd_of_the_feature_functions(causal, chunk_size, t
     """The module's attention has its own backward (tile by tile); with eps and padding (left and
     right, and a length that is not a multiple of the chunk) it gives the gradients autograd gives
     through favor_features and linear_attention or causal_linear_attention."""
-    monkeypatch.setattr(attention, "_TILE_BYTES", tile_bytes)
+    monkeypatch.setattr(tiles, "_TILE_BYTES", tile_bytes)
     favor = FavorAttention(8, 12, causal=causal, chunk_size=chunk_size, generator=generator(3)).double()
     g = generator(9)
     q, k, v = (2 * torch.randn(2, 10, 3, 8, generator=g, dtype=F64) for _ in range(3))
@@ -464,7 +464,7 @@ def test_projection_is_one_state_dict_entry_and_redraws_in_place():
 def test_forward_without_autograd_equals_the_autograd_path(causal, chunk_size, tile_bytes, monkeypatch):
     """With nothing needing a gradient, FavorAttention takes a dedicated path, (batch, head) pairs a
     tile at a time; same outputs, padding included, whatever the tiles."""
-    monkeypatch.setattr(attention, "_TILE_BYTES", tile_bytes)
+    monkeypatch.setattr(tiles, "_TILE_BYTES", tile_bytes)
     favor = FavorAttention(16, 24, causal=causal, chunk_size=chunk_size, generator=generator()).double()
     g = generator(8)
     # As a model passes them: heads split off the width, so not contiguous.
@@ -484,7 +484,7 @@ def test_forward_without_autograd_equals_the_autograd_path(causal, chunk_size, t
 @pytest.mark.parametrize("n_q, n_k", [(10, 30), (30, 10)])
 def test_cross_attention_without_autograd_equals_the_feature_functions(n_q, n_k, tile_bytes, monkeypatch):
     """Queries and keys of different lengths, as in an encoder-decoder's cross-attention, padding included."""
-    monkeypatch.setattr(attention, "_TILE_BYTES", tile_bytes)
+    monkeypatch.setattr(tiles, "_TILE_BYTES", tile_bytes)
     favor = FavorAttention(16, 24, generator=generator()).double()
     g = generator(21)
     q = torch.randn(2, 3, n_q, 16, generator=g, dtype=F64)
@@ -502,7 +502,7 @@ def test_cross_attention_without_autograd_equals_the_feature_functions(n_q, n_k,
 @pytest.mark.parametrize("causal", [True, False])
 def test_outputs_without_autograd_survive_later_calls(causal, monkeypatch):
     """The forward without autograd keeps scratch buffers for the thread's next call; no output lives in them."""
-    monkeypatch.setattr(attention, "_TILE_BYTES", 1)
+    monkeypatch.setattr(tiles, "_TILE_BYTES", 1)
     favor = FavorAttention(8, 16, causal=causal, chunk_size=4, generator=generator())
     g = generator(13)
     first, second = ([torch.randn(2, 3, 12, 8, generator=g) for _ in range(3)] for _ in range(2))
