@@ -10,8 +10,8 @@ from typing import Literal, Optional
 
 import attrs
 
-from model_foundry import hookimpl
 from model_foundry.fields import option, positive
+from model_foundry.plugin import hookimpl
 from model_foundry.records import ArchitectureSchema, Capabilities, ModelBuilder
 
 INPUT_KEYS = {"image": "pixel_values", "vector": "vectors"}

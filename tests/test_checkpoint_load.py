@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import model_foundry
-from model_foundry import hookimpl
 from model_foundry.checkpoint import ALIGNMENT, load, save
 from model_foundry.fields import option
 from model_foundry.limits import bounded_build
+from model_foundry.plugin import hookimpl
 from model_foundry.records import ArchitectureSchema, Capabilities, ModelBuilder
 
 

@@ -130,7 +130,7 @@ def _faulty(fault: str):
     from foundry_plugin_gaussian import plugin
     from foundry_plugin_gaussian.model import GaussianMixture
 
-    from model_foundry import hookimpl
+    from model_foundry.plugin import hookimpl
 
     class Faulty(GaussianMixture):
         builds = 0

@@ -9,10 +9,10 @@ import torch
 from toy_plugin import ToyPlugin
 
 import model_foundry
-from model_foundry import hookimpl
 from model_foundry.cli import main
 from model_foundry.config import load_model_config
 from model_foundry.extensions import EMAConfig, ExponentialMovingAverage, save_extension_states
+from model_foundry.plugin import hookimpl
 from model_foundry.records import Exporter
 from model_foundry.testing import isolated_registry
 

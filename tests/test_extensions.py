@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from gaussian_toy_plugin import PLUGIN
 from gaussian_toy_plugin import build as build_toy
 
-from model_foundry import hookimpl
 from model_foundry.config import load_config
 from model_foundry.errors import ConfigError, FoundryError
 from model_foundry.extensions import (
@@ -23,6 +22,7 @@ from model_foundry.extensions import (
     save_extension_states,
 )
 from model_foundry.factory import create_model, create_model_with_extensions
+from model_foundry.plugin import hookimpl
 from model_foundry.records import ModelBuilder
 
 

@@ -17,6 +17,7 @@ import model_foundry
 from model_foundry import load
 from model_foundry.config import load_config
 from model_foundry.errors import ConfigError, FoundryError
+from model_foundry.plugin import hookimpl
 from model_foundry.records import ArchitectureSchema, Capabilities, ModelBuilder
 from model_foundry.registry import get_registry
 
@@ -108,11 +109,11 @@ def test_a_config_with_data_builds_for_the_data_modality(registry, tmp_path):
 
 def test_several_modalities_without_a_modality_field_is_a_plugin_bug(foundry_registry):
     class Careless:
-        @model_foundry.hookimpl
+        @hookimpl
         def foundry_config_schemas(self):
             return [ArchitectureSchema("careless", ToyConfig, capabilities=Capabilities(modalities=("text", "image")))]
 
-        @model_foundry.hookimpl
+        @hookimpl
         def foundry_model_builders(self):
             return [ModelBuilder("careless", "toy_plugin:build")]
 
@@ -151,7 +152,7 @@ def test_a_runtime_plugin_follows_the_conflict_rules(foundry_registry):
 
 def test_a_runtime_plugin_whose_hook_raises_is_refused_whole(foundry_registry):
     class Broken(GaussianToyPlugin):
-        @model_foundry.hookimpl
+        @hookimpl
         def foundry_model_builders(self):
             raise RuntimeError("no builder today")
 

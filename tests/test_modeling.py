@@ -63,7 +63,7 @@ def test_every_query_keeps_a_visible_key_under_left_padding():
 def test_load_returns_converted_models_in_eval_mode_on_any_device(tmp_path):
     from toy_plugin import ToyPlugin
 
-    from model_foundry import hookimpl
+    from model_foundry.plugin import hookimpl
     from model_foundry.records import CheckpointConverter
     from model_foundry.testing import isolated_registry
 

@@ -17,7 +17,7 @@ from model_foundry.testing import write_distribution
 
 GOOD_PLUGIN = """
     import attrs
-    from model_foundry import hookimpl
+    from model_foundry.plugin import hookimpl
     from model_foundry.fields import option
     from model_foundry.records import ArchitectureSchema, Capabilities, ModelBuilder
 
@@ -70,7 +70,7 @@ def test_broken_plugin_is_isolated(site):
     write_distribution(site, "foundry-plugin-broken", "0.0.1", {"tp_broken": "raise ImportError('no such thing')\n"},
                        {"broken": "tp_broken"})
     write_distribution(site, "foundry-plugin-raising", "0.0.2", {"tp_raising": """
-        from model_foundry import hookimpl
+        from model_foundry.plugin import hookimpl
         @hookimpl
         def foundry_config_schemas():
             raise ValueError("hook exploded")
@@ -209,7 +209,7 @@ def test_a_hook_answering_the_wrong_type_is_reported_against_its_plugin(site, tm
     good(site, "foundry-plugin-widget", "widget", "tp_widget")
     write_distribution(site, "foundry-plugin-wrong", "0.3", {"tp_wrong": f"""
         import attrs
-        from model_foundry import hookimpl
+        from model_foundry.plugin import hookimpl
         from model_foundry.records import ArchitectureSchema
 
         @attrs.frozen
@@ -274,3 +274,17 @@ def test_slow_plugin_imports_and_imports_of_torch_are_reported(tmp_path):
                           capture_output=True, text=True, env=env, timeout=120).stdout
     assert "warning: foundry-plugin-slow 0.1 (slow): importing its entry point took" in text, text
     assert "warning: foundry-plugin-heavy 0.1 (heavy): importing its entry point imports torch" in text, text
+
+
+def test_every_hook_specification_names_the_record_it_answers():
+    """The record type a hook's answer is checked against is its specification's annotation: one source."""
+    import attrs
+
+    from model_foundry import discovery, hookspecs
+
+    hooks = {name for name in vars(hookspecs) if name.startswith("foundry_")}
+    assert hooks == set(discovery.RECORD_KEYS)
+    for hook in hooks:
+        record, key = discovery.record_type(hook), discovery.RECORD_KEYS[hook]
+        assert attrs.has(record) and record.__module__ == "model_foundry.records", (hook, record)
+        assert key is None or key in attrs.fields_dict(record), (hook, key)

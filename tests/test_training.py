@@ -13,10 +13,11 @@ from typing import Optional
 import attrs
 import pytest
 
-from model_foundry import cli, hookimpl
+from model_foundry import cli
 from model_foundry.config import load_config
 from model_foundry.errors import ConfigError, FoundryError
 from model_foundry.fields import option, positive, probability
+from model_foundry.plugin import hookimpl
 from model_foundry.records import ArchitectureSchema, Capabilities, ModelBuilder, TrainingStep
 from model_foundry.testing import isolated_registry
 

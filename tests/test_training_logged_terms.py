@@ -6,8 +6,9 @@ import json
 
 import attrs
 
-from model_foundry import cli, hookimpl
+from model_foundry import cli
 from model_foundry.fields import option, positive
+from model_foundry.plugin import hookimpl
 from model_foundry.records import ArchitectureSchema, Capabilities, ModelBuilder
 from model_foundry.testing import isolated_registry
 

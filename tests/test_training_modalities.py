@@ -13,10 +13,11 @@ import attrs
 import numpy as np
 import pytest
 
-from model_foundry import cli, hookimpl
+from model_foundry import cli
 from model_foundry.config import load_config
 from model_foundry.errors import ConfigError
 from model_foundry.fields import non_negative, option, positive
+from model_foundry.plugin import hookimpl
 from model_foundry.records import ArchitectureSchema, Capabilities, CollatorSpec, MetricSpec, ModelBuilder, TrainingStep
 from model_foundry.testing import isolated_registry
 

@@ -6,8 +6,8 @@ from typing import Literal, Optional
 
 import attrs
 
-from model_foundry import hookimpl
 from model_foundry.fields import option, positive, probability
+from model_foundry.plugin import hookimpl
 from model_foundry.records import ArchitectureSchema, Capabilities, ModelBuilder
 
 

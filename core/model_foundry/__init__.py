@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from model_foundry.errors import ConfigError, FoundryError, Location, Problem
-from model_foundry.hookspecs import hookimpl
 from model_foundry.registry import list_architectures, list_plugins, plugin_errors
 
 __version__ = "0.1.0"
@@ -19,7 +18,6 @@ __all__ = [
     "FoundryError",
     "Location",
     "Problem",
-    "hookimpl",
     "list_architectures",
     "list_plugins",
     "plugin_errors",

@@ -12,7 +12,7 @@ from model_foundry.datasets.config import (
     WavFolderDataConfig,
 )
 from model_foundry.extensions import AugmentationConfig, EMAConfig, RegularizationConfig
-from model_foundry.hookspecs import hookimpl
+from model_foundry.plugin import hookimpl
 from model_foundry.records import CollatorSpec, DatasetSpec, ExtensionSpec, MetricSpec, ModalitySpec, TokenizerSpec
 from model_foundry.text.config import TextDataConfig
 

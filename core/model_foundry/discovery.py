@@ -18,10 +18,12 @@ follows four rules (see docs/plugins.md):
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
 import traceback
+import typing
 from importlib import metadata
 from typing import Any, Iterable
 
@@ -31,19 +33,7 @@ from packaging.utils import canonicalize_name
 
 from model_foundry import hookspecs
 from model_foundry.errors import did_you_mean
-from model_foundry.records import (
-    ArchitectureSchema,
-    CheckpointConverter,
-    CollatorSpec,
-    DatasetSpec,
-    Exporter,
-    ExtensionSpec,
-    MetricSpec,
-    ModalitySpec,
-    ModelBuilder,
-    TokenizerSpec,
-    TrainingStep,
-)
+from model_foundry.records import ModelBuilder
 from model_foundry.registry import Architecture, PluginError, PluginInfo, Registry, get_registry
 
 GROUP = hookspecs.PROJECT
@@ -182,20 +172,27 @@ def _error(info: PluginInfo, stage: str, exc: BaseException) -> PluginError:
     )
 
 
-# What each hook answers: a list of these records, each indexed by the attribute named (a string).
-HOOK_RECORDS: dict[str, tuple[type, str | None]] = {
-    "foundry_config_schemas": (ArchitectureSchema, "name"),
-    "foundry_model_builders": (ModelBuilder, "architecture"),
-    "foundry_collators": (CollatorSpec, "name"),
-    "foundry_tokenizers": (TokenizerSpec, "name"),
-    "foundry_checkpoint_converters": (CheckpointConverter, None),
-    "foundry_exporters": (Exporter, "architecture"),
-    "foundry_training_steps": (TrainingStep, "architecture"),
-    "foundry_modalities": (ModalitySpec, "name"),
-    "foundry_datasets": (DatasetSpec, "name"),
-    "foundry_metrics": (MetricSpec, "name"),
-    "foundry_extensions": (ExtensionSpec, "name"),
+# The attribute that indexes each hook's records (None: not indexed by name). The record type itself is
+# the hook specification's return annotation, ``-> list[ModelBuilder]``: see record_type().
+RECORD_KEYS: dict[str, str | None] = {
+    "foundry_config_schemas": "name",
+    "foundry_model_builders": "architecture",
+    "foundry_collators": "name",
+    "foundry_tokenizers": "name",
+    "foundry_checkpoint_converters": None,
+    "foundry_exporters": "architecture",
+    "foundry_training_steps": "architecture",
+    "foundry_modalities": "name",
+    "foundry_datasets": "name",
+    "foundry_metrics": "name",
+    "foundry_extensions": "name",
 }
+
+
+@functools.cache
+def record_type(hook_name: str) -> type:
+    """The record a hook answers a list of, read from its specification (``list[ModelBuilder]`` -> ModelBuilder)."""
+    return typing.get_args(typing.get_type_hints(getattr(hookspecs, hook_name))["return"])[0]
 
 
 def _answers(manager: pluggy.PluginManager, registry: Registry, hook_name: str) -> Iterable[tuple[Any, PluginInfo]]:
@@ -216,7 +213,7 @@ def _answers(manager: pluggy.PluginManager, registry: Registry, hook_name: str) 
 
 
 def _checked_answer(answer: Any, hook_name: str) -> list[Any]:
-    record, key = HOOK_RECORDS[hook_name]
+    record, key = record_type(hook_name), RECORD_KEYS[hook_name]
     if answer is None:
         return []
     if not isinstance(answer, (list, tuple)):

@@ -15,6 +15,20 @@ from __future__ import annotations
 
 import pluggy
 
+from model_foundry.records import (
+    ArchitectureSchema,
+    CheckpointConverter,
+    CollatorSpec,
+    DatasetSpec,
+    Exporter,
+    ExtensionSpec,
+    MetricSpec,
+    ModalitySpec,
+    ModelBuilder,
+    TokenizerSpec,
+    TrainingStep,
+)
+
 PROJECT = "model_foundry"
 
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -22,7 +36,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def foundry_config_schemas() -> list:
+def foundry_config_schemas() -> list[ArchitectureSchema]:
     """Declare architectures and their config schemas.
 
     Called once, when the registry is first needed (``foundry list``, ``load_config``,
@@ -39,7 +53,7 @@ def foundry_config_schemas() -> list:
 
 
 @hookspec
-def foundry_model_builders() -> list:
+def foundry_model_builders() -> list[ModelBuilder]:
     """Say how to build architectures.
 
     Called once, with the schemas. Return a list of
@@ -52,7 +66,7 @@ def foundry_model_builders() -> list:
 
 
 @hookspec
-def foundry_collators() -> list:
+def foundry_collators() -> list[CollatorSpec]:
     """Contribute data collators (``causal_lm``, ``masked_lm``, ...).
 
     Called once. Return a list of :class:`~model_foundry.records.CollatorSpec`; its
@@ -66,7 +80,7 @@ def foundry_collators() -> list:
 
 
 @hookspec
-def foundry_modalities() -> list:
+def foundry_modalities() -> list[ModalitySpec]:
     """Contribute modalities (``text``, ``image``, ``audio``, ``vector``, ``point_cloud``, ...).
 
     Called once. Return a list of :class:`~model_foundry.records.ModalitySpec`: the modality's
@@ -76,7 +90,7 @@ def foundry_modalities() -> list:
 
 
 @hookspec
-def foundry_datasets() -> list:
+def foundry_datasets() -> list[DatasetSpec]:
     """Contribute dataset kinds (``text``, ``digits``, ``toy``, ``npy``, ``image_folder``, ...).
 
     Called once. Return a list of :class:`~model_foundry.records.DatasetSpec`, each chosen by
@@ -85,7 +99,7 @@ def foundry_datasets() -> list:
 
 
 @hookspec
-def foundry_metrics() -> list:
+def foundry_metrics() -> list[MetricSpec]:
     """Contribute evaluation metrics (perplexity, bits/dim, sample quality, ...).
 
     Called once. Return a list of :class:`~model_foundry.records.MetricSpec`; evaluation runs
@@ -94,7 +108,7 @@ def foundry_metrics() -> list:
 
 
 @hookspec
-def foundry_extensions() -> list:
+def foundry_extensions() -> list[ExtensionSpec]:
     """Contribute extensions built beside a model from the ``extensions`` section (EMA, ...).
 
     Called once. Return a list of :class:`~model_foundry.records.ExtensionSpec`.
@@ -102,7 +116,7 @@ def foundry_extensions() -> list:
 
 
 @hookspec
-def foundry_tokenizers() -> list:
+def foundry_tokenizers() -> list[TokenizerSpec]:
     """Contribute tokenizer kinds (``bpe``, ``wordpiece``, ``unigram``, ``char``, ...).
 
     Called once. Return a list of :class:`~model_foundry.records.TokenizerSpec`; its
@@ -112,7 +126,7 @@ def foundry_tokenizers() -> list:
 
 
 @hookspec
-def foundry_checkpoint_converters() -> list:
+def foundry_checkpoint_converters() -> list[CheckpointConverter]:
     """Contribute importers of foreign checkpoints (a transformers directory, ...).
 
     Called once. Return a list of :class:`~model_foundry.records.CheckpointConverter`.
@@ -122,7 +136,7 @@ def foundry_checkpoint_converters() -> list:
 
 
 @hookspec
-def foundry_exporters() -> list:
+def foundry_exporters() -> list[Exporter]:
     """Say how to write an architecture's models in foreign formats (a transformers directory, ...).
 
     Called once. Return a list of :class:`~model_foundry.records.Exporter`, each naming an
@@ -135,7 +149,7 @@ def foundry_exporters() -> list:
 
 
 @hookspec
-def foundry_training_steps() -> list:
+def foundry_training_steps() -> list[TrainingStep]:
     """Replace the default training step for an architecture.
 
     Called once. Return a list of :class:`~model_foundry.records.TrainingStep`. Only for

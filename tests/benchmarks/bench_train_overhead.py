@@ -35,13 +35,13 @@ import attrs  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from model_foundry import hookimpl  # noqa: E402
 from model_foundry.config import load_config  # noqa: E402
 from model_foundry.datasets import DataContext, load_data  # noqa: E402
 from model_foundry.evaluation import make_collator  # noqa: E402
 from model_foundry.examples.shakespeare import prepare  # noqa: E402
 from model_foundry.factory import create_model  # noqa: E402
 from model_foundry.fields import option  # noqa: E402
+from model_foundry.plugin import hookimpl  # noqa: E402
 from model_foundry.protocol import FoundryModel, ModelOutput  # noqa: E402
 from model_foundry.records import ArchitectureSchema, Capabilities, ModelBuilder, TrainingStep  # noqa: E402
 from model_foundry.testing import isolated_registry  # noqa: E402
