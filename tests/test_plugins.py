@@ -288,3 +288,14 @@ def test_every_hook_specification_names_the_record_it_answers():
         record, key = discovery.record_type(hook), discovery.RECORD_KEYS[hook]
         assert attrs.has(record) and record.__module__ == "model_foundry.records", (hook, record)
         assert key is None or key in attrs.fields_dict(record), (hook, key)
+
+
+def test_the_core_declares_only_package_data_that_exists():
+    import glob
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    for pattern in pyproject["tool"]["setuptools"]["package-data"]["model_foundry"]:
+        assert glob.glob(str(root / "core" / "model_foundry" / pattern), recursive=True), pattern
