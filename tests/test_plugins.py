@@ -292,8 +292,9 @@ def test_every_hook_specification_names_the_record_it_answers():
 
 def test_the_core_declares_only_package_data_that_exists():
     import glob
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     root = Path(__file__).resolve().parents[1]
     pyproject = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
