@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -300,3 +301,23 @@ def test_the_core_declares_only_package_data_that_exists():
     pyproject = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
     for pattern in pyproject["tool"]["setuptools"]["package-data"]["model_foundry"]:
         assert glob.glob(str(root / "core" / "model_foundry" / pattern), recursive=True), pattern
+
+
+def test_trace_plugins_prints_what_discovery_did_and_each_hook_call(site, monkeypatch, capsys):
+    good(site, "foundry-plugin-widget", "widget", "tp_widget")
+    good(site, "foundry-plugin-gadget", "gadget", "tp_gadget")
+    monkeypatch.setenv("FOUNDRY_PLUGINS_BLOCK", "foundry-plugin-gadget")
+    monkeypatch.setenv("FOUNDRY_TRACE_PLUGINS", "1")
+    model_foundry.list_architectures()
+    lines = capsys.readouterr().err.splitlines()
+    assert "foundry trace: entry point gadget = tp_gadget (foundry-plugin-gadget 1.2.3): not imported, blocked by " \
+           "FOUNDRY_PLUGINS_BLOCK" in lines, lines
+    for pattern in (r"entry point widget = tp_widget \(foundry-plugin-widget 1\.2\.3\): imported in [0-9.]+ ms",
+                    r"foundry_config_schemas foundry-plugin-widget:widget: 1 record\(s\) in [0-9.]+ ms",
+                    r"foundry_model_builders foundry-plugin-widget:widget: 1 record\(s\) in [0-9.]+ ms",
+                    r"foundry_collators model-foundry:builtins: 2 record\(s\) in [0-9.]+ ms"):
+        assert any(re.fullmatch("foundry trace: " + pattern, line) for line in lines), (pattern, lines)
+    monkeypatch.delenv("FOUNDRY_TRACE_PLUGINS")
+    set_registry(None)
+    model_foundry.list_architectures()
+    assert "foundry trace" not in capsys.readouterr().err

@@ -41,6 +41,7 @@ CORE_DISTRIBUTION = "model-foundry"
 ALLOW_ENV = "FOUNDRY_PLUGINS_ALLOW"
 BLOCK_ENV = "FOUNDRY_PLUGINS_BLOCK"
 STRICT_ENV = "FOUNDRY_STRICT_PLUGINS"
+TRACE_ENV = "FOUNDRY_TRACE_PLUGINS"
 # Every command imports every plugin's entry point: past this, the import is reported as slow.
 SLOW_IMPORT_SECONDS = 0.5
 HEAVY_MODULES = ("torch", "transformers", "tensorflow", "jax")
@@ -54,8 +55,20 @@ def _names_from_env(variable: str) -> set[str]:
     return {canonicalize_name(part.strip()) for part in value.split(",") if part.strip()}
 
 
+def _flag(variable: str) -> bool:
+    return os.environ.get(variable, "").lower() in {"1", "true", "yes", "on"}
+
+
 def strict() -> bool:
-    return os.environ.get(STRICT_ENV, "").lower() in {"1", "true", "yes", "on"}
+    return _flag(STRICT_ENV)
+
+
+def trace(message: str) -> None:
+    """With ``FOUNDRY_TRACE_PLUGINS=1``, one line on stderr: what discovery did with an entry point, or
+    one hook call of one plugin with its answer and time. (pluggy's hook-call monitoring would see none
+    of these: each implementation is called on its own, see :func:`_answers`.)"""
+    if _flag(TRACE_ENV):
+        print(f"foundry trace: {message}", file=sys.stderr)
 
 
 def make_plugin_manager() -> pluggy.PluginManager:
@@ -81,19 +94,23 @@ def discover(manager: pluggy.PluginManager, registry: Registry) -> None:
             continue
         seen.add((distribution, entry_point.name))
         info = PluginInfo(entry_point.name, distribution, version, entry_point.value)
+        who = f"entry point {entry_point.name} = {entry_point.value} ({distribution} {version})"
         is_core = distribution == CORE_DISTRIBUTION
         if distribution in block or (allow and not is_core and distribution not in allow):
             registry.blocked.append(info)
+            trace(f"{who}: not imported, {'blocked by ' + BLOCK_ENV if distribution in block else 'not in ' + ALLOW_ENV}")
             continue
         incompatible = _api_problem(entry_point)
         if incompatible and not is_core:  # never imported: it would fail deep inside, or worse, not at all
             registry.errors.append(PluginError(info.name, distribution, version, "compatibility", incompatible))
+            trace(f"{who}: not imported, {incompatible}")
             continue
         loaded_before = {name for name in HEAVY_MODULES if name in sys.modules}
         started = time.perf_counter()
         try:
             module = entry_point.load()
         except ISOLATED as exc:
+            trace(f"{who}: import failed after {_ms(started)}: {type(exc).__name__}: {exc}")
             if strict():
                 raise
             registry.errors.append(_error(info, "import", exc))
@@ -102,6 +119,7 @@ def discover(manager: pluggy.PluginManager, registry: Registry) -> None:
             info, import_seconds=time.perf_counter() - started,
             heavy_imports=tuple(name for name in HEAVY_MODULES if name in sys.modules and name not in loaded_before),
         )
+        trace(f"{who}: imported in {_ms(started)}")
         registry.warnings.extend(_import_warnings(info))
         register(manager, registry, module, info)
     installed = sorted({distribution for distribution, _ in seen})
@@ -154,6 +172,7 @@ def register(manager: pluggy.PluginManager, registry: Registry, plugin: object, 
     try:
         manager.register(plugin, name=f"{info.distribution}:{info.name}")
     except Exception as exc:  # e.g. a hook implementation that matches no spec
+        trace(f"{info.distribution}:{info.name}: not registered: {type(exc).__name__}: {exc}")
         if strict():
             raise
         registry.errors.append(_error(info, "register", exc))
@@ -201,15 +220,22 @@ def _answers(manager: pluggy.PluginManager, registry: Registry, hook_name: str) 
     by_name = {f"{p.distribution}:{p.name}": p for p in registry.plugins}
     for impl in reversed(getattr(manager.hook, hook_name).get_hookimpls()):
         info = by_name[impl.plugin_name]
+        started = time.perf_counter()
         try:
             items = _checked_answer(impl.function(), hook_name)
         except ISOLATED as exc:
+            trace(f"{hook_name} {impl.plugin_name}: refused after {_ms(started)}: {type(exc).__name__}: {exc}")
             if strict():
                 raise
             registry.errors.append(_error(info, hook_name, exc))
             continue
+        trace(f"{hook_name} {impl.plugin_name}: {len(items)} record(s) in {_ms(started)}")
         for item in items:
             yield item, info
+
+
+def _ms(started: float) -> str:
+    return f"{(time.perf_counter() - started) * 1000:.2f} ms"
 
 
 def _checked_answer(answer: Any, hook_name: str) -> list[Any]:
