@@ -51,7 +51,9 @@ def build_tiny(model_config):
     from model_foundry.text.modeling import LanguageModel, ModelOutput, causal_lm_loss
 
     class Tiny(LanguageModel):
-        supports_generation = True
+        @property
+        def supports_generation(self):
+            return True
 
         def __init__(self, config):
             super().__init__(config)
@@ -92,12 +94,16 @@ class TinyPlugin:
         return [ModelBuilder("tiny-lm", build_tiny)]
 
 
+CUSTOM_STEP_CALLS: list[tuple[int, int]] = []  # (context.step, micro-batches) of each call of custom_step
+
+
 def custom_step(model, batches, context):
     """One backward over all the micro-batches at once: proves the loop hands the step over."""
+    CUSTOM_STEP_CALLS.append((context.step, len(batches)))
     loss = sum(model(**batch).loss for batch in batches) / len(batches)
     context.backward(loss)
     context.step_optimizer("model")
-    return {"loss": loss.detach(), "calls": context.step}
+    return {"loss": loss.detach()}
 
 
 class CustomStepPlugin:
@@ -222,16 +228,23 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_resumes_exactly(tmp_path, tiny_
 
 def test_gradient_accumulation_and_custom_steps(tmp_path, capsys):
     from model_foundry.training import train
+    from model_foundry.training.state import read_training_state
 
+    CUSTOM_STEP_CALLS.clear()
     with isolated_registry(TinyPlugin(), CustomStepPlugin()):
-        result = train(load_config(write_config(tmp_path), ["training.max_steps=6", "training.eval_every=0"]))
+        result = train(load_config(write_config(tmp_path), ["training.max_steps=6", "training.eval_every=0",
+                                                            "training.gradient_accumulation_steps=2"]))
         assert result.step == 6 and result.model.optimizer_steps == list(range(1, 7))
+        assert CUSTOM_STEP_CALLS == [(step, 2) for step in range(1, 7)]  # once per optimizer step, all its micro-batches
         losses = [r["loss"] for r in records(tmp_path / "run")]
         assert losses and all(loss == loss for loss in losses)
     with isolated_registry(TinyPlugin()):
         train(load_config(write_config(tmp_path), ["training.max_steps=4", "training.gradient_accumulation_steps=3",
-                                                   "training.eval_every=0", "training.log_every=1"]), overwrite=True)
+                                                   "training.eval_every=0", "training.log_every=1",
+                                                   "training.save_every=4"]), overwrite=True)
         assert len(records(tmp_path / "run")) == 4
+    _, optimizers, _ = read_training_state(str(tmp_path / "run" / "checkpoint-4"))
+    assert {float(entry["step"]) for entry in optimizers["model"]["state"].values()} == {4.0}  # not one per micro-batch
 
 
 def test_block_size_over_the_model_limit_is_located(tmp_path, tiny_registry):
