@@ -3,15 +3,17 @@
 The ``data`` section names training files (plain text or JSONL, globs allowed; relative
 paths resolve against the current working directory) and either validation files or a
 ``validation_fraction`` of training documents to hold out. Documents are tokenized in
-batches with the tokenizer's fast Rust encoder, an end-of-text token is appended to each,
-and the ids are written once to a cache directory as a flat binary array (``tokens.bin``
-plus ``meta.json``), read back as a numpy memmap and cut into ``block_size`` blocks.
+batches with the tokenizer's fast Rust encoder (on all cores; a long document is cut into
+pieces where that changes no id, so it is encoded in parallel too), an end-of-text token is
+appended to each, and the ids are written once to a cache directory as a flat binary array
+(``tokens.bin`` plus ``meta.json``), read back as a numpy memmap and cut into ``block_size``
+blocks.
 
 A cache entry is keyed by the files (absolute path, size, modification time), the options
 that change which text is read, and the tokenizer's own JSON, so a second run with the same
 data and tokenizer starts without tokenizing anything. Entries are written atomically.
 A trained tokenizer is cached the same way, keyed by the training files and the tokenizer
-section.
+section, and read back with the ``tokenizers`` library alone (no transformers import).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import itertools
 import json
 import os
 import random
+import re
 import tempfile
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -37,6 +40,7 @@ from model_foundry.text.config import TextDataConfig, TokenizerConfig
 
 CACHE_FORMAT = 1
 ENCODE_BATCH_DOCUMENTS = 1000
+PIECE_CHARS = 1 << 15  # a longer document is encoded as pieces of about this many characters, in parallel
 TOKENS_FILE = "tokens.bin"
 HELD_OUT_FILE = "held_out.bin"
 META_FILE = "meta.json"
@@ -135,16 +139,43 @@ def token_dtype(tokenizer: Any) -> np.dtype:
 
 
 def encode_documents(tokenizer: Any, documents: Iterable[str], dtype: np.dtype | None = None) -> Iterator[np.ndarray]:
-    """Token ids of ``documents``, each followed by the separator, as flat arrays (one per batch)."""
+    """Token ids of ``documents``, each followed by the separator, as flat arrays (one per batch).
+
+    The tokenizers library encodes a batch on all cores (unless ``TOKENIZERS_PARALLELISM=false``).
+    A document longer than :data:`PIECE_CHARS` (a whole file, with ``document_per_line: false``) is
+    cut into pieces where the tokenizer gives the same ids (see :func:`document_pieces`), so that
+    it is encoded in parallel as well.
+    """
+    from model_foundry.text.tokenization import splits_at_spaces
+
     backend = tokenizer.backend_tokenizer
     encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # no offsets: faster
+    cut = document_pieces if splits_at_spaces(backend) else lambda document: [document]
     dtype = dtype or token_dtype(tokenizer)
     separator = (separator_id(tokenizer),)
     iterator = iter(documents)
     while batch := list(itertools.islice(iterator, ENCODE_BATCH_DOCUMENTS)):
-        encodings = encode(batch, add_special_tokens=False)
-        ids = itertools.chain.from_iterable(part for encoding in encodings for part in (encoding.ids, separator))
+        pieces = [cut(document) for document in batch]
+        encodings = iter(encode([piece for parts in pieces for piece in parts], add_special_tokens=False))
+        ids = itertools.chain.from_iterable(
+            part for parts in pieces for part in (*(next(encodings).ids for _ in parts), separator)
+        )
         yield np.fromiter(ids, dtype=dtype)
+
+
+# Where the tokenizers of splits_at_spaces give the same ids cut as uncut: before a space that follows a non-space.
+_PIECE_START = re.compile(r"(?<=\S) ")
+
+
+def document_pieces(document: str) -> list[str]:
+    """``document`` cut into pieces of at least :data:`PIECE_CHARS` characters (the last may be shorter),
+    each cut just before a space that follows a non-space character; one piece if it has no such space."""
+    pieces, start = [], 0
+    while len(document) - start > PIECE_CHARS and (cut := _PIECE_START.search(document, start + PIECE_CHARS)):
+        pieces.append(document[start : cut.start()])
+        start = cut.start()
+    pieces.append(document[start:])
+    return pieces
 
 
 def tokenize_to_array(tokenizer: Any, documents: Iterable[str]) -> np.ndarray:
@@ -329,9 +360,9 @@ def load_text_data(data: TextDataConfig, tokenizer: Any, cache_dir: str) -> Load
 
 
 def obtain_tokenizer(tokenizer_config: TokenizerConfig, data: TextDataConfig, cache_dir: str) -> Any:
-    """The run's tokenizer: loaded from ``tokenizer.path``, or trained on the training files (cached)."""
-    from model_foundry.factory import load_tokenizer
-    from model_foundry.text.tokenization import tokenizer_from_config
+    """The run's tokenizer: loaded from ``tokenizer.path``, or trained on the training files and cached
+    (read back as a :class:`~model_foundry.text.tokenization.SavedTokenizer`, without transformers)."""
+    from model_foundry.text.tokenization import read_saved_tokenizer, tokenizer_from_config
 
     if tokenizer_config.path is not None:
         return tokenizer_from_config(tokenizer_config, [])
@@ -347,7 +378,7 @@ def obtain_tokenizer(tokenizer_config: TokenizerConfig, data: TextDataConfig, ca
     )
     directory = os.path.join(cache_dir, f"tokenizer-{key}")
     if os.path.isfile(os.path.join(directory, "tokenizer.json")):
-        return load_tokenizer(directory)
+        return read_saved_tokenizer(directory)
     if all(file_format(path, data) == "text" for path in files):
         tokenizer = tokenizer_from_config(tokenizer_config, files)
     else:
@@ -361,4 +392,4 @@ def obtain_tokenizer(tokenizer_config: TokenizerConfig, data: TextDataConfig, ca
             tokenizer = tokenizer_from_config(tokenizer_config, [text_file])
     with atomic_directory(directory) as staging:
         tokenizer.save_pretrained(staging)
-    return load_tokenizer(directory)
+    return read_saved_tokenizer(directory)  # as the next run reads it, so both key the token cache alike
