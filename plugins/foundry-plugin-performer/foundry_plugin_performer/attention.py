@@ -6,7 +6,7 @@ the tiles against, is :mod:`foundry_plugin_performer.reference`.
 
 How the maths works -- the feature map, the stabiliser that keeps it exact and strictly causal,
 the chunked causal pass and the recurrent state -- is explained in ``docs/plugins/performer.md``
-(section *How FAVOR+ is computed*). Comments here say why the code is shaped as it is for speed.
+(section *How FAVOR+ is computed*).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from torch import nn
 
 from foundry_plugin_performer.reference import (
     CausalLinearState,
-    FavorFeatures,
     causal_linear_attention,
     causal_linear_attention_step,
     favor_features,
@@ -32,9 +31,6 @@ __all__ = ["FavorAttention", "default_nb_features", "orthogonal_gaussian_project
 def default_nb_features(dim_head: int) -> int:
     """The FAVOR+ paper's default number of random features, ``d log d``."""
     return max(1, int(dim_head * math.log(dim_head)))
-
-
-# --- random projection ------------------------------------------------------------------------
 
 
 def orthogonal_gaussian_projection(
@@ -68,8 +64,6 @@ def orthogonal_gaussian_projection(
     norms = torch.randn(nb_features, dim, generator=generator, device=draw_device, dtype=torch.float64).norm(dim=-1)
     return (directions * norms[:, None]).to(device=device, dtype=dtype)
 
-
-# --- module ------------------------------------------------------------------------------------
 
 
 class FavorAttention(nn.Module):
@@ -115,10 +109,6 @@ class FavorAttention(nn.Module):
         drawn = orthogonal_gaussian_projection(self.nb_features, self.dim_head, generator=generator)
         self.projection.copy_(drawn)
 
-    def _features(self, x: torch.Tensor) -> FavorFeatures:
-        dtype = torch.promote_types(x.dtype, torch.float32)
-        return favor_features(x.to(dtype), self.projection.to(dtype), eps=self.eps)
-
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -130,27 +120,15 @@ class FavorAttention(nn.Module):
             )
         if key_padding_mask is not None and key_padding_mask.dtype != torch.bool:
             raise TypeError("key_padding_mask must be a bool tensor, True on padded keys")
-        dtype = torch.promote_types(k.dtype, torch.float32)
-        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, self.projection))
         with torch.autocast(q.device.type, enabled=False):
-            values = v.to(dtype)
-            if not needs_grad or not self.projection.requires_grad:
-                inputs = (q.to(dtype), k.to(dtype), values, self.projection.to(dtype))
-                options = {
-                    "eps": self.eps, "causal": self.causal, "chunk_size": self.chunk_size,
-                    "key_padding_mask": key_padding_mask,
-                }
-                out, _ = tiled_attention(*inputs, **options)
-            elif self.causal:
-                key = self._features(k)
-                out, _ = causal_linear_attention(
-                    self._features(q).features, key.features, values, self.chunk_size,
-                    k_log_scale=key.log_scale, key_padding_mask=key_padding_mask,
-                )
+            inputs = self._in_float(q, k, v)
+            if torch.is_grad_enabled() and self.projection.requires_grad:  # the tiles give the projection no gradient
+                out = self._reference(*inputs, key_padding_mask)
             else:
-                key = self._features(k)
-                out = linear_attention(self._features(q).features, key.features, values, key_padding_mask,
-                                       k_log_scale=key.log_scale)
+                out, _ = tiled_attention(
+                    *inputs, eps=self.eps, causal=self.causal, chunk_size=self.chunk_size,
+                    key_padding_mask=key_padding_mask,
+                )
         return out.to(v.dtype)
 
     def step(
@@ -160,35 +138,48 @@ class FavorAttention(nn.Module):
 
         ``state=None`` starts a sequence. One position (t = 1) costs the same time and memory
         however long the sequence already is; a longer block (a prompt) goes chunkwise, through
-        the same tiles as :meth:`forward` when nothing needs a gradient.
-        The outputs equal those of :meth:`forward` over the whole sequence.
+        the same tiles as :meth:`forward` when nothing needs a gradient. The state given is left
+        as it was. The outputs equal those of :meth:`forward` over the whole sequence.
         """
         t = q.shape[-2]
         tensors = (q, k, v, self.projection) + (() if state is None else (state.summary, state.max_log_scale))
-        if t > 1 and not (torch.is_grad_enabled() and any(x.requires_grad for x in tensors)):
-            dtype = torch.promote_types(k.dtype, torch.float32)
-            with torch.autocast(q.device.type, enabled=False):
-                out, state = tiled_attention(
-                    q.to(dtype), k.to(dtype), v.to(dtype), self.projection.to(dtype), eps=self.eps, causal=True,
-                    chunk_size=self.chunk_size, key_padding_mask=None, state=state, keep_state=True,
-                )
-            return out.to(v.dtype), state
+        tracked = torch.is_grad_enabled() and any(x.requires_grad for x in tensors)
         with torch.autocast(q.device.type, enabled=False):
-            both = self._features(torch.cat([q, k], dim=-2))  # one feature map for the new queries and keys
-            query, key = both.features[..., :t, :], FavorFeatures(both.features[..., t:, :], both.log_scale[..., t:])
-            values = v.to(query.dtype)
+            q, k, values, projection = self._in_float(q, k, v)
+            if t > 1 and not tracked:
+                out, state = tiled_attention(
+                    q, k, values, projection, eps=self.eps, causal=True, chunk_size=self.chunk_size,
+                    state=state, keep_state=True,
+                )
+                return out.to(v.dtype), state
+            both = favor_features(torch.cat([q, k], dim=-2), projection, eps=self.eps)  # one map for both
+            query, key, log_scale = both.features[..., :t, :], both.features[..., t:, :], both.log_scale[..., t:]
             if state is None:
-                state = CausalLinearState.empty(
-                    k.shape[:-2], self.nb_features, v.shape[-1], dtype=query.dtype, device=v.device
-                )
-            if q.shape[-2] == 1:
+                state = CausalLinearState.empty(k.shape[:-2], self.nb_features, v.shape[-1], dtype=q.dtype, device=v.device)
+            if t == 1:
                 out, state = causal_linear_attention_step(
-                    query[..., 0, :], key.features[..., 0, :], values[..., 0, :], state,
-                    k_log_scale_t=key.log_scale[..., 0],
+                    query[..., 0, :], key[..., 0, :], values[..., 0, :], state, k_log_scale_t=log_scale[..., 0]
                 )
-                out = out.unsqueeze(-2)
-            else:
-                out, state = causal_linear_attention(
-                    query, key.features, values, self.chunk_size, k_log_scale=key.log_scale, state=state
-                )
+                return out.unsqueeze(-2).to(v.dtype), state
+            out, state = causal_linear_attention(query, key, values, self.chunk_size, k_log_scale=log_scale, state=state)
         return out.to(v.dtype), state
+
+    def _in_float(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``q``, ``k``, ``v`` and the projection in float32 (float64 stays float64): lower precision
+        exponentials would lose the stabiliser's precision."""
+        dtype = torch.promote_types(k.dtype, torch.float32)
+        return q.to(dtype), k.to(dtype), v.to(dtype), self.projection.to(dtype)
+
+    def _reference(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, projection: torch.Tensor,
+        key_padding_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Attention through :mod:`foundry_plugin_performer.reference`, where autograd reaches the projection."""
+        query, key = (favor_features(x, projection, eps=self.eps) for x in (q, k))
+        if self.causal:
+            out, _ = causal_linear_attention(
+                query.features, key.features, v, self.chunk_size, k_log_scale=key.log_scale,
+                key_padding_mask=key_padding_mask,
+            )
+            return out
+        return linear_attention(query.features, key.features, v, key_padding_mask, k_log_scale=key.log_scale)

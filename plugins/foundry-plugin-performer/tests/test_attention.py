@@ -216,6 +216,27 @@ def test_backward_equals_autograd_of_the_feature_functions(causal, chunk_size, t
             torch.testing.assert_close(got.transpose(1, 2), want, atol=1e-10, rtol=1e-8)
 
 
+@pytest.mark.parametrize("causal", [True, False])
+def test_a_projection_that_needs_a_gradient_gets_it_through_the_reference(causal):
+    """The tiles give the projection no gradient; when it needs one, FavorAttention runs the reference:
+    the same outputs, padding included, and the projection's gradient passes gradcheck."""
+    favor = FavorAttention(4, 6, causal=causal, chunk_size=3, eps=0.0, generator=generator()).double()
+    g = generator(23)
+    q, k, v = (torch.randn(2, 2, 7, 4, generator=g, dtype=F64) for _ in range(3))
+    mask = torch.tensor([[False] * 7, [False] * 5 + [True] * 2])
+    tiled = favor(q, k, v, mask)
+    favor.projection.requires_grad_()
+    out = favor(q, k, v, mask)
+    assert out.requires_grad
+    torch.testing.assert_close(out, tiled, atol=1e-12, rtol=1e-10)
+
+    def attend(projection):
+        favor.projection = projection
+        return favor(q, k, v, mask)
+
+    assert torch.autograd.gradcheck(attend, (favor.projection.detach().clone().requires_grad_(),))
+
+
 # --- causality, padding, decoding ----------------------------------------------------------------------
 
 
