@@ -12,10 +12,11 @@ output added back to its input and a 1x1 skip output. The skips are summed, and 
 convolutions with ReLUs give the logits. A conditional model adds a learned per-class bias
 to every gate (global conditioning).
 
-Generation caches each layer's past inputs (its last ``(kernel_size - 1) * dilation + 1``),
-so one sample costs one step through the layers (``_Cache``): the same convolutions on a
-window of length one output, hence the same numbers as the full recomputation
-(``sample(..., cached=False)``), which runs the whole network on the prefix for every sample.
+Generation caches each layer's past inputs (its last ``(kernel_size - 1) * dilation``), so
+one sample costs one step through the layers (``_Cache``): the same weights as matrices applied
+to the taps of the newest time, hence the same numbers (up to rounding) as the full
+recomputation (``sample(..., cached=False)``), which runs the whole network on the prefix for
+every sample.
 """
 
 from __future__ import annotations
@@ -46,10 +47,6 @@ class CausalConv1d(nn.Conv1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(F.pad(x, (self.history, 0)))
 
-    def step(self, window: torch.Tensor) -> torch.Tensor:
-        """The output at the last time of ``window`` (N, C, history + 1): its taps, one output."""
-        return F.conv1d(window[:, :, :: self.dilation[0]], self.weight, self.bias)
-
 
 class ResidualLayer(nn.Module):
     def __init__(self, channels: int, skip_channels: int, kernel_size: int, dilation: int, num_classes: int | None):
@@ -60,13 +57,7 @@ class ResidualLayer(nn.Module):
         self.skip = nn.Conv1d(channels, skip_channels, 1)
 
     def forward(self, x: torch.Tensor, classes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._outputs(x, self.dilated(x), classes)
-
-    def step(self, x: torch.Tensor, window: torch.Tensor, classes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One time step: ``x`` (N, C, 1) is the newest input, ``window`` the layer's cached past ending with it."""
-        return self._outputs(x, self.dilated.step(window), classes)
-
-    def _outputs(self, x: torch.Tensor, dilated: torch.Tensor, classes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        dilated = self.dilated(x)
         if self.class_bias is not None and classes is not None:
             dilated = dilated + self.class_bias(classes)[:, :, None]
         content, gate_logits = dilated.chunk(2, dim=1)
@@ -140,13 +131,14 @@ class WaveNet(FoundryModel):
         classes = sampling_classes(self, conditions, num_samples, generator, device)
         length = self.sample_length if length is None else length
         codes = torch.zeros(num_samples, length, dtype=torch.long, device=device)
-        cache = _Cache(self, num_samples, classes, device) if cached else None
-        for t in range(length):
-            if cache is not None:
-                logits = cache.step(codes[:, t - 1] if t else None)
-            else:
-                logits = self.logits(codes[:, : t + 1], classes)[:, t]
-            codes[:, t] = draw(logits, generator)
+        with torch.inference_mode():  # cheaper per operation than no_grad; ``codes`` is an ordinary tensor
+            cache = _Cache(self, num_samples, classes, device) if cached else None
+            for t in range(length):
+                if cache is not None:
+                    logits = cache.step(codes[:, t - 1] if t else None)
+                else:
+                    logits = self.logits(codes[:, : t + 1], classes)[:, t]
+                codes[:, t] = draw(logits, generator)
         return self.mu_law.values(codes)
 
     def _codes(self, input_values: torch.Tensor | None) -> torch.Tensor:
@@ -158,27 +150,54 @@ class WaveNet(FoundryModel):
 
 
 class _Cache:
-    """Each layer's last ``history + 1`` inputs, so that one new code costs one pass through the layers."""
+    """Generation state: each layer's past inputs, and the weights as matrices, so that one new
+    code costs one pass through the layers with a few matrix products and no new buffers.
+
+    Layer l's dilated convolution at time t reads its inputs at t - (k-1)d, ..., t - d, t. Its
+    ring buffer holds the last (k-1)d inputs, slot ``s mod (k-1)d`` the input of time s, so the
+    past taps are slots ``(t + j d) mod (k-1)d`` (j = 0 .. k-2, oldest first; zeros before the
+    clip starts, the full pass's left padding), and the new input then overwrites the oldest.
+    The convolution is one product of the taps with its weight reordered tap-major, the class
+    bias folded into its bias; each gate output goes into its columns of one (N, layers, C)
+    buffer, and all skip convolutions are one product with it at the end."""
 
     def __init__(self, model: WaveNet, count: int, classes: torch.Tensor | None, device: torch.device):
-        self.model, self.classes = model, classes
-        self.start = torch.full((count,), model.start, dtype=torch.long, device=device)
-        dtype = model.embedding.weight.dtype
-        self.windows = [
-            torch.zeros(count, layer.dilated.in_channels, layer.dilated.history + 1, device=device, dtype=dtype)
-            for layer in model.layers
-        ]
+        self.head = model.head
+        codes = torch.arange(model.start + 1, device=device)
+        self.inputs = model._embed(codes)  # (levels + 1, C): the first layer's input after each code
+        self.first = self.inputs[model.start].expand(count, -1)
+        channels = model.embedding.embedding_dim
+        self.gates = self.inputs.new_zeros(count, len(model.layers), channels)
+        self.layers = []
+        for layer in model.layers:
+            conv = layer.dilated
+            bias = conv.bias if layer.class_bias is None or classes is None else conv.bias + layer.class_bias(classes)
+            span = conv.history  # (k - 1) * d past inputs
+            self.layers.append((
+                self.inputs.new_zeros(span, count, channels), conv.dilation[0],
+                conv.weight.permute(0, 2, 1).reshape(conv.out_channels, -1).t(), bias,
+                layer.residual.weight[:, :, 0].t(), layer.residual.bias,
+            ))
+        self.skip_weight = torch.cat([layer.skip.weight[:, :, 0] for layer in model.layers], dim=1).t()
+        self.skip_bias = sum(layer.skip.bias for layer in model.layers)
+        self.time = 0
 
     def step(self, previous: torch.Tensor | None) -> torch.Tensor:
         """The logits (N, levels) of the next code, given the last one drawn (None before the first)."""
-        x = self.model._embed(self.start if previous is None else previous)[:, :, None]
-        skips = 0
-        for index, layer in enumerate(self.model.layers):
-            window = torch.cat([self.windows[index][:, :, 1:], x], dim=2)
-            self.windows[index] = window
-            x, skip = layer.step(x, window, self.classes)
-            skips = skips + skip
-        return self.model.head(skips)[:, :, 0]
+        t = self.time
+        x = self.first if previous is None else self.inputs[previous]
+        for index, (past, dilation, weight, bias, residual_weight, residual_bias) in enumerate(self.layers):
+            span = past.shape[0]
+            taps = torch.cat([*(past[(t + j * dilation) % span] for j in range(span // dilation)), x], dim=1)
+            past[t % span] = x
+            content, gate = torch.addmm(bias, taps, weight).chunk(2, dim=1)
+            z = torch.mul(torch.tanh(content), torch.sigmoid(gate), out=self.gates[:, index])
+            x = torch.addmm(residual_bias, z, residual_weight).add_(x)
+        self.time = t + 1
+        skips = torch.addmm(self.skip_bias, self.gates.flatten(1), self.skip_weight)
+        _, hidden, _, output = self.head
+        return torch.addmm(output.bias, torch.addmm(hidden.bias, skips.relu(), hidden.weight[:, :, 0].t()).relu_(),
+                           output.weight[:, :, 0].t())
 
 
 def build(config: ModelConfig) -> WaveNet:
