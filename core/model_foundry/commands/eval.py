@@ -119,7 +119,7 @@ def _modality(args, opened: Any) -> tuple[dict[str, Any], str]:
     from model_foundry.config import TrainingConfig, load_config
     from model_foundry.datasets import DataContext, load_data
     from model_foundry.evaluation import MetricContext, eval_collator, evaluate
-    from model_foundry.training.loop import data_cache_dir
+    from model_foundry.training.rundir import data_cache_dir
 
     model, path = opened.model, opened.config_file
     if path is None or "data" not in opened.config:

@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 import warnings
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import attrs
 import numpy as np
@@ -30,12 +30,18 @@ from model_foundry.config import (
     ModelConfig,
     OptimizerConfig,
     TrainingConfig,
+    data_modality,
 )
+from model_foundry.datasets import DataContext, load_data
 from model_foundry.errors import ConfigError, FoundryError, Problem
-from model_foundry.evaluation import to_device
+from model_foundry.evaluation import MetricContext, eval_collator, evaluate, make_collator, to_device, write_samples
+from model_foundry.extensions import build_extensions, load_extension_states, sampling_weights, save_extension_states
+from model_foundry.factory import create_model
 from model_foundry.protocol import FoundryModel
+from model_foundry.records import resolve
+from model_foundry.registry import find_architecture, get_registry, unique_entry
 from model_foundry.training import rundir
-from model_foundry.training.reporting import LOSS_CURVE_FILE, MetricsLog, Progress, plot_loss_curve
+from model_foundry.training.reporting import LOSS_CURVE_FILE, LossWindow, MetricsLog, Progress, plot_loss_curve
 from model_foundry.training.rundir import FINAL_DIR, SAMPLES_DIR
 from model_foundry.training.state import (
     DEFAULT_OPTIMIZER,
@@ -273,29 +279,6 @@ def build_optimizers(model: torch.nn.Module, training: TrainingConfig) -> dict[s
     return optimizers
 
 
-class WindowClock:
-    """Seconds spent training since the last training record: evaluations and checkpoint writes
-    run with the clock paused, so a record's speed is its units over the time spent training them."""
-
-    def __init__(self, seconds: float = 0.0):
-        self.seconds = seconds  # up to the last pause, while paused
-        self._since = time.perf_counter()
-
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        self.seconds += time.perf_counter() - self._since
-        try:
-            yield
-        finally:
-            self._since = time.perf_counter()
-
-    def lap(self) -> float:
-        """The window's seconds, starting a new window."""
-        now = time.perf_counter()
-        seconds, self.seconds, self._since = self.seconds + now - self._since, 0.0, now
-        return seconds
-
-
 # --- locations for run-time config checks ----------------------------------------------------
 
 
@@ -321,12 +304,6 @@ def _sections(config: FoundryConfig) -> tuple[ModelConfig, DataSection, Training
     if missing:
         raise ConfigError(Problem(f"training needs the section(s): {', '.join(missing)}; see docs/training.md"))
     return config.model, config.data, config.training
-
-
-def data_cache_dir(data: DataSection, output_dir: str) -> str:
-    """The data's own ``cache_dir`` where its kind has one and it is set, else ``.foundry-cache`` beside the run."""
-    own = data.params.cache_dir if "cache_dir" in attrs.fields_dict(type(data.params)) else None
-    return own or os.path.join(os.path.dirname(output_dir), ".foundry-cache")
 
 
 def _accelerator(training: TrainingConfig, find_unused_parameters: bool) -> Any:
@@ -439,16 +416,13 @@ def train(
 ) -> TrainResult:
     """Train the model a config describes; see docs/training.md.
 
-    ``overrides`` are the ``--set`` strings already applied to ``config`` (to locate error
-    messages and to repeat them in hints). ``resume``: ``True`` continues from the newest
+    ``overrides`` are the ``--set`` strings already applied to ``config`` (repeated in the
+    command a hint gives to resume). ``resume``: ``True`` continues from the newest
     readable checkpoint in ``training.output_dir``; a path, from that ``checkpoint-<step>``
     directory, or from the newest in that run directory. Without it, an output directory that
     holds an earlier run is an error unless ``overwrite`` (which replaces that run). One run at a
     time holds an output directory (see :mod:`model_foundry.training.rundir`).
     """
-    from model_foundry.config import data_modality
-    from model_foundry.registry import get_registry
-
     if resume and overwrite:
         raise FoundryError("--resume and --overwrite exclude each other: continue the earlier run, or replace it")
     model_config, data_section, training = _sections(config)
@@ -459,251 +433,309 @@ def train(
     with rundir.claim(run_dir, hold=rundir.is_main_process()), rundir.out_of_space_is_reported(run_dir, hint):
         if not resume:
             rundir.refuse_earlier_run(run_dir, overwrite)
-            return _train(config, [], overrides)
+            return _train(config, [])
         text = data_modality(data_section, get_registry()) == "text"
-        return _train(config, rundir.resume_candidates(run_dir, chosen, model_config.to_dict(), training.max_steps, text), overrides)
+        return _train(config, rundir.resume_candidates(run_dir, chosen, model_config.to_dict(), training.max_steps, text))
 
 
-def _train(config: FoundryConfig, candidates: list[str], overrides: tuple[str, ...]) -> TrainResult:
+def _train(config: FoundryConfig, candidates: list[str]) -> TrainResult:
     """The run itself, in a claimed output directory; ``candidates``: the checkpoints to resume
     from, newest first (none: start afresh)."""
-    from accelerate.utils import gather_object, set_seed
-
-    from model_foundry.config import data_modality
-    from model_foundry.datasets import DataContext, load_data
-    from model_foundry.evaluation import MetricContext, eval_collator, evaluate, make_collator, write_samples
-    from model_foundry.extensions import (
-        build_extensions,
-        load_extension_states,
-        sampling_weights,
-        save_extension_states,
-    )
-    from model_foundry.factory import create_model
-    from model_foundry.records import resolve
-    from model_foundry.registry import find_architecture, get_registry, unique_entry
-
-    registry = get_registry()
-    model_config, data_section, training = _sections(config)
-    modality = data_modality(data_section, registry)
-    output_dir = os.path.abspath(training.output_dir)
-    cache_dir = data_cache_dir(data_section, output_dir)
-    resume_from = candidates[0] if candidates else None
-    custom = registry.training_steps.get(model_config.architecture)
-    train_step = resolve(custom[0][0].step) if custom else default_step
-
-    accelerator = _accelerator(training, find_unused_parameters=bool(custom))
-    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
-    tokenizer = None
-    with locating(config):
-        if modality == "text":
-            tokenizer = _text_tokenizer(config, resume_from, cache_dir, accelerator)
-            model_config = _with_vocab(model_config, tokenizer)
-        set_seed(training.seed)
-        # Built for the data's modality (an architecture may model several).
-        model = create_model(attrs.evolve(config, model=model_config), registry=registry)
-        model_config = model.config
-        if modality == "text":
-            check_block_size(model, data_section)
-        optimizers = build_optimizers(model, training)
-        with accelerator.main_process_first():
-            data = load_data(data_section, DataContext(cache_dir, training.seed, tokenizer, model_config), registry)
-        order = BlockOrder(len(data.train), training.batch_size, training.seed, rank, world)
-        set_seed(training.seed + rank)  # different dropout masks on each process
-        # Every random draw of the collators (masking, dequantisation) comes from here, saved in checkpoints.
-        collator_generator = torch.Generator().manual_seed(training.seed * 1_000_003 + rank)
-        collator = make_collator(training, model_config, data_section.params, modality, tokenizer, collator_generator, registry)
-        validation_collator = (
-            eval_collator(training, model_config, data_section.params, modality, tokenizer, registry)
-            if data.validation is not None else None
-        )
-    schedulers = {name: torch.optim.lr_scheduler.LambdaLR(o, lr_multiplier(training)) for name, o in optimizers.items()}
-
-    step, state = 0, {}
-    if resume_from:
-        # The newest checkpoint whose weights and state fit, an unreadable one skipped with a warning.
-        resume_from, state, optimizer_states, rng_states = rundir.restore(candidates, model, optimizers)
-        step = state["step"]
-    model, *prepared = accelerator.prepare(model, *optimizers.values())
-    optimizers = dict(zip(optimizers, prepared, strict=True))
-    if resume_from:
-        for name, optimizer in optimizers.items():
-            optimizer.load_state_dict(optimizer_states[name])
-            schedulers[name].load_state_dict(state["schedulers"][name])
-        if len(rng_states) != world:
-            warn(f"resuming {len(rng_states)}-process random state on {world} process(es): not bit-exact")
-        restore_rng(rng_states[rank % len(rng_states)], collator_generator)
-    unwrapped = accelerator.unwrap_model(model)
-    with locating(config):
-        extensions = build_extensions(config.extensions, unwrapped, registry)
-    if resume_from:
-        load_extension_states(extensions, resume_from, device=accelerator.device)
-    architecture = find_architecture(model_config.architecture, registry)
-    capabilities = architecture.schema.capabilities
-    modality_spec = unique_entry(registry.modalities, modality, "modality")
-    sample_every_eval = capabilities.sampling and training.eval_samples > 0 and not isinstance(modality_spec, str)
-
-    if main:
-        rundir.clean(output_dir, step if resume_from else None)
-    metrics = MetricsLog(output_dir, step if resume_from else None) if main else None
-    if training.report_to and main:
-        accelerator.init_trackers(os.path.basename(output_dir), config=config.to_dict().get("training", {}))
-    progress = Progress(training.max_steps, step, enabled=main)
-    units_per_step = training.batch_size * training.gradient_accumulation_steps * data.units_per_example * world
-    speed_key = f"{data.unit}_per_sec"
-    examples = (
-        f"blocks of {data.units_per_example} tokens" if data.unit == "tokens" else f"{modality} examples"
-    ) + (" (cached)" if data.cache_hits else "")
-    progress.message(
-        f"training {model_config.architecture} ({unwrapped.num_parameters():,} parameters) on {len(data.train):,} "
-        f"{examples}, {world} process(es)" + (f"; resuming from {resume_from} at step {step}" if resume_from else "")
-    )
-    metric_context = MetricContext(
-        device=accelerator.device, capabilities=capabilities, data_info=data.info, batch_size=training.batch_size,
-        seed=training.seed, autocast=accelerator.autocast,
-    )
-
-    def sampling() -> Any:
-        return sampling_weights(extensions, unwrapped)
-
-    def transformed(batch: dict[str, Any]) -> dict[str, Any]:
-        for extension in extensions.values():
-            batch = extension.transform_batch(batch, collator_generator)
-        return batch
-
-    def sum_over_processes(total: float, weight: float) -> tuple[float, float]:
-        sums = accelerator.reduce(torch.tensor([total, weight], dtype=torch.float64, device=accelerator.device), "sum")
-        return float(sums[0]), float(sums[1])
-
-    def evaluate_now() -> dict[str, Any] | None:
-        watch.check()
-        record: dict[str, Any] = {"step": step}
-        if data.validation is not None:
-            record.update(evaluate(
-                unwrapped, data, validation_collator, context=metric_context, batch_size=training.batch_size,
-                max_batches=training.eval_batches, rank=rank, world=world, reduce=sum_over_processes, sampling=sampling,
-                registry=registry,
-            ))
-        if sample_every_eval and main:
-            write_samples(
-                unwrapped, modality_spec, os.path.join(output_dir, SAMPLES_DIR, f"step-{step}"),
-                num_samples=training.eval_samples, seed=training.seed, capabilities=capabilities, data_info=data.info,
-                sampling=sampling,
-            )
-        return {**record, "elapsed": round(elapsed(), 3)} if len(record) > 1 else None
-
-    def checkpoint(metrics_now: Mapping[str, Any]) -> str:
-        watch.check()  # never a checkpoint of weights a non-finite loss has reached
-        rng = gather_object([capture_rng(collator_generator)])
-        directory = os.path.join(output_dir, f"checkpoint-{step}")
-        if main:
-            run_state = {
-                "step": step, "micro_batches": step * training.gradient_accumulation_steps, "world_size": world,
-                "elapsed": elapsed(),
-                "window": {"sums": {k: float(v) for k, v in sums.items()}, "counts": counts, "steps": window_steps,
-                           "seconds": clock.seconds},
-                "schedulers": {name: scheduler.state_dict() for name, scheduler in schedulers.items()},
-            }
-            optimizer_states = {name: optimizer.state_dict() for name, optimizer in optimizers.items()}
-
-            def training_state(staging: str) -> None:
-                write_training_state(staging, run_state, optimizer_states, rng)
-                save_extension_states(extensions, staging)
-
-            # Not flushed to disk here (final/ is): a crash of the process still leaves whole checkpoints only,
-            # and an unflushed one lost with the machine is skipped by --resume for the one before.
-            save(unwrapped, directory, tokenizer=tokenizer, metrics=metrics_now, config=config, extra=training_state,
-                 data_info=data.info, durable=False)
-            rundir.prune(output_dir, training.keep_checkpoints)
-        accelerator.wait_for_everyone()
-        return directory
-
-    started = time.perf_counter() - state.get("elapsed", 0.0)
-
-    def elapsed() -> float:
-        return time.perf_counter() - started
-
-    # Sums of the step losses ("loss", and parts such as a hybrid's "clm_loss") since the last record.
-    saved_window = state.get("window", {})
-    sums: dict[str, Any] = dict(saved_window.get("sums", {}))
-    window_steps: int = saved_window.get("steps", 0)
-    # How many of the window's steps returned each loss: one a step returns only on some steps (a GAN's
-    # generator_loss every n_critic-th step) is the mean over those.
-    counts: dict[str, int] = dict(saved_window.get("counts", {key: window_steps for key in sums}))
-    last_record, last_evaluation, last_checkpoint, interrupted = {}, {}, resume_from, False
-    clock = WindowClock(saved_window.get("seconds", 0.0))
-    direct = _direct(accelerator)
-    watch = rundir.LossWatch(output_dir, training.learning_rate, accelerator.gather if world > 1 else None, accelerator.device)
-    context = StepContext(accelerator, model, optimizers, schedulers, training, step + 1, extensions, direct)
-    model.train()
+    run = _Run(config, candidates)
+    training, interrupted = run.training, False
     with _InterruptFlag() as interrupt:
-        while step < training.max_steps:
-            micro = step * training.gradient_accumulation_steps
-            batches = [
-                transformed(collate(collator, data.train, order.indices(micro + i), accelerator.device))
-                for i in range(training.gradient_accumulation_steps)
-            ]
-            for optimizer in optimizers.values() if custom else ():
-                # Gradients a custom step left behind (a generator's pass through the critic) are in no
-                # checkpoint: none may reach the next step, or a resumed run would differ. (The default
-                # step leaves none.)
-                (unwrap_optimizer(optimizer) if direct else optimizer).zero_grad(set_to_none=True)
-            context.step = step + 1
-            outcome = train_step(model, batches, context)
-            losses = {k: as_logged_loss(v) for k, v in outcome.items() if _is_loss(k)}
-            watch.observe(step + 1, losses)
-            _step_schedulers(schedulers, quiet=bool(custom))
-            step += 1
-            if isinstance(unwrapped, FoundryModel):
-                unwrapped.on_optimizer_step(step)
-            for extension in extensions.values():
-                extension.on_optimizer_step(unwrapped, step)
-            for key, value in losses.items():
-                sums[key] = sums.get(key, 0.0) + value
-                counts[key] = counts.get(key, 0) + 1
-            window_steps += 1
-            progress.step()
-            if step % training.log_every == 0 or step == training.max_steps:
-                watch.check()
-                means = {
-                    key: accelerator.reduce(torch.as_tensor(total, device=accelerator.device) / counts[key], "mean").item()
-                    for key, total in sorted(sums.items(), key=lambda item: item[0] != "loss")
-                }
-                rates = {f"lr_{name}": s.get_last_lr()[0] for name, s in schedulers.items()} if len(schedulers) > 1 else {}
-                last_record = {
-                    "step": step, **means, "lr": next(iter(schedulers.values())).get_last_lr()[0], **rates,
-                    speed_key: round(units_per_step * window_steps / max(clock.lap(), 1e-9), 1),
-                    "elapsed": round(elapsed(), 3),
-                }
-                sums, counts, window_steps = {}, {}, 0
-                _record(last_record, metrics, progress, accelerator, step)
-            if training.eval_every and (step % training.eval_every == 0 or step == training.max_steps):
-                with clock.paused():
-                    record = evaluate_now()
-                if record is not None:
-                    _record(record, metrics, progress, accelerator, step)
-                    last_record, last_evaluation = {**last_record, **record}, record
-            if world > 1:
-                flag = accelerator.reduce(torch.tensor(float(interrupt.raised), device=accelerator.device), "sum")
-                interrupt.raised = bool(flag.item())
-            if interrupt.raised or step == training.max_steps or (training.save_every and step % training.save_every == 0):
-                with clock.paused():
-                    last_checkpoint = checkpoint(last_record)
+        while run.step < training.max_steps:
+            run.optimizer_step()
+            last = run.step == training.max_steps
+            if run.step % training.log_every == 0 or last:
+                run.log()
+            if training.eval_every and (run.step % training.eval_every == 0 or last):
+                run.evaluate()
+            interrupt.raised = run.on_any_process(interrupt.raised)
+            if interrupt.raised or last or (training.save_every and run.step % training.save_every == 0):
+                run.save_checkpoint()
             if interrupt.raised:
                 interrupted = True
                 break
-    progress.close()
-    final = None
-    if main:
-        if not interrupted:
-            final = save(
-                unwrapped, os.path.join(output_dir, FINAL_DIR), tokenizer=tokenizer, metrics=last_record, config=config,
-                extra=lambda staging: save_extension_states(extensions, staging), data_info=data.info,
-            )
-        plot_loss_curve(metrics.records, os.path.join(output_dir, LOSS_CURVE_FILE))
-    if training.report_to:
-        accelerator.end_training()
-    accelerator.wait_for_everyone()
-    return TrainResult(unwrapped, tokenizer, step, interrupted, output_dir, last_checkpoint, final, last_record, last_evaluation)
+    return run.finish(interrupted)
+
+
+class _Run:
+    """One training run: what its steps share, from the set-up to the final save.
+
+    Set up in the order the random streams need (the seed, the model, the data, a seed per
+    process, the collators, then a checkpoint's states); then :func:`_train` calls
+    :meth:`optimizer_step` once per step, :meth:`log`, :meth:`evaluate` and
+    :meth:`save_checkpoint` when they are due, and :meth:`finish`.
+    """
+
+    def __init__(self, config: FoundryConfig, candidates: list[str]):
+        self.config, self.registry = config, get_registry()
+        model_config, data_section, self.training = _sections(config)
+        self.modality = data_modality(data_section, self.registry)
+        self.output_dir = os.path.abspath(self.training.output_dir)
+        custom = self.registry.training_steps.get(model_config.architecture)
+        self.custom = bool(custom)
+        self.train_step = resolve(custom[0][0].step) if custom else default_step
+        self.accelerator = _accelerator(self.training, find_unused_parameters=self.custom)
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        self.main = self.accelerator.is_main_process
+        with locating(config):
+            model, optimizers = self._build(model_config, data_section, candidates[0] if candidates else None)
+        state = self._restore(model, optimizers, candidates)
+        with locating(config):
+            self.extensions = build_extensions(config.extensions, self.unwrapped, self.registry)
+        if self.resumed_from:
+            load_extension_states(self.extensions, self.resumed_from, device=self.accelerator.device)
+        self._start_reporting(state)
+        # The step losses since the last training record and the time spent on them, as the checkpoint left them.
+        self.window = LossWindow(state.get("window", {}))
+        self.last_record: dict[str, Any] = {}
+        self.last_evaluation: dict[str, Any] = {}
+        self.last_checkpoint = self.resumed_from
+        self.direct = _direct(self.accelerator)
+        gather = self.accelerator.gather if self.world > 1 else None
+        self.watch = rundir.LossWatch(self.output_dir, self.training.learning_rate, gather, self.accelerator.device)
+        self.context = StepContext(
+            self.accelerator, self.model, self.optimizers, self.schedulers, self.training, self.step + 1, self.extensions,
+            self.direct,
+        )
+        self.model.train()
+
+    # --- set-up ---------------------------------------------------------------------------------
+
+    def _build(self, model_config: ModelConfig, data_section: DataSection, resume_from: str | None) -> tuple[Any, dict[str, Any]]:
+        """The tokenizer (text only), the model and its optimizers, the data, its order and collators."""
+        from accelerate.utils import set_seed
+
+        training, registry, modality = self.training, self.registry, self.modality
+        cache_dir = rundir.data_cache_dir(data_section, self.output_dir)
+        self.tokenizer = None
+        if modality == "text":
+            self.tokenizer = _text_tokenizer(self.config, resume_from, cache_dir, self.accelerator)
+            model_config = _with_vocab(model_config, self.tokenizer)
+        set_seed(training.seed)
+        # Built for the data's modality (an architecture may model several).
+        model = create_model(attrs.evolve(self.config, model=model_config), registry=registry)
+        self.model_config = model.config
+        if modality == "text":
+            check_block_size(model, data_section)
+        optimizers = build_optimizers(model, training)
+        with self.accelerator.main_process_first():
+            context = DataContext(cache_dir, training.seed, self.tokenizer, self.model_config)
+            self.data = load_data(data_section, context, registry)
+        self.order = BlockOrder(len(self.data.train), training.batch_size, training.seed, self.rank, self.world)
+        set_seed(training.seed + self.rank)  # different dropout masks on each process
+        # Every random draw of the collators (masking, dequantisation) comes from here, saved in checkpoints.
+        self.collator_generator = torch.Generator().manual_seed(training.seed * 1_000_003 + self.rank)
+        options = (training, self.model_config, data_section.params, modality, self.tokenizer)
+        self.collator = make_collator(*options, self.collator_generator, registry)
+        self.validation_collator = eval_collator(*options, registry) if self.data.validation is not None else None
+        return model, optimizers
+
+    def _restore(self, model: Any, optimizers: dict[str, Any], candidates: list[str]) -> dict[str, Any]:
+        """The schedulers, the model and optimizers through ``accelerator.prepare``, and a
+        checkpoint's weights and states when resuming; returns the checkpoint's run state ({} afresh)."""
+        self.schedulers = {
+            name: torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(self.training)) for name, optimizer in optimizers.items()
+        }
+        self.step, self.resumed_from, state = 0, None, {}
+        if candidates:
+            # The newest checkpoint whose weights and state fit, an unreadable one skipped with a warning.
+            self.resumed_from, state, optimizer_states, rng_states = rundir.restore(candidates, model, optimizers)
+            self.step = state["step"]
+        self.model, *prepared = self.accelerator.prepare(model, *optimizers.values())
+        self.optimizers = dict(zip(optimizers, prepared, strict=True))
+        if self.resumed_from:
+            for name, optimizer in self.optimizers.items():
+                optimizer.load_state_dict(optimizer_states[name])
+                self.schedulers[name].load_state_dict(state["schedulers"][name])
+            if len(rng_states) != self.world:
+                warn(f"resuming {len(rng_states)}-process random state on {self.world} process(es): not bit-exact")
+            restore_rng(rng_states[self.rank % len(rng_states)], self.collator_generator)
+        self.unwrapped = self.accelerator.unwrap_model(self.model)
+        return state
+
+    def _start_reporting(self, state: Mapping[str, Any]) -> None:
+        """The run directory cleaned of a killed run's leftovers, the metrics log, trackers, the
+        progress display and its first line, and what evaluations need."""
+        training, data, main = self.training, self.data, self.main
+        self.capabilities = find_architecture(self.model_config.architecture, self.registry).schema.capabilities
+        self.modality_spec = unique_entry(self.registry.modalities, self.modality, "modality")
+        self.sample_every_eval = (
+            self.capabilities.sampling and training.eval_samples > 0 and not isinstance(self.modality_spec, str)
+        )
+        resume_step = self.step if self.resumed_from else None
+        if main:
+            rundir.clean(self.output_dir, resume_step)
+        self.metrics = MetricsLog(self.output_dir, resume_step) if main else None
+        if training.report_to and main:
+            self.accelerator.init_trackers(os.path.basename(self.output_dir), config=self.config.to_dict().get("training", {}))
+        self.progress = Progress(training.max_steps, self.step, enabled=main)
+        self.units_per_step = training.batch_size * training.gradient_accumulation_steps * data.units_per_example * self.world
+        self.speed_key = f"{data.unit}_per_sec"
+        examples = (
+            f"blocks of {data.units_per_example} tokens" if data.unit == "tokens" else f"{self.modality} examples"
+        ) + (" (cached)" if data.cache_hits else "")
+        self.progress.message(
+            f"training {self.model_config.architecture} ({self.unwrapped.num_parameters():,} parameters) on "
+            f"{len(data.train):,} {examples}, {self.world} process(es)"
+            + (f"; resuming from {self.resumed_from} at step {self.step}" if self.resumed_from else "")
+        )
+        self.metric_context = MetricContext(
+            device=self.accelerator.device, capabilities=self.capabilities, data_info=data.info,
+            batch_size=training.batch_size, seed=training.seed, autocast=self.accelerator.autocast,
+        )
+        self.started = time.perf_counter() - state.get("elapsed", 0.0)
+
+    # --- the steps ------------------------------------------------------------------------------
+
+    def optimizer_step(self) -> None:
+        """One optimizer step: its micro-batches, the training step, the schedulers, the models'
+        and extensions' step hooks; the losses join the window."""
+        training, step = self.training, self.step
+        micro = step * training.gradient_accumulation_steps
+        batches = [self._micro_batch(micro + i) for i in range(training.gradient_accumulation_steps)]
+        for optimizer in self.optimizers.values() if self.custom else ():
+            # Gradients a custom step left behind (a generator's pass through the critic) are in no
+            # checkpoint: none may reach the next step, or a resumed run would differ. (The default
+            # step leaves none.)
+            (unwrap_optimizer(optimizer) if self.direct else optimizer).zero_grad(set_to_none=True)
+        self.context.step = step + 1
+        outcome = self.train_step(self.model, batches, self.context)
+        losses = {k: as_logged_loss(v) for k, v in outcome.items() if _is_loss(k)}
+        self.watch.observe(step + 1, losses)
+        _step_schedulers(self.schedulers, quiet=self.custom)
+        self.step = step = step + 1
+        if isinstance(self.unwrapped, FoundryModel):
+            self.unwrapped.on_optimizer_step(step)
+        for extension in self.extensions.values():
+            extension.on_optimizer_step(self.unwrapped, step)
+        self.window.add(losses)
+        self.progress.step()
+
+    def _micro_batch(self, index: int) -> dict[str, Any]:
+        """Micro-batch ``index`` of the run on the device, through the extensions' ``transform_batch``."""
+        batch = collate(self.collator, self.data.train, self.order.indices(index), self.accelerator.device)
+        for extension in self.extensions.values():
+            batch = extension.transform_batch(batch, self.collator_generator)
+        return batch
+
+    def log(self) -> None:
+        """A training record: each loss's mean over the window (and the processes), the learning
+        rate(s), the window's speed."""
+        self.watch.check()
+        accelerator, window = self.accelerator, self.window
+        means = {
+            key: accelerator.reduce(torch.as_tensor(total, device=accelerator.device) / window.counts[key], "mean").item()
+            for key, total in sorted(window.sums.items(), key=lambda item: item[0] != "loss")
+        }
+        rates = {f"lr_{name}": s.get_last_lr()[0] for name, s in self.schedulers.items()} if len(self.schedulers) > 1 else {}
+        steps, seconds = window.close()
+        self.last_record = {
+            "step": self.step, **means, "lr": next(iter(self.schedulers.values())).get_last_lr()[0], **rates,
+            self.speed_key: round(self.units_per_step * steps / max(seconds, 1e-9), 1), "elapsed": round(self.elapsed(), 3),
+        }
+        self._record(self.last_record)
+
+    def evaluate(self) -> None:
+        """Evaluate on the validation split (when there is one) and write samples (models that
+        sample), with the window's clock paused."""
+        with self.window.clock.paused():
+            self.watch.check()
+            record: dict[str, Any] = {"step": self.step}
+            if self.data.validation is not None:
+                record.update(evaluate(
+                    self.unwrapped, self.data, self.validation_collator, context=self.metric_context,
+                    batch_size=self.training.batch_size, max_batches=self.training.eval_batches, rank=self.rank,
+                    world=self.world, reduce=self._sum_over_processes, sampling=self._sampling, registry=self.registry,
+                ))
+            if self.sample_every_eval and self.main:
+                write_samples(
+                    self.unwrapped, self.modality_spec, os.path.join(self.output_dir, SAMPLES_DIR, f"step-{self.step}"),
+                    num_samples=self.training.eval_samples, seed=self.training.seed, capabilities=self.capabilities,
+                    data_info=self.data.info, sampling=self._sampling,
+                )
+            record["elapsed"] = round(self.elapsed(), 3)
+        if len(record) > 2:  # more than the step and the time
+            self._record(record)
+            self.last_record, self.last_evaluation = {**self.last_record, **record}, record
+
+    def save_checkpoint(self) -> None:
+        """``checkpoint-<step>/``: the model and the whole training state, the oldest pruned; the
+        window's clock paused."""
+        from accelerate.utils import gather_object
+
+        with self.window.clock.paused():
+            self.watch.check()  # never a checkpoint of weights a non-finite loss has reached
+            rng = gather_object([capture_rng(self.collator_generator)])
+            directory = os.path.join(self.output_dir, f"checkpoint-{self.step}")
+            if self.main:
+                run_state = {
+                    "step": self.step, "micro_batches": self.step * self.training.gradient_accumulation_steps,
+                    "world_size": self.world, "elapsed": self.elapsed(), "window": self.window.state(),
+                    "schedulers": {name: scheduler.state_dict() for name, scheduler in self.schedulers.items()},
+                }
+                optimizer_states = {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()}
+
+                def training_state(staging: str) -> None:
+                    write_training_state(staging, run_state, optimizer_states, rng)
+                    save_extension_states(self.extensions, staging)
+
+                # Not flushed to disk here (final/ is): a crash of the process still leaves whole checkpoints only,
+                # and an unflushed one lost with the machine is skipped by --resume for the one before.
+                save(self.unwrapped, directory, tokenizer=self.tokenizer, metrics=self.last_record, config=self.config,
+                     extra=training_state, data_info=self.data.info, durable=False)
+                rundir.prune(self.output_dir, self.training.keep_checkpoints)
+            self.accelerator.wait_for_everyone()
+        self.last_checkpoint = directory
+
+    def on_any_process(self, flag: bool) -> bool:
+        """Whether ``flag`` is set on any process (a Ctrl-C seen by one stops them all)."""
+        if self.world == 1:
+            return flag
+        return bool(self.accelerator.reduce(torch.tensor(float(flag), device=self.accelerator.device), "sum").item())
+
+    def finish(self, interrupted: bool) -> TrainResult:
+        """``final/`` (unless interrupted) and the loss curve; the trackers closed."""
+        self.progress.close()
+        final = None
+        if self.main:
+            if not interrupted:
+                final = save(
+                    self.unwrapped, os.path.join(self.output_dir, FINAL_DIR), tokenizer=self.tokenizer,
+                    metrics=self.last_record, config=self.config, data_info=self.data.info,
+                    extra=lambda staging: save_extension_states(self.extensions, staging),
+                )
+            plot_loss_curve(self.metrics.records, os.path.join(self.output_dir, LOSS_CURVE_FILE))
+        if self.training.report_to:
+            self.accelerator.end_training()
+        self.accelerator.wait_for_everyone()
+        return TrainResult(
+            self.unwrapped, self.tokenizer, self.step, interrupted, self.output_dir, self.last_checkpoint, final,
+            self.last_record, self.last_evaluation,
+        )
+
+    # --- what the steps share -------------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        """Seconds of training so far (a resumed run continues its checkpoint's count)."""
+        return time.perf_counter() - self.started
+
+    def _sampling(self) -> Any:
+        return sampling_weights(self.extensions, self.unwrapped)
+
+    def _sum_over_processes(self, total: float, weight: float) -> tuple[float, float]:
+        device = self.accelerator.device
+        sums = self.accelerator.reduce(torch.tensor([total, weight], dtype=torch.float64, device=device), "sum")
+        return float(sums[0]), float(sums[1])
+
+    def _record(self, record: Mapping[str, Any]) -> None:
+        if self.metrics is not None:
+            self.metrics.write(record)
+        self.progress.record(record)
+        if self.accelerator.trackers:
+            self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=self.step)
 
 
 def _step_schedulers(schedulers: Mapping[str, Any], quiet: bool) -> None:
@@ -715,10 +747,3 @@ def _step_schedulers(schedulers: Mapping[str, Any], quiet: bool) -> None:
         for scheduler in schedulers.values():
             scheduler.step()
 
-
-def _record(record: Mapping[str, Any], metrics: MetricsLog | None, progress: Progress, accelerator: Any, step: int) -> None:
-    if metrics is not None:
-        metrics.write(record)
-    progress.record(record)
-    if accelerator.trackers:
-        accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)

@@ -1,12 +1,15 @@
-"""What a run tells the world: ``metrics.jsonl``, a progress bar or log lines, the loss-curve PNG."""
+"""What a run tells the world: ``metrics.jsonl``, the window of losses and time a record sums up,
+a progress bar or log lines, the loss-curve PNG."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import sys
-from typing import Any, Mapping
+import time
+from typing import Any, Iterator, Mapping
 
 METRICS_FILE = "metrics.jsonl"
 LOSS_CURVE_FILE = "loss_curve.png"
@@ -36,6 +39,67 @@ def read_metrics(path: str) -> list[dict[str, Any]]:
         return []
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+class WindowClock:
+    """Seconds spent training since the last training record: evaluations and checkpoint writes
+    run with the clock paused, so a record's speed is its units over the time spent training them."""
+
+    def __init__(self, seconds: float = 0.0):
+        self.seconds = seconds  # up to the last pause, while paused
+        self._since = time.perf_counter()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        self.seconds += time.perf_counter() - self._since
+        try:
+            yield
+        finally:
+            self._since = time.perf_counter()
+
+    def lap(self) -> float:
+        """The window's seconds, starting a new window."""
+        now = time.perf_counter()
+        seconds, self.seconds, self._since = self.seconds + now - self._since, 0.0, now
+        return seconds
+
+
+class LossWindow:
+    """The step losses since the last training record (``loss`` and parts such as a hybrid's
+    ``clm_loss``), summed, and the time spent training them (:attr:`clock`).
+
+    ``counts`` says how many of the window's steps returned each loss: one a step returns only on
+    some steps (a GAN's ``generator_loss`` every n_critic-th step) is logged as the mean over
+    those. Checkpoints hold the window (:meth:`state`), so a resumed run logs the same records.
+    """
+
+    def __init__(self, saved: Mapping[str, Any]):
+        """``saved``: a checkpoint's :meth:`state` (``{}``: an empty window)."""
+        self.sums: dict[str, Any] = dict(saved.get("sums", {}))
+        self.steps: int = saved.get("steps", 0)
+        # Checkpoints written before the counts were kept had every loss on every step.
+        self.counts: dict[str, int] = dict(saved.get("counts", {key: self.steps for key in self.sums}))
+        self.clock = WindowClock(saved.get("seconds", 0.0))
+
+    def add(self, losses: Mapping[str, Any]) -> None:
+        """One optimizer step's losses (tensors: summed without synchronising with the device)."""
+        for key, value in losses.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
+        self.steps += 1
+
+    def close(self) -> tuple[int, float]:
+        """``(steps, seconds)`` of the window, starting the next one."""
+        steps, seconds = self.steps, self.clock.lap()
+        self.sums, self.counts, self.steps = {}, {}, 0
+        return steps, seconds
+
+    def state(self) -> dict[str, Any]:
+        """The window as JSON-able data, for a checkpoint."""
+        return {
+            "sums": {key: float(value) for key, value in self.sums.items()}, "counts": dict(self.counts),
+            "steps": self.steps, "seconds": self.clock.seconds,
+        }
 
 
 # Throughput keys of training records (LoadedData.unit + "_per_sec") and how they are shown.

@@ -8,7 +8,8 @@ and where a resumed run starts.
 * :func:`restore` loads a resumed run's weights and training state, falling back in the same way;
 * :func:`clean`, :func:`prune` and :func:`discard` remove outputs by renaming them to a hidden
   staging name first, so a kill leaves either the whole checkpoint or a name the next run removes;
-* :class:`LossWatch` stops a run whose loss is no longer finite before it saves anything.
+* :class:`LossWatch` stops a run whose loss is no longer finite before it saves anything;
+* :func:`data_cache_dir` puts the data cache beside the run directory unless the data says where.
 
 See docs/training.md ("The run directory").
 """
@@ -24,14 +25,18 @@ import re
 import shlex
 import shutil
 import tempfile
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
+import attrs
 import torch
 
 from model_foundry.checkpoint import CONFIG_FILE, WEIGHTS_FILE, is_checkpoint, read_yaml_plain
 from model_foundry.errors import FoundryError
 from model_foundry.training.reporting import LOSS_CURVE_FILE, METRICS_FILE
 from model_foundry.training.state import STATE_JSON, is_training_checkpoint, read_training_state
+
+if TYPE_CHECKING:
+    from model_foundry.config import DataSection
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 FINAL_DIR = "final"
@@ -250,6 +255,13 @@ def out_of_space_is_reported(output_dir: str, hint: str) -> Iterator[None]:
             f"no space left on the device while writing {error.filename or output_dir!r}; {kept}. "
             f"Free some space, then {hint}"
         ) from None
+
+
+def data_cache_dir(data: DataSection, output_dir: str) -> str:
+    """Where a run's derived data goes (token ids, decoded files): the data's own ``cache_dir``
+    where its kind has one and it is set, else ``.foundry-cache`` beside the run directory."""
+    own = data.params.cache_dir if "cache_dir" in attrs.fields_dict(type(data.params)) else None
+    return own or os.path.join(os.path.dirname(output_dir), ".foundry-cache")
 
 
 def resume_command(config_path: str | None, overrides: Sequence[str], run_dir: str, output_dir: str) -> str:

@@ -44,7 +44,7 @@ def _splits(config_file: str | Path, model_config: Any = None) -> tuple[dict[str
     """The training and validation splits of a config's data section, each as one batch."""
     from model_foundry.config import load_config
     from model_foundry.datasets import DataContext, load_data
-    from model_foundry.training.loop import data_cache_dir
+    from model_foundry.training.rundir import data_cache_dir
 
     config = load_config(config_file, sections=("data", "training"))
     cache = data_cache_dir(config.data, os.path.abspath(config.training.output_dir))

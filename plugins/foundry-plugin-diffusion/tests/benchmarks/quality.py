@@ -37,7 +37,7 @@ def _opened(checkpoint: Path) -> Any:
 def _validation_images(opened: Any) -> torch.Tensor:
     from model_foundry.config import load_config
     from model_foundry.datasets import DataContext, load_data
-    from model_foundry.training.loop import data_cache_dir
+    from model_foundry.training.rundir import data_cache_dir
 
     config = load_config(opened.config_file, sections=("data", "training"))
     cache = data_cache_dir(config.data, os.path.abspath(config.training.output_dir))

@@ -27,7 +27,7 @@ def _splits(checkpoint: Path) -> tuple[Any, Any]:
     from model_foundry.commands._checkpoint import open_checkpoint
     from model_foundry.config import load_config
     from model_foundry.datasets import DataContext, load_data
-    from model_foundry.training.loop import data_cache_dir
+    from model_foundry.training.rundir import data_cache_dir
 
     opened = open_checkpoint(str(checkpoint))
     config = load_config(opened.config_file, sections=("data", "training"))
