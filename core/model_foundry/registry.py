@@ -226,7 +226,6 @@ def unique_entry(table: Mapping[str, list[tuple[Any, Any]]], name: Any, what: st
     return entries[0][0]
 
 
-
 # --- the process-wide registry -----------------------------------------------------------------
 
 _current: Registry | None = None
