@@ -70,7 +70,7 @@ class GaussianToyPlugin:
         return [
             ArchitectureSchema(
                 "gaussian_toy", GaussianToyConfig, family="test", description="one full-covariance Gaussian",
-                presets={"tiny": {"shape": [1, 2, 2]}},
+                presets={"tiny": lambda: GaussianToyConfig(shape=[1, 2, 2])},
                 capabilities=Capabilities(modality="image", modalities=("image", "vector"), sampling=True,
                                           likelihood="exact"),
             ),

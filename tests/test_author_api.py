@@ -24,7 +24,7 @@ def test_every_name_resolves():
 
 def test_what_an_entry_point_module_needs_imports_no_torch():
     light = "hookimpl, ArchitectureSchema, Capabilities, ModelBuilder, option, positive, FoundryError, EncoderConfig, " \
-            "TransformerConfig, transformer_sizes, ModelConfig"
+            "TransformerConfig, transformer_presets, Presets, ModelConfig"
     code = f"import sys\nfrom model_foundry.plugin import {light}\nprint(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr

@@ -29,7 +29,7 @@ GOOD_PLUGIN = """
     @hookimpl
     def foundry_config_schemas():
         return [ArchitectureSchema("{arch}", Config, family="third-party", description="from {dist}",
-                                   presets={{"tiny": {{"width": 4}}}}, capabilities=Capabilities(("causal_lm",)))]
+                                   presets={{"tiny": lambda: Config(width=4)}}, capabilities=Capabilities(("causal_lm",)))]
 
     @hookimpl
     def foundry_model_builders():

@@ -58,7 +58,9 @@ def build(model_config):
     from model_foundry.text.modeling import LanguageModel, ModelOutput, causal_lm_loss
 
     class Toy(LanguageModel):
-        supports_generation = True
+        @property
+        def supports_generation(self):
+            return True
 
         def __init__(self, config):
             super().__init__(config)
@@ -86,7 +88,7 @@ class ToyPlugin:
                 ToyConfig,
                 family="test",
                 description="toy architecture",
-                presets={"tiny": {"block": {"layers": 1, "hidden_size": 16}}, "small": {"block": {"layers": 2}}},
+                presets={"tiny": lambda: ToyConfig(Block(layers=1, hidden_size=16)), "small": lambda: ToyConfig(Block(2))},
                 capabilities=Capabilities(("causal_lm", "masked_lm"), True),
             ),
             ArchitectureSchema("twopart", TwoPartConfig, family="test"),

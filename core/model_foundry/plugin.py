@@ -27,6 +27,8 @@ _EXPORTS = {
     **dict.fromkeys(["option", "positive", "non_negative", "probability", "unit_interval", "in_range"],
                     "model_foundry.fields"),
     **dict.fromkeys(["ModelConfig", "load_model_config"], "model_foundry.config"),
+    # Presets: typed functions returning config objects, registered by name
+    "Presets": "model_foundry.presets",
     # Errors a user can fix (exit code 2 from the CLI), and warnings
     **dict.fromkeys(["FoundryError", "ConfigError", "Problem", "FoundryWarning"], "model_foundry.errors"),
     # The model protocol
@@ -34,11 +36,11 @@ _EXPORTS = {
     # Language models, and the adapter for transformers models
     **dict.fromkeys(["LanguageModel", "causal_lm_loss", "masked_lm_loss", "with_vocab_size", "sdpa_attention_mask"],
                     "model_foundry.text.modeling"),
-    **dict.fromkeys(["TransformerConfig", "transformer_sizes", "require_embedding_size_equal_hidden"],
+    **dict.fromkeys(["TransformerConfig", "TransformerLanguageModelConfig", "transformer_presets"],
                     "model_foundry.text.blocks"),
     **dict.fromkeys(["CausalLMCollator", "MaskedLMCollator"], "model_foundry.text.collators"),
-    **dict.fromkeys(["TransformersLanguageModel", "read_transformers_config", "import_transformers",
-                     "export_transformers"], "model_foundry.text.hf"),
+    "TransformersArchitecture": "model_foundry.text.hf_architecture",
+    "TransformersLanguageModel": "model_foundry.text.hf",
     # Shared networks of the generative plugins
     **dict.fromkeys(["EncoderConfig", "DecoderConfig", "Activation", "NetworkKind", "Normalization", "OutputActivation",
                      "network_kind"],

@@ -23,7 +23,9 @@ What else a model can do is declared on its architecture's
 capability         method(s)
 =================  ==================================================================
 ``generation``     ``generate(input_ids, max_new_tokens, ...)`` (text; see
-                   :class:`model_foundry.text.modeling.LanguageModel`)
+                   :class:`model_foundry.text.modeling.LanguageModel`), and the
+                   property ``supports_generation``: whether this model, as
+                   configured, generates (a bidirectional one does not)
 ``sampling``       ``sample(num_samples, *, generator=None, conditions=None)`` -> a
                    tensor of samples in the modality's layout
 ``likelihood``     ``log_prob(**batch)`` -> per-example log-likelihood in nats

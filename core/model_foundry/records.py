@@ -66,7 +66,8 @@ class ArchitectureSchema:
 
     ``config_class`` is an attrs class holding the architecture's own fields (everything in
     the ``model`` section besides ``architecture`` and ``preset``). ``presets`` maps a preset
-    name to a complete set of those fields as plain YAML-like data. ``default_extensions`` is
+    name to a function with no arguments that returns a ``config_class`` instance (a
+    :class:`~model_foundry.presets.Presets` registers them by name). ``default_extensions`` is
     the ``extensions`` section (extension name -> options, plain data) that a config of this
     architecture gets when it has none, e.g. ``{"ema": {"decay": 0.999}}`` for models that
     sample with averaged weights; a config with an ``extensions`` section lists every extension
@@ -77,7 +78,11 @@ class ArchitectureSchema:
     config_class: type
     family: str = ""
     description: str = ""
-    presets: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    presets: Mapping[str, Callable[[], Any]] = attrs.field(
+        factory=dict, validator=attrs.validators.deep_mapping(
+            attrs.validators.instance_of(str), attrs.validators.is_callable(), attrs.validators.instance_of(Mapping)
+        ),
+    )
     capabilities: Capabilities = attrs.field(factory=Capabilities)
     default_extensions: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
 

@@ -10,6 +10,7 @@ from model_foundry.commands._output import print_json, print_table
 from model_foundry.commands.list import capability_labels
 from model_foundry.errors import ConfigError, Problem
 from model_foundry.fields import iter_fields, type_name, unstructure
+from model_foundry.presets import preset_fields
 from model_foundry.registry import find_architecture, get_registry, report_plugin_problems
 
 
@@ -32,7 +33,7 @@ def run(args) -> int:
         for name, kind, default, doc in iter_fields(schema.config_class)
     ]
     if args.json:
-        print_json({**found.as_record(), "fields": fields, "preset_values": {k: dict(v) for k, v in schema.presets.items()}})
+        print_json({**found.as_record(), "fields": fields, "preset_values": {name: preset_fields(schema, name) for name in schema.presets}})
         return 0
     record = found.as_record()
     print(f"{schema.name} — {schema.description}")

@@ -64,7 +64,7 @@ from typing import Optional
 
 import attrs
 
-from model_foundry.plugin import option, positive, probability
+from model_foundry.plugin import Presets, option, positive, probability
 
 
 @attrs.frozen
@@ -76,24 +76,31 @@ class {cls}Config:
     vocab_size: Optional[int] = option(None, doc="vocabulary size (filled from the tokenizer when null)", validator=positive)
 
 
-PRESETS = {{
-    "tiny": {{"hidden_size": 32}},
-    "small": {{"hidden_size": 256, "dropout": 0.1}},
-}}
+# A preset is a function returning a config object: a misspelled field fails in the tests.
+PRESETS = Presets()
+
+
+@PRESETS.register("tiny")
+def tiny() -> {cls}Config:
+    return {cls}Config(hidden_size=32)
+
+
+@PRESETS.register("small")
+def small() -> {cls}Config:
+    return attrs.evolve(tiny(), hidden_size=256, dropout=0.1)
 '''
 
 MODEL = '''\
 """The {name} model, readable top to bottom."""
 
-import torch
 from torch import nn
 
 from model_foundry.plugin import LanguageModel, ModelOutput, causal_lm_loss, with_vocab_size
 
 
 class {cls}Model(LanguageModel):
-    supports_generation = True
     max_sequence_length = None
+    vocabulary_layers = ("embed", "head")  # resize_token_embeddings keeps their rows
 
     def __init__(self, config):
         super().__init__(config)
@@ -113,20 +120,11 @@ class {cls}Model(LanguageModel):
         output = self(input_ids=input_ids, state=state)
         return output.logits[:, -1, :], output.state
 
-    def get_input_embeddings(self):
-        return self.embed
+    @property
+    def supports_generation(self):
+        return True
 
-    def resize_token_embeddings(self, new_num_tokens):
-        old = self.embed
-        self.embed = nn.Embedding(new_num_tokens, old.embedding_dim)
-        old_head = self.head
-        self.head = nn.Linear(old.embedding_dim, new_num_tokens)
-        keep = min(new_num_tokens, old.num_embeddings)
-        with torch.no_grad():  # the rows of tokens that stay keep what they learned
-            self.embed.weight[:keep] = old.weight[:keep]
-            self.head.weight[:keep] = old_head.weight[:keep]
-            self.head.bias[:keep] = old_head.bias[:keep]
-        self.config = self.config.evolve(vocab_size=new_num_tokens)
+    def get_input_embeddings(self):
         return self.embed
 
 
@@ -139,7 +137,7 @@ IMAGE_CONFIG = '''\
 
 import attrs
 
-from model_foundry.plugin import option, positive
+from model_foundry.plugin import Presets, option, positive
 
 
 @attrs.frozen
@@ -155,10 +153,18 @@ class {cls}Config:
             yield "image_shape", f"must be [channels, height, width], each >= 1, got {{list(self.image_shape)}}"
 
 
-PRESETS = {{
-    "tiny": {{"latent_dim": 2, "hidden_size": 16}},
-    "small": {{"latent_dim": 8, "hidden_size": 128}},
-}}
+# A preset is a function returning a config object: a misspelled field fails in the tests.
+PRESETS = Presets()
+
+
+@PRESETS.register("tiny")
+def tiny() -> {cls}Config:
+    return {cls}Config(latent_dim=2, hidden_size=16)
+
+
+@PRESETS.register("small")
+def small() -> {cls}Config:
+    return attrs.evolve(tiny(), latent_dim=8, hidden_size=128)
 '''
 
 IMAGE_MODEL = '''\

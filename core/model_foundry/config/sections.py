@@ -18,6 +18,7 @@ from model_foundry.config.training import TrainingConfig
 from model_foundry.config.yaml import SECTIONS, Located, Path, key_path
 from model_foundry.errors import ConfigError, Location, did_you_mean, one_of
 from model_foundry.fields import unstructure
+from model_foundry.presets import preset_fields
 from model_foundry.registry import Registry, find_architecture, get_registry, unique_entry
 from model_foundry.text.config import TokenizerConfig
 
@@ -190,7 +191,7 @@ def _structure_model(source: Located, structurer: Structurer, registry: Registry
             hint = did_you_mean(str(preset), schema.presets)
             structurer.problem(path + ("preset",), f"unknown preset {preset!r} for {schema.name}{hint}; presets: {one_of(schema.presets)}")
             return None
-        merge_preset(source, path, schema.presets[preset], f"preset {preset!r} of {schema.name}")
+        merge_preset(source, path, preset_fields(schema, preset), f"preset {preset!r} of {schema.name}")
     fields = {k: v for k, v in data.items() if k not in MODEL_KEYS}
     # Structure a copy rooted at the same path so that locations still apply.
     view = Located(_with(source.data, path, fields), source.values, source.keys)

@@ -3,13 +3,17 @@
 * :func:`isolated_registry` — a registry with entry-point discovery blocked and plugin
   objects registered directly, installed process-wide for the duration of a ``with``;
 * :func:`check_architecture` — the conformance checks every architecture should pass
-  (see :mod:`model_foundry.testing.conformance`).
+  (see :mod:`model_foundry.testing.conformance`);
+* :func:`foundry_validate` and :func:`check_config_error` — a config file through
+  ``foundry validate`` as a user runs it, and the located message it must refuse it with.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 import textwrap
 from typing import Iterator, Mapping, Sequence
 
@@ -75,6 +79,25 @@ def write_distribution(
     with open(os.path.join(info, "entry_points.txt"), "w", encoding="utf-8") as handle:
         handle.write("[model_foundry]\n" + "".join(f"{k} = {v}\n" for k, v in (entry_points or {}).items()))
     return directory
+
+
+def foundry_validate(path: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
+    """``foundry validate PATH`` in a fresh process, as a user runs it (``returncode``, ``stdout``, ``stderr``)."""
+    return subprocess.run([sys.executable, "-m", "model_foundry.cli", "validate", os.fspath(path)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def check_config_error(text: str, where: str, message: str, directory: str | os.PathLike[str]) -> None:
+    """``foundry validate`` refuses the config ``text`` as a user error: exit code 2, no
+    traceback, and ``message`` reported at ``FILE`` + ``where`` (``":LINE:COL: key.path:"``)."""
+    path = os.path.join(directory, "config.yaml")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    result = foundry_validate(path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert f"{path}{where}" in result.stderr, result.stderr
+    assert message in result.stderr, result.stderr
 
 
 def __getattr__(name: str):

@@ -25,6 +25,7 @@ from typing import Literal
 import attrs
 
 from model_foundry.fields import option, positive, probability
+from model_foundry.presets import Presets
 
 # The activations both transformers' GPT-2 and BERT accept (their ACT2FN names).
 Activation = Literal[
@@ -80,18 +81,27 @@ class TransformerConfig:
             )
 
 
-def require_embedding_size_equal_hidden(transformer: TransformerConfig, architecture: str) -> Iterator[tuple[str, str]]:
-    """For architectures whose token embeddings feed the blocks directly (no projection layer).
+@attrs.frozen
+class TransformerLanguageModelConfig:
+    """The ``model`` fields of a language model whose token embeddings feed a stack of transformer
+    blocks directly, with no projection between the two widths (transformers' GPT-2 and BERT).
+    An architecture's config class subclasses it, adding its own fields."""
 
-    Yields one ``("transformer.embedding_size", message)`` problem, for a model config's
-    ``validate()``, when ``embedding_size`` is set and differs from ``hidden_size``.
-    """
-    if transformer.embedding_size is not None and transformer.embedding_size != transformer.hidden_size:
-        yield "transformer.embedding_size", (
-            f"{architecture} needs embedding_size equal to hidden_size ({transformer.hidden_size}), got "
-            f"{transformer.embedding_size}: its token embeddings feed the blocks directly, with no projection "
-            f"between the two widths; set embedding_size to {transformer.hidden_size} or remove it"
-        )
+    transformer: TransformerConfig = option(factory=TransformerConfig, doc="sizes of the transformer stack")
+    vocab_size: int | None = option(
+        None, doc="vocabulary size; null takes it from the tokenizer (len(tokenizer) or tokenizer.vocab_size)",
+        validator=positive,
+    )
+    tie_word_embeddings: bool = option(True, doc="share the token embedding matrix with the output layer")
+
+    def validate(self) -> Iterator[tuple[str, str]]:
+        block = self.transformer
+        if block.embedding_size is not None and block.embedding_size != block.hidden_size:
+            yield "transformer.embedding_size", (
+                f"embedding_size must equal hidden_size ({block.hidden_size}) here, got {block.embedding_size}: the "
+                f"token embeddings feed the blocks directly, with no projection between the two widths; set "
+                f"embedding_size to {block.hidden_size} or remove it"
+            )
 
 
 def _nearest_multiple(value: int, factor: int) -> int:
@@ -104,18 +114,32 @@ def _nearest_divisor(value: int, near: int) -> int:
     return min(divisors, key=lambda d: (abs(d - near), d))
 
 
-def transformer_sizes(
-    layers: int, hidden: int, heads: int, intermediate: int, length: int, dropout: float = 0.1
-) -> dict:
-    """A preset's ``transformer:`` block as plain data, for an architecture's presets table."""
-    return {
-        "transformer": {
-            "layers": layers,
-            "hidden_size": hidden,
-            "attention_heads": heads,
-            "intermediate_hidden_size": intermediate,
-            "max_position_embeddings": length,
-            "dropout": dropout,
-            "attention_dropout": dropout,
-        }
-    }
+def transformer_presets(config_class: type[TransformerLanguageModelConfig]) -> Presets:
+    """The sizes of the GPT-2 / BERT architectures guide as presets of ``config_class``: ``tiny``
+    (for tests and smoke runs: no dropout), ``small``, ``base`` and ``large``."""
+    presets = Presets()
+
+    def sized(layers: int, hidden: int, heads: int, length: int, dropout: float = 0.1) -> TransformerLanguageModelConfig:
+        block = TransformerConfig(
+            layers=layers, hidden_size=hidden, attention_heads=heads, intermediate_hidden_size=4 * hidden,
+            max_position_embeddings=length, dropout=dropout, attention_dropout=dropout,
+        )
+        return config_class(transformer=block)
+
+    @presets.register("tiny")
+    def tiny() -> TransformerLanguageModelConfig:
+        return sized(layers=2, hidden=64, heads=4, length=128, dropout=0.0)
+
+    @presets.register("small")
+    def small() -> TransformerLanguageModelConfig:
+        return sized(layers=6, hidden=512, heads=8, length=256)
+
+    @presets.register("base")
+    def base() -> TransformerLanguageModelConfig:
+        return sized(layers=12, hidden=768, heads=12, length=512)
+
+    @presets.register("large")
+    def large() -> TransformerLanguageModelConfig:
+        return sized(layers=24, hidden=1024, heads=16, length=1024)
+
+    return presets

@@ -1,15 +1,16 @@
 """The text branch of the model protocol: language models and the pieces they all need.
 
 A plugin's language model subclasses :class:`LanguageModel` (a
-:class:`~model_foundry.protocol.FoundryModel`), implements ``forward``,
-``get_input_embeddings`` and ``resize_token_embeddings``, sets ``supports_generation``,
-and — for fast generation — overrides :meth:`LanguageModel.next_token_logits` to carry a
-cache or recurrent state from one step to the next.
+:class:`~model_foundry.protocol.FoundryModel`), implements ``forward`` and
+``get_input_embeddings``, names its ``vocabulary_layers`` (``resize_token_embeddings`` resizes
+them), overrides the ``supports_generation`` property when it generates, and — for fast
+generation — overrides :meth:`LanguageModel.next_token_logits` to carry a cache or recurrent
+state from one step to the next.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -102,6 +103,23 @@ def sample_next_token(
     return torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
 
 
+def with_rows(layer: nn.Module, rows: int, init: Callable[[nn.Module], None]) -> nn.Module:
+    """A copy of an ``nn.Embedding`` or ``nn.Linear`` with one row per token, with ``rows`` rows:
+    the first rows (and biases) are the layer's, the new ones are set by ``init``."""
+    weight = layer.weight
+    if isinstance(layer, nn.Embedding):
+        fresh: nn.Module = nn.Embedding(rows, layer.embedding_dim, device=weight.device, dtype=weight.dtype)
+    else:
+        fresh = nn.Linear(layer.in_features, rows, bias=layer.bias is not None, device=weight.device, dtype=weight.dtype)
+    init(fresh)
+    keep = min(rows, weight.size(0))
+    with torch.no_grad():
+        fresh.weight[:keep] = weight[:keep]
+        if getattr(layer, "bias", None) is not None:
+            fresh.bias[:keep] = layer.bias[:keep]
+    return fresh
+
+
 class LanguageModel(FoundryModel):
     """Base class of language models built by plugins: the text branch of the model protocol.
 
@@ -110,16 +128,52 @@ class LanguageModel(FoundryModel):
     class of a language model has a ``vocab_size`` field (``None``: the tokenizer's size).
     """
 
-    supports_generation: bool = False
     # The longest sequence the model accepts (learned positions), or None when unbounded.
     max_sequence_length: int | None = None
+    # The attributes holding layers with one row per token: the token embedding (nn.Embedding)
+    # and every output layer (nn.Linear); one may be None where this config has no such layer.
+    # resize_token_embeddings resizes them.
+    vocabulary_layers: tuple[str, ...] = ()
+
+    @property
+    def supports_generation(self) -> bool:
+        """Whether :meth:`generate` can continue a prompt with this model as configured: a
+        causal model. A model that generates overrides this property (the architecture's
+        ``Capabilities.supports_generation`` says whether any of its configs can)."""
+        return False
 
     # -- to implement -------------------------------------------------------------------------
     def get_input_embeddings(self) -> nn.Module:
         raise NotImplementedError
 
+    # -- the vocabulary -----------------------------------------------------------------------
     def resize_token_embeddings(self, new_num_tokens: int) -> nn.Module:
-        raise NotImplementedError
+        """Grow or shrink the vocabulary to ``new_num_tokens`` tokens and record it in
+        ``config.vocab_size`` (so that a saved model loads again); returns the new embedding.
+
+        The rows of the tokens that remain keep what they learned; new rows are initialised by
+        :meth:`init_vocabulary_layer`; tied weights stay tied (:meth:`tie_weights`).
+        """
+        self.get_input_embeddings()  # a model without token embeddings says so before anything changes
+        self.resize_vocabulary_layers(new_num_tokens)
+        self.config = self.config.evolve(vocab_size=new_num_tokens)
+        return self.get_input_embeddings()
+
+    def resize_vocabulary_layers(self, new_num_tokens: int) -> None:
+        """Replace each of ``vocabulary_layers`` by a copy with ``new_num_tokens`` rows, then tie."""
+        for name in self.vocabulary_layers:
+            layer = getattr(self, name)
+            if layer is not None:
+                setattr(self, name, with_rows(layer, new_num_tokens, self.init_vocabulary_layer))
+        self.tie_weights()
+
+    def init_vocabulary_layer(self, layer: nn.Module) -> None:
+        """Initialise a new embedding or output layer as the model initialises its own (the
+        default keeps PyTorch's initialisation)."""
+
+    def tie_weights(self) -> None:
+        """Share the token embedding matrix with the output layer(s) where the config asks for it
+        (the default ties nothing)."""
 
     def num_parameters(self, trainable_only: bool = False, exclude_embeddings: bool = False) -> int:
         """Parameter count; tied (shared) tensors count once."""

@@ -14,7 +14,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from model_foundry.plugin import option, positive, probability
+from model_foundry.plugin import Presets, option, positive, probability
 
 
 def _at_least_two(_instance: object, _attribute: object, value: int) -> None:
@@ -126,21 +126,58 @@ class TransformerConfig:
             yield from _image_shape_problems(self.data_shape)
 
 
-PIXELCNN_PRESETS = {
-    "tiny": {"hidden_channels": 8, "num_layers": 2, "head_channels": 8, "data_shape": [1, 6, 6], "levels": 5},
-    "small": {"hidden_channels": 64, "num_layers": 6, "head_channels": 128, "levels": 17},
-    "base": {"hidden_channels": 128, "num_layers": 12, "head_channels": 256, "data_shape": [3, 32, 32]},
-}
-WAVENET_PRESETS = {
-    "tiny": {"dilations": [1, 2, 4], "residual_channels": 8, "skip_channels": 8, "mu_law_levels": 16, "sample_length": 64},
-    "small": {"dilations": [1, 2, 4, 8, 16, 32, 64, 128], "residual_channels": 32, "skip_channels": 64},
-    "base": {"dilations": [1, 2, 4, 8, 16, 32, 64, 128, 256, 512] * 3, "residual_channels": 64, "skip_channels": 256,
-             "sample_length": 16000},
-}
-TRANSFORMER_PRESETS = {
-    "tiny": {"hidden_size": 16, "num_layers": 2, "num_heads": 2, "data_shape": [1, 4, 4], "levels": 5},
-    "small": {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "levels": 17},
-    "base": {"hidden_size": 256, "num_layers": 8, "num_heads": 8, "data_shape": [3, 32, 32]},
-    "tiny-audio": {"modality": "audio", "hidden_size": 16, "num_layers": 2, "num_heads": 2, "data_shape": [32],
-                   "levels": 16},
-}
+PIXELCNN_PRESETS = Presets()
+WAVENET_PRESETS = Presets()
+TRANSFORMER_PRESETS = Presets()
+
+
+@PIXELCNN_PRESETS.register("tiny")
+def pixelcnn_tiny() -> PixelCNNConfig:
+    return PixelCNNConfig(data_shape=(1, 6, 6), levels=5, hidden_channels=8, num_layers=2, head_channels=8)
+
+
+@PIXELCNN_PRESETS.register("small")
+def pixelcnn_small() -> PixelCNNConfig:
+    return PixelCNNConfig(levels=17, hidden_channels=64, num_layers=6, head_channels=128)
+
+
+@PIXELCNN_PRESETS.register("base")
+def pixelcnn_base() -> PixelCNNConfig:
+    return PixelCNNConfig(data_shape=(3, 32, 32), hidden_channels=128, num_layers=12, head_channels=256)
+
+
+@WAVENET_PRESETS.register("tiny")
+def wavenet_tiny() -> WaveNetConfig:
+    return WaveNetConfig(mu_law_levels=16, dilations=(1, 2, 4), residual_channels=8, skip_channels=8, sample_length=64)
+
+
+@WAVENET_PRESETS.register("small")
+def wavenet_small() -> WaveNetConfig:
+    return WaveNetConfig(dilations=(1, 2, 4, 8, 16, 32, 64, 128), residual_channels=32, skip_channels=64)
+
+
+@WAVENET_PRESETS.register("base")
+def wavenet_base() -> WaveNetConfig:
+    # Three stacks of ten doublings, as in the WaveNet paper: a receptive field of 3070 samples.
+    return WaveNetConfig(dilations=tuple(2**i for i in range(10)) * 3, residual_channels=64, skip_channels=256,
+                         sample_length=16000)
+
+
+@TRANSFORMER_PRESETS.register("tiny")
+def transformer_tiny() -> TransformerConfig:
+    return TransformerConfig(data_shape=(1, 4, 4), levels=5, hidden_size=16, num_layers=2, num_heads=2)
+
+
+@TRANSFORMER_PRESETS.register("small")
+def transformer_small() -> TransformerConfig:
+    return TransformerConfig(levels=17, hidden_size=128, num_layers=4, num_heads=4)
+
+
+@TRANSFORMER_PRESETS.register("base")
+def transformer_base() -> TransformerConfig:
+    return TransformerConfig(data_shape=(3, 32, 32), hidden_size=256, num_layers=8, num_heads=8)
+
+
+@TRANSFORMER_PRESETS.register("tiny-audio")
+def transformer_tiny_audio() -> TransformerConfig:
+    return attrs.evolve(transformer_tiny(), modality="audio", data_shape=(32,), levels=16)

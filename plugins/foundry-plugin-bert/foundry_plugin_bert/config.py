@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Literal
 
 import attrs
 
-from model_foundry.plugin import (
-    TransformerConfig,
-    option,
-    positive,
-    require_embedding_size_equal_hidden,
-    transformer_sizes,
-)
+from model_foundry.plugin import TransformerLanguageModelConfig, option, positive, transformer_presets
 
 
 @attrs.frozen
@@ -28,25 +21,11 @@ class BertOptions:
 
 
 @attrs.frozen
-class BertConfig:
+class BertConfig(TransformerLanguageModelConfig):
     """A BERT encoder: bidirectional self-attention blocks with a masked-LM head."""
 
-    transformer: TransformerConfig = option(factory=TransformerConfig, doc="sizes of the transformer stack")
     bert: BertOptions = option(factory=BertOptions, doc="BERT-specific options")
-    vocab_size: int | None = option(
-        None, doc="vocabulary size; null takes it from the tokenizer (len(tokenizer) or tokenizer.vocab_size)",
-        validator=positive,
-    )
-    tie_word_embeddings: bool = option(True, doc="share the token embedding matrix with the masked-LM output layer")
-
-    def validate(self) -> Iterator[tuple[str, str]]:
-        yield from require_embedding_size_equal_hidden(self.transformer, "bert")
 
 
-# The sizes of the GPT-2 / BERT architectures guide; "tiny" is for tests and smoke runs.
-PRESETS = {
-    "tiny": transformer_sizes(layers=2, hidden=64, heads=4, intermediate=256, length=128, dropout=0.0),
-    "small": transformer_sizes(layers=6, hidden=512, heads=8, intermediate=2048, length=256),
-    "base": transformer_sizes(layers=12, hidden=768, heads=12, intermediate=3072, length=512),
-    "large": transformer_sizes(layers=24, hidden=1024, heads=16, intermediate=4096, length=1024),
-}
+# The sizes of the GPT-2 / BERT architectures guide: tiny, small, base, large.
+PRESETS = transformer_presets(BertConfig)

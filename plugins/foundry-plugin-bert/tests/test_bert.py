@@ -8,7 +8,6 @@ import transformers
 from foundry_plugin_bert.config import BertOptions
 
 import model_foundry
-from model_foundry.cli import main
 from model_foundry.errors import FoundryError
 from model_foundry.testing import check_architecture
 from model_foundry.text.modeling import masked_lm_loss
@@ -54,20 +53,6 @@ def test_pooled_output(tiny_config, pooler_type):
     expected = states[:, 0] if pooler_type == "first" else torch.stack([states[0].mean(0), states[1, :3].mean(0)])
     assert pooled.shape == (2, 64)
     assert torch.allclose(pooled, expected, atol=1e-6)
-
-
-def test_export_to_transformers_loads_with_identical_logits(tiny_config, tokenizer, tmp_path):
-    torch.manual_seed(0)
-    model = model_foundry.create_model(tiny_config).eval()
-    model_foundry.save(model, tmp_path / "ckpt", tokenizer=tokenizer)
-    assert main(["export", str(tmp_path / "ckpt"), "--to", "hf", str(tmp_path / "hf")]) == 0
-    hf = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "hf").eval()
-    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
-    batch = hf_tokenizer(["the cat [MASK] on the mat", "a bird"], padding=True, return_tensors="pt")
-    with torch.no_grad():
-        expected = model(batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        assert torch.equal(hf(**batch).logits, expected)
-    assert hf.config.pad_token_id == tokenizer.pad_token_id
 
 
 def test_import_transformers_directory(tmp_path):

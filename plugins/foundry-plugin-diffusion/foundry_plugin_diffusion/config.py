@@ -13,7 +13,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from model_foundry.plugin import non_negative, option, positive, probability
+from model_foundry.plugin import Presets, non_negative, option, positive, probability
 
 # The rank of one example of each modality: (D,) vectors, (C, H, W) images.
 RANK_OF_MODALITY = {"vector": 1, "image": 3}
@@ -199,26 +199,67 @@ class ScoreDiffusionConfig(DenoiserConfig):
             yield "sigma_max", f"must be > sigma_min ({self.sigma_min}), got {self.sigma_max}"
 
 
-_TINY_BACKBONE = {"base_channels": 8, "channel_mults": [1, 2], "norm_groups": 4, "hidden_dim": 32, "num_layers": 2}
-_SMALL_BACKBONE = {"base_channels": 32, "channel_mults": [1, 2], "hidden_dim": 128, "num_layers": 3}
-_BASE_BACKBONE = {"base_channels": 64, "channel_mults": [1, 2, 2], "attention": True, "hidden_dim": 256,
-                  "num_layers": 4}
-_TINY_SCHEDULE = {"num_timesteps": 50, "beta_start": 1e-3, "beta_end": 0.2}
+DDPM_PRESETS = Presets()
+DIFFUSION_PRESETS = Presets()
+SCORE_PRESETS = Presets()
+DIGITS = (1, 8, 8)
 
-DDPM_PRESETS = {
-    "tiny": {"input_shape": [1, 8, 8], "backbone": _TINY_BACKBONE, "noise_schedule": _TINY_SCHEDULE,
-             "sampling_steps": 10},
-    "small": {"input_shape": [1, 8, 8], "backbone": _SMALL_BACKBONE},
-    "base": {"input_shape": [1, 8, 8], "backbone": _BASE_BACKBONE},
-}
-DIFFUSION_PRESETS = {
-    "tiny": {**DDPM_PRESETS["tiny"], "num_classes": 2, "guidance_scale": 2.0},
-    "small": {**DDPM_PRESETS["small"], "sampler": "ddim", "sampling_steps": 50},
-    "base": {**DDPM_PRESETS["base"], "sampler": "ddim", "sampling_steps": 50},
-}
-SCORE_PRESETS = {
-    "tiny": {"input_shape": [1, 8, 8], "backbone": _TINY_BACKBONE, "num_noise_levels": 4, "langevin_steps": 3,
-             "sde_steps": 10},
-    "small": {"input_shape": [1, 8, 8], "backbone": _SMALL_BACKBONE},
-    "base": {"input_shape": [1, 8, 8], "backbone": _BASE_BACKBONE},
-}
+
+def _backbone(size: str) -> BackboneConfig:
+    if size == "tiny":
+        return BackboneConfig(base_channels=8, channel_mults=(1, 2), norm_groups=4, hidden_dim=32, num_layers=2)
+    if size == "small":
+        return BackboneConfig(base_channels=32, channel_mults=(1, 2), hidden_dim=128, num_layers=3)
+    return BackboneConfig(base_channels=64, channel_mults=(1, 2, 2), attention=True, hidden_dim=256, num_layers=4)
+
+
+@DDPM_PRESETS.register("tiny")
+def ddpm_tiny() -> DDPMConfig:
+    schedule = NoiseScheduleConfig(num_timesteps=50, beta_start=1e-3, beta_end=0.2)
+    return DDPMConfig(input_shape=DIGITS, backbone=_backbone("tiny"), noise_schedule=schedule, sampling_steps=10)
+
+
+@DDPM_PRESETS.register("small")
+def ddpm_small() -> DDPMConfig:
+    return DDPMConfig(input_shape=DIGITS, backbone=_backbone("small"))
+
+
+@DDPM_PRESETS.register("base")
+def ddpm_base() -> DDPMConfig:
+    return DDPMConfig(input_shape=DIGITS, backbone=_backbone("base"))
+
+
+def _diffusion(ddpm: DDPMConfig, **changes: object) -> DiffusionConfig:
+    """A DDPM preset as a ``diffusion`` config, with ``changes``."""
+    return DiffusionConfig(**{**attrs.asdict(ddpm, recurse=False), **changes})
+
+
+@DIFFUSION_PRESETS.register("tiny")
+def diffusion_tiny() -> DiffusionConfig:
+    return _diffusion(ddpm_tiny(), num_classes=2, guidance_scale=2.0)
+
+
+@DIFFUSION_PRESETS.register("small")
+def diffusion_small() -> DiffusionConfig:
+    return _diffusion(ddpm_small(), sampler="ddim", sampling_steps=50)
+
+
+@DIFFUSION_PRESETS.register("base")
+def diffusion_base() -> DiffusionConfig:
+    return _diffusion(ddpm_base(), sampler="ddim", sampling_steps=50)
+
+
+@SCORE_PRESETS.register("tiny")
+def score_tiny() -> ScoreDiffusionConfig:
+    return ScoreDiffusionConfig(input_shape=DIGITS, backbone=_backbone("tiny"), num_noise_levels=4, langevin_steps=3,
+                                sde_steps=10)
+
+
+@SCORE_PRESETS.register("small")
+def score_small() -> ScoreDiffusionConfig:
+    return ScoreDiffusionConfig(input_shape=DIGITS, backbone=_backbone("small"))
+
+
+@SCORE_PRESETS.register("base")
+def score_base() -> ScoreDiffusionConfig:
+    return ScoreDiffusionConfig(input_shape=DIGITS, backbone=_backbone("base"))

@@ -15,7 +15,16 @@ from typing import Literal, Optional
 
 import attrs
 
-from model_foundry.plugin import Activation, NetworkKind, Normalization, non_negative, option, positive, unit_interval
+from model_foundry.plugin import (
+    Activation,
+    NetworkKind,
+    Normalization,
+    Presets,
+    non_negative,
+    option,
+    positive,
+    unit_interval,
+)
 
 # The rank of one example of each modality: (D,) vectors, (C, H, W) images.
 RANK_OF_MODALITY = {"vector": 1, "image": 3}
@@ -145,29 +154,49 @@ class DeepEBMConfig(EBMConfig):
     )
 
 
-def _preset(hidden: tuple[int, ...], steps: int, capacity: int, reinit_prob: float = 0.05, **network: object) -> dict:
-    return {
-        "input_shape": [2],
-        "energy_network": {"hidden_dims": list(hidden), **network},
-        "mcmc": {"n_steps": steps},
-        "sample_buffer": {"capacity": capacity, "reinit_prob": reinit_prob},
-    }
+def _sized(config: EBMConfig, hidden: tuple[int, ...], steps: int, capacity: int, reinit_prob: float = 0.05) -> EBMConfig:
+    """``config`` for the 2-D toy distributions, with ``hidden`` widths, SGLD steps and a buffer."""
+    return attrs.evolve(
+        config, input_shape=(2,), energy_network=attrs.evolve(config.energy_network, hidden_dims=hidden),
+        mcmc=attrs.evolve(config.mcmc, n_steps=steps),
+        sample_buffer=attrs.evolve(config.sample_buffer, capacity=capacity, reinit_prob=reinit_prob),
+    )
 
 
 # tiny is a short-run EBM (Nijkamp et al., 2019): every chain restarts from noise (reinit_prob 1), so
 # the loss under a fixed seed is a function of the weights alone, as the conformance kit's
 # "a few steps lower the loss" check assumes; with persistent chains it also depends on the
 # buffer's history. small and base keep persistent chains.
+EBM_PRESETS = Presets()
+DEEP_EBM_PRESETS = Presets()
 
 
-EBM_PRESETS = {
-    "tiny": _preset((16, 16), steps=5, capacity=64, reinit_prob=1.0),
-    "small": _preset((128, 128), steps=40, capacity=4096),
-    "base": _preset((256, 256, 256), steps=60, capacity=8192),
-}
+@EBM_PRESETS.register("tiny")
+def ebm_tiny() -> EBMConfig:
+    return _sized(EBMConfig(), (16, 16), steps=5, capacity=64, reinit_prob=1.0)
 
-DEEP_EBM_PRESETS = {
-    "tiny": _preset((8, 8), steps=5, capacity=64, reinit_prob=1.0, blocks_per_stage=1),
-    "small": _preset((64, 64), steps=40, capacity=4096),
-    "base": _preset((128, 128, 128), steps=60, capacity=8192),
-}
+
+@EBM_PRESETS.register("small")
+def ebm_small() -> EBMConfig:
+    return _sized(EBMConfig(), (128, 128), steps=40, capacity=4096)
+
+
+@EBM_PRESETS.register("base")
+def ebm_base() -> EBMConfig:
+    return _sized(EBMConfig(), (256, 256, 256), steps=60, capacity=8192)
+
+
+@DEEP_EBM_PRESETS.register("tiny")
+def deep_ebm_tiny() -> DeepEBMConfig:
+    config = _sized(DeepEBMConfig(), (8, 8), steps=5, capacity=64, reinit_prob=1.0)
+    return attrs.evolve(config, energy_network=attrs.evolve(config.energy_network, blocks_per_stage=1))
+
+
+@DEEP_EBM_PRESETS.register("small")
+def deep_ebm_small() -> DeepEBMConfig:
+    return _sized(DeepEBMConfig(), (64, 64), steps=40, capacity=4096)
+
+
+@DEEP_EBM_PRESETS.register("base")
+def deep_ebm_base() -> DeepEBMConfig:
+    return _sized(DeepEBMConfig(), (128, 128, 128), steps=60, capacity=8192)

@@ -11,7 +11,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from model_foundry.plugin import in_range, option, positive
+from model_foundry.plugin import Presets, in_range, option, positive
 
 IMAGE_FLOWS = ("realnvp", "glow")
 VECTOR_FLOWS = ("maf", "nsf")
@@ -139,13 +139,35 @@ class FlowConfig:
         return math.prod(self.shape)
 
 
-TINY = {"flow_type": "realnvp", "num_scales": 1, "steps_per_scale": 2, "hidden_channels": 16, "hidden_layers": 1}
-PRESETS = {
-    "tiny": TINY,
-    "small": {**TINY, "num_scales": 2, "steps_per_scale": 4, "hidden_channels": 64, "hidden_layers": 2},
-    "base": {**TINY, "num_scales": 2, "steps_per_scale": 8, "hidden_channels": 128, "hidden_layers": 2},
-    # the other flow types at the tiny size (the conformance kit runs each)
-    "tiny_glow": {**TINY, "flow_type": "glow", "mask": "channel", "dequantization": "variational"},
-    "tiny_maf": {**TINY, "flow_type": "maf", "modality": "vector"},
-    "tiny_nsf": {**TINY, "flow_type": "nsf", "modality": "vector", "bins": 4},
-}
+PRESETS = Presets()
+
+
+@PRESETS.register("tiny")
+def tiny() -> FlowConfig:
+    return FlowConfig(flow_type="realnvp", num_scales=1, steps_per_scale=2, hidden_channels=16, hidden_layers=1)
+
+
+@PRESETS.register("small")
+def small() -> FlowConfig:
+    return attrs.evolve(tiny(), num_scales=2, steps_per_scale=4, hidden_channels=64, hidden_layers=2)
+
+
+@PRESETS.register("base")
+def base() -> FlowConfig:
+    return attrs.evolve(tiny(), num_scales=2, steps_per_scale=8, hidden_channels=128, hidden_layers=2)
+
+
+# The other flow types at the tiny size (the conformance kit runs each).
+@PRESETS.register("tiny_glow")
+def tiny_glow() -> FlowConfig:
+    return attrs.evolve(tiny(), flow_type="glow", mask="channel", dequantization="variational")
+
+
+@PRESETS.register("tiny_maf")
+def tiny_maf() -> FlowConfig:
+    return attrs.evolve(tiny(), flow_type="maf", modality="vector")
+
+
+@PRESETS.register("tiny_nsf")
+def tiny_nsf() -> FlowConfig:
+    return attrs.evolve(tiny(), flow_type="nsf", modality="vector", bins=4)

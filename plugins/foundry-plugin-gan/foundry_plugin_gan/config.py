@@ -14,7 +14,7 @@ differ in their defaults, so that a typed config object names its architecture
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
 
 import attrs
 
@@ -25,6 +25,7 @@ from model_foundry.plugin import (
     NetworkKind,
     Normalization,
     OutputActivation,
+    Presets,
     non_negative,
     option,
     positive,
@@ -149,26 +150,39 @@ class LSGANConfig(GANConfig):
 
 # --- presets: 8x8 images (the digits); set the two shapes for other data ---------------------
 
-
-def _networks(kind: str, latent: int, generator_dims: list[int], discriminator_dims: list[int],
-              generator_normalization: str = "none") -> dict[str, Any]:
-    shape = [1, 8, 8]
-    return {
-        "generator": {"output_shape": shape, "latent_dim": latent, "hidden_dims": generator_dims, "kind": kind,
-                      "activation": "relu", "normalization": generator_normalization, "output_activation": "tanh"},
-        "discriminator": {"input_shape": shape, "hidden_dims": discriminator_dims, "kind": kind, "activation": "leaky_relu"},
-    }
+DIGITS = (1, 8, 8)
 
 
-MLP_PRESETS = {
-    "tiny": _networks("mlp", 8, [32], [32]),
-    "small": _networks("mlp", 32, [128, 256], [256, 128]),
-    "base": _networks("mlp", 64, [256, 512], [512, 256]),
-}
-CONV_PRESETS = {
-    "tiny": _networks("conv", 8, [16, 8], [8, 16]),
-    "small": _networks("conv", 32, [64, 32], [32, 64], generator_normalization="batch"),
-    "base": _networks("conv", 64, [256, 128, 64], [64, 128, 256], generator_normalization="batch"),
-}
-PRESETS = {"gan": MLP_PRESETS, "dcgan": CONV_PRESETS, "wgan": MLP_PRESETS, "lsgan": MLP_PRESETS}
+def presets_of(config_class: type[GANConfig]) -> Presets:
+    """The presets of a GAN architecture: MLPs (``gan``, ``wgan``, ``lsgan``) or convolutions (``dcgan``)."""
+    presets = Presets()
+    conv = issubclass(config_class, DCGANConfig)
+
+    def networks(latent: int, generator_dims: tuple[int, ...], discriminator_dims: tuple[int, ...],
+                 generator_normalization: str = "none") -> GANConfig:
+        default = config_class()
+        generator = attrs.evolve(
+            default.generator, output_shape=DIGITS, latent_dim=latent, hidden_dims=generator_dims, activation="relu",
+            normalization=generator_normalization, output_activation="tanh",
+        )
+        discriminator = attrs.evolve(
+            default.discriminator, input_shape=DIGITS, hidden_dims=discriminator_dims, activation="leaky_relu"
+        )
+        return attrs.evolve(default, generator=generator, discriminator=discriminator)
+
+    @presets.register("tiny")
+    def tiny() -> GANConfig:
+        return networks(8, (16, 8), (8, 16)) if conv else networks(8, (32,), (32,))
+
+    @presets.register("small")
+    def small() -> GANConfig:
+        return networks(32, (64, 32), (32, 64), "batch") if conv else networks(32, (128, 256), (256, 128))
+
+    @presets.register("base")
+    def base() -> GANConfig:
+        return networks(64, (256, 128, 64), (64, 128, 256), "batch") if conv else networks(64, (256, 512), (512, 256))
+
+    return presets
+
+
 CONFIG_CLASSES = {"gan": GANConfig, "dcgan": DCGANConfig, "wgan": WGANConfig, "lsgan": LSGANConfig}

@@ -6,7 +6,7 @@ and imported when first used.
 
 from __future__ import annotations
 
-from foundry_plugin_gan.config import CONFIG_CLASSES, PRESETS
+from foundry_plugin_gan.config import CONFIG_CLASSES, presets_of
 from model_foundry.plugin import ArchitectureSchema, Capabilities, ModelBuilder, TrainingStep, hookimpl
 
 DESCRIPTIONS = {
@@ -22,7 +22,7 @@ CAPABILITIES = Capabilities(modality="image", modalities=("image", "vector"), sa
 def foundry_config_schemas() -> list[ArchitectureSchema]:
     return [
         ArchitectureSchema(name=name, config_class=CONFIG_CLASSES[name], family="gan", description=description,
-                           presets=PRESETS[name], capabilities=CAPABILITIES)
+                           presets=presets_of(CONFIG_CLASSES[name]), capabilities=CAPABILITIES)
         for name, description in DESCRIPTIONS.items()
     ]
 

@@ -10,7 +10,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from model_foundry.plugin import in_range, non_negative, option, positive
+from model_foundry.plugin import Presets, in_range, non_negative, option, positive
 
 SHAPE_PRIMITIVES = ("box", "sphere", "cylinder", "capsule", "cone", "torus")
 GRAPH_FAMILIES = ("community", "grid", "tree", "ego")
@@ -146,31 +146,89 @@ class GraphRNNConfig:
             yield "max_nodes", f"a graph model needs at least 2 nodes, got {self.max_nodes}"
 
 
-POINT_CLOUD_PRESETS = {
-    "tiny": {"num_points": 32, "latent_dim": 8, "encoder_dims": [16, 32], "decoder_dims": [64]},
-    "small": {"num_points": 256, "latent_dim": 32, "encoder_dims": [64, 128, 256], "decoder_dims": [256, 256]},
-    "base": {"num_points": 1024, "latent_dim": 128, "encoder_dims": [64, 128, 256, 512], "decoder_dims": [512, 1024]},
-}
-VOXEL_PRESETS = {
-    "tiny": {"resolution": 8, "channels": [4, 8], "latent_dim": 8},
-    "small": {"resolution": 16, "channels": [16, 32, 64], "latent_dim": 64},
-    "base": {"resolution": 32, "channels": [32, 64, 128, 256], "latent_dim": 128},
-}
-MESH_PRESETS = {
-    "tiny": {"subdivisions": 1, "latent_dim": 8, "encoder_dims": [16, 32], "decoder_dims": [64]},
-    "small": {"subdivisions": 2, "latent_dim": 32, "encoder_dims": [64, 128, 256], "decoder_dims": [256, 256]},
-    "base": {"subdivisions": 3, "latent_dim": 64, "encoder_dims": [64, 128, 256, 512], "decoder_dims": [512, 512]},
-}
-GRAPH_PRESETS = {
-    "tiny": {"max_nodes": 8, "latent_dim": 4, "hidden_dims": [16], "edge_dims": [16]},
-    "small": {"max_nodes": 16, "latent_dim": 16, "hidden_dims": [32, 32], "edge_dims": [32]},
-    "base": {"max_nodes": 40, "latent_dim": 32, "hidden_dims": [64, 64, 64], "edge_dims": [64, 64]},
-}
-GRAPH_RNN_PRESETS = {
-    "tiny": {"max_nodes": 8, "embedding_size": 8, "hidden_size": 16, "num_layers": 1, "edge_embedding_size": 4, "edge_hidden_size": 8},
-    "small": {"max_nodes": 16, "embedding_size": 32, "hidden_size": 64, "num_layers": 2, "edge_embedding_size": 8, "edge_hidden_size": 16},
-    "base": {"max_nodes": 40, "embedding_size": 64, "hidden_size": 128, "num_layers": 4, "edge_embedding_size": 8, "edge_hidden_size": 16},
-}
+POINT_CLOUD_PRESETS = Presets()
+VOXEL_PRESETS = Presets()
+MESH_PRESETS = Presets()
+GRAPH_PRESETS = Presets()
+GRAPH_RNN_PRESETS = Presets()
+
+
+@POINT_CLOUD_PRESETS.register("tiny")
+def point_cloud_tiny() -> PointCloudConfig:
+    return PointCloudConfig(num_points=32, latent_dim=8, encoder_dims=(16, 32), decoder_dims=(64,))
+
+
+@POINT_CLOUD_PRESETS.register("small")
+def point_cloud_small() -> PointCloudConfig:
+    return PointCloudConfig(num_points=256, latent_dim=32, encoder_dims=(64, 128, 256), decoder_dims=(256, 256))
+
+
+@POINT_CLOUD_PRESETS.register("base")
+def point_cloud_base() -> PointCloudConfig:
+    return PointCloudConfig(num_points=1024, latent_dim=128, encoder_dims=(64, 128, 256, 512), decoder_dims=(512, 1024))
+
+
+@VOXEL_PRESETS.register("tiny")
+def voxel_tiny() -> VoxelConfig:
+    return VoxelConfig(resolution=8, channels=(4, 8), latent_dim=8)
+
+
+@VOXEL_PRESETS.register("small")
+def voxel_small() -> VoxelConfig:
+    return VoxelConfig(resolution=16, channels=(16, 32, 64), latent_dim=64)
+
+
+@VOXEL_PRESETS.register("base")
+def voxel_base() -> VoxelConfig:
+    return VoxelConfig(resolution=32, channels=(32, 64, 128, 256), latent_dim=128)
+
+
+@MESH_PRESETS.register("tiny")
+def mesh_tiny() -> MeshConfig:
+    return MeshConfig(subdivisions=1, latent_dim=8, encoder_dims=(16, 32), decoder_dims=(64,))
+
+
+@MESH_PRESETS.register("small")
+def mesh_small() -> MeshConfig:
+    return MeshConfig(subdivisions=2, latent_dim=32, encoder_dims=(64, 128, 256), decoder_dims=(256, 256))
+
+
+@MESH_PRESETS.register("base")
+def mesh_base() -> MeshConfig:
+    return MeshConfig(subdivisions=3, latent_dim=64, encoder_dims=(64, 128, 256, 512), decoder_dims=(512, 512))
+
+
+@GRAPH_PRESETS.register("tiny")
+def graph_tiny() -> GraphConfig:
+    return GraphConfig(max_nodes=8, latent_dim=4, hidden_dims=(16,), edge_dims=(16,))
+
+
+@GRAPH_PRESETS.register("small")
+def graph_small() -> GraphConfig:
+    return GraphConfig(max_nodes=16, latent_dim=16, hidden_dims=(32, 32), edge_dims=(32,))
+
+
+@GRAPH_PRESETS.register("base")
+def graph_base() -> GraphConfig:
+    return GraphConfig(max_nodes=40, latent_dim=32, hidden_dims=(64, 64, 64), edge_dims=(64, 64))
+
+
+@GRAPH_RNN_PRESETS.register("tiny")
+def graph_rnn_tiny() -> GraphRNNConfig:
+    return GraphRNNConfig(max_nodes=8, embedding_size=8, hidden_size=16, num_layers=1, edge_embedding_size=4,
+                          edge_hidden_size=8)
+
+
+@GRAPH_RNN_PRESETS.register("small")
+def graph_rnn_small() -> GraphRNNConfig:
+    return GraphRNNConfig(max_nodes=16, embedding_size=32, hidden_size=64, num_layers=2, edge_embedding_size=8,
+                          edge_hidden_size=16)
+
+
+@GRAPH_RNN_PRESETS.register("base")
+def graph_rnn_base() -> GraphRNNConfig:
+    return GraphRNNConfig(max_nodes=40, embedding_size=64, hidden_size=128, num_layers=4, edge_embedding_size=8,
+                          edge_hidden_size=16)
 
 
 # --- dataset kinds ---------------------------------------------------------------------------

@@ -2,38 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import attrs
 
-from model_foundry.plugin import (
-    TransformerConfig,
-    option,
-    positive,
-    require_embedding_size_equal_hidden,
-    transformer_sizes,
-)
+from model_foundry.plugin import TransformerLanguageModelConfig, transformer_presets
 
 
 @attrs.frozen
-class GPT2Config:
+class GPT2Config(TransformerLanguageModelConfig):
     """A GPT-2 decoder: causal self-attention blocks with learned positions and a tied LM head."""
 
-    transformer: TransformerConfig = option(factory=TransformerConfig, doc="sizes of the transformer stack")
-    vocab_size: int | None = option(
-        None, doc="vocabulary size; null takes it from the tokenizer (len(tokenizer) or tokenizer.vocab_size)",
-        validator=positive,
-    )
-    tie_word_embeddings: bool = option(True, doc="share the token embedding matrix with the output layer")
 
-    def validate(self) -> Iterator[tuple[str, str]]:
-        yield from require_embedding_size_equal_hidden(self.transformer, "gpt2")
-
-
-# The sizes of the GPT-2 / BERT architectures guide; "tiny" is for tests and smoke runs.
-PRESETS = {
-    "tiny": transformer_sizes(layers=2, hidden=64, heads=4, intermediate=256, length=128, dropout=0.0),
-    "small": transformer_sizes(layers=6, hidden=512, heads=8, intermediate=2048, length=256),
-    "base": transformer_sizes(layers=12, hidden=768, heads=12, intermediate=3072, length=512),
-    "large": transformer_sizes(layers=24, hidden=1024, heads=16, intermediate=4096, length=1024),
-}
+# The sizes of the GPT-2 / BERT architectures guide: tiny, small, base, large.
+PRESETS = transformer_presets(GPT2Config)

@@ -1,46 +1,27 @@
-"""Hook implementations of the GPT-2 plugin: what it contributes, named lazily (no torch import)."""
+"""The GPT-2 plugin: transformers' ``GPT2LMHeadModel`` through the core's transformers adapter.
+
+``GPT2`` is the entry point: it answers the plugin hooks (schema, builder, the converter that
+imports a transformers GPT-2 directory, the ``hf`` exporter). GPT-2 needs nothing beyond the
+adapter's model: causal loss, KV-cache generation. No torch is imported here.
+"""
 
 from __future__ import annotations
 
 from foundry_plugin_gpt2.config import PRESETS, GPT2Config
-from model_foundry.plugin import ArchitectureSchema, Capabilities, CheckpointConverter, Exporter, ModelBuilder, hookimpl
+from model_foundry.plugin import TransformersArchitecture
 
-
-@hookimpl
-def foundry_config_schemas() -> list[ArchitectureSchema]:
-    return [
-        ArchitectureSchema(
-            name="gpt2",
-            config_class=GPT2Config,
-            family="transformer-decoder",
-            description="GPT-2 causal language model (transformers' GPT2LMHeadModel)",
-            presets=PRESETS,
-            capabilities=Capabilities(objectives=("causal_lm",), supports_generation=True),
-        )
-    ]
-
-
-@hookimpl
-def foundry_model_builders() -> list[ModelBuilder]:
-    return [ModelBuilder("gpt2", "foundry_plugin_gpt2.model:build")]
-
-
-@hookimpl
-def foundry_checkpoint_converters() -> list[CheckpointConverter]:
-    return [
-        CheckpointConverter(
-            name="transformers-gpt2",
-            architecture="gpt2",
-            detect="foundry_plugin_gpt2.model:is_transformers_gpt2",
-            convert="foundry_plugin_gpt2.model:from_transformers",
-            description="a transformers directory whose config.json has model_type gpt2",
-        )
-    ]
-
-
-@hookimpl
-def foundry_exporters() -> list[Exporter]:
-    return [
-        Exporter("gpt2", "hf", "foundry_plugin_gpt2.model:to_transformers",
-                 "a transformers directory that AutoModelForCausalLM.from_pretrained loads")
-    ]
+GPT2 = TransformersArchitecture(
+    name="gpt2", config_class=GPT2Config, presets=PRESETS,
+    hf_model="GPT2LMHeadModel", objective="causal_lm", family="transformer-decoder",
+    description="GPT-2 causal language model (transformers' GPT2LMHeadModel)",
+    # Foundry field: the transformers GPT2Config field(s) holding its value
+    fields={
+        "tie_word_embeddings": "tie_word_embeddings", "transformer.layers": "n_layer", "transformer.hidden_size": "n_embd",
+        "transformer.attention_heads": "n_head", "transformer.intermediate_hidden_size": "n_inner",
+        "transformer.activation_function": "activation_function", "transformer.dropout": ("resid_pdrop", "embd_pdrop"),
+        "transformer.attention_dropout": "attn_pdrop", "transformer.max_position_embeddings": "n_positions",
+        "transformer.layer_norm_eps": "layer_norm_epsilon", "transformer.initializer_range": "initializer_range",
+    },
+    requires={"add_cross_attention": False, "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
+              "scale_attn_weights": True},
+)

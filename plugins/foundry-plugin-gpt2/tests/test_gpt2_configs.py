@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from model_foundry.testing import check_config_error, foundry_validate
 
 GOOD = """\
 model:
@@ -42,14 +42,9 @@ CASES = {
 }
 
 
-def validate(path):
-    return subprocess.run([sys.executable, "-m", "model_foundry.cli", "validate", str(path)],
-                          capture_output=True, text=True, timeout=120)
-
-
 def test_good_config_validates(tmp_path):
     (tmp_path / "good.yaml").write_text(GOOD, encoding="utf-8")
-    result = validate(tmp_path / "good.yaml")
+    result = foundry_validate(tmp_path / "good.yaml")
     assert result.returncode == 0, result.stderr
     assert "model: gpt2 (preset tiny)" in result.stdout
 
@@ -58,13 +53,7 @@ def test_good_config_validates(tmp_path):
 def test_malformed_config(tmp_path, case):
     (old, new), where, message = CASES[case]
     assert old in GOOD
-    path = tmp_path / "bad.yaml"
-    path.write_text(GOOD.replace(old, new, 1), encoding="utf-8")
-    result = validate(path)
-    assert result.returncode == 2, result.stdout
-    assert "Traceback" not in result.stderr
-    assert f"{path}{where}" in result.stderr, result.stderr
-    assert message in result.stderr, result.stderr
+    check_config_error(GOOD.replace(old, new, 1), where, message, tmp_path)
 
 
 def test_every_problem_reported_at_once(tmp_path):
@@ -77,7 +66,7 @@ def test_every_problem_reported_at_once(tmp_path):
             hidden_sise: 64
             attention_dropout: -0.1
         """), encoding="utf-8")
-    result = validate(path)
+    result = foundry_validate(path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     for expected in (":4:13: model.transformer.layers: must be > 0", ":5:5: model.transformer.hidden_sise: unknown key",
                      "did you mean 'hidden_size'?", ":6:24: model.transformer.attention_dropout: must be in [0, 1)",

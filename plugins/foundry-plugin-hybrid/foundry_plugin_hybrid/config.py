@@ -11,7 +11,7 @@ from typing import Iterator, Literal, Optional
 
 import attrs
 
-from model_foundry.plugin import non_negative, option, positive, probability
+from model_foundry.plugin import Presets, non_negative, option, positive, probability
 
 TASK_OBJECTIVES = {
     "clm": ("hybrid", "causal_lm"),
@@ -55,24 +55,26 @@ class HybridConfig:
         return TASK_OBJECTIVES[self.task]
 
 
-def _preset(hidden: int, layers: int, heads: int, intermediate: int, max_length: int, dropout: float = 0.1) -> dict:
-    return {
-        "vocab_size": None,
-        "hidden_size": hidden,
-        "num_layers": layers,
-        "num_heads": heads,
-        "intermediate_size": intermediate,
-        "max_length": max_length,
-        "dropout": dropout,
-        "task": "both",
-        "mlm_weight": 0.5,
-        "clm_weight": 0.5,
-    }
+PRESETS = Presets()
 
 
-PRESETS = {
-    "tiny": _preset(32, 2, 4, 64, 64, dropout=0.0),
-    "small": _preset(512, 6, 8, 2048, 256),
-    "base": _preset(768, 12, 12, 3072, 512),
-    "large": _preset(1024, 24, 16, 4096, 1024),
-}
+@PRESETS.register("tiny")
+def tiny() -> HybridConfig:
+    # For tests: small, and without dropout so that outputs are deterministic.
+    return attrs.evolve(base(), hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_length=64, dropout=0.0)
+
+
+@PRESETS.register("small")
+def small() -> HybridConfig:
+    return attrs.evolve(base(), hidden_size=512, num_layers=6, num_heads=8, intermediate_size=2048, max_length=256)
+
+
+@PRESETS.register("base")
+def base() -> HybridConfig:
+    """The sizes of BERT-base and GPT-2 small, for the encoder and again for the decoder."""
+    return HybridConfig(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, max_length=512)
+
+
+@PRESETS.register("large")
+def large() -> HybridConfig:
+    return attrs.evolve(base(), hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096, max_length=1024)

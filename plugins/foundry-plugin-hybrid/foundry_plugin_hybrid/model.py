@@ -111,6 +111,8 @@ class HybridModel(LanguageModel):
     branch runs); ``mlm_logits``, ``clm_loss`` and ``mlm_loss`` are added when computed.
     """
 
+    vocabulary_layers = ("token_embeddings", "mlm_head", "lm_head")
+
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         params: HybridConfig = config.params
@@ -124,27 +126,29 @@ class HybridModel(LanguageModel):
         self.mlm_head = nn.Linear(params.hidden_size, params.vocab_size) if "encoder" in branches else None
         self.decoder = TransformerStack(params, causal=True) if "decoder" in branches else None
         self.lm_head = nn.Linear(params.hidden_size, params.vocab_size) if "decoder" in branches else None
-        self.supports_generation = self.decoder is not None
-        self.apply(self._init_weights)
-        self._tie_heads()
+        self.apply(self.init_vocabulary_layer)
+        self.tie_weights()
+
+    @property
+    def supports_generation(self) -> bool:
+        return self.decoder is not None
 
     @property
     def max_sequence_length(self) -> int:
         return self.config.max_length
 
-    def _init_weights(self, module: nn.Module) -> None:
+    def init_vocabulary_layer(self, module: nn.Module) -> None:
+        """The initialisation of every layer here (GPT-2's): normal weights, zero biases."""
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def _heads(self) -> list[str]:
-        return [name for name in ("mlm_head", "lm_head") if getattr(self, name) is not None]
-
-    def _tie_heads(self) -> None:
+    def tie_weights(self) -> None:
         if self.config.tie_word_embeddings:
-            for name in self._heads():
-                getattr(self, name).weight = self.token_embeddings.weight
+            for head in (self.mlm_head, self.lm_head):
+                if head is not None:
+                    head.weight = self.token_embeddings.weight
 
     def embed(self, input_ids: Tensor, padding_mask: Optional[Tensor] = None, offset: int = 0) -> Tensor:
         """Token plus position embeddings; positions count real tokens only, so left padding shifts nothing."""
@@ -218,28 +222,6 @@ class HybridModel(LanguageModel):
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.token_embeddings
-
-    def resize_token_embeddings(self, new_num_tokens: int) -> nn.Embedding:
-        """Grow or shrink the vocabulary; existing rows are kept, new rows freshly initialised."""
-        self.token_embeddings = self._with_rows(self.token_embeddings, new_num_tokens)
-        for name in self._heads():
-            setattr(self, name, self._with_rows(getattr(self, name), new_num_tokens))
-        self.config = self.config.evolve(vocab_size=new_num_tokens)
-        self._tie_heads()
-        return self.token_embeddings
-
-    def _with_rows(self, layer: nn.Embedding | nn.Linear, rows: int) -> nn.Embedding | nn.Linear:
-        """A copy of an embedding or output layer with ``rows`` vocabulary entries."""
-        width = layer.weight.size(1)
-        fresh = nn.Embedding(rows, width) if isinstance(layer, nn.Embedding) else nn.Linear(width, rows)
-        fresh = fresh.to(device=layer.weight.device, dtype=layer.weight.dtype)
-        self._init_weights(fresh)
-        keep = min(rows, layer.weight.size(0))
-        with torch.no_grad():
-            fresh.weight[:keep] = layer.weight[:keep]
-            if isinstance(layer, nn.Linear):
-                fresh.bias[:keep] = layer.bias[:keep]
-        return fresh
 
 
 def build(model_config: ModelConfig) -> HybridModel:

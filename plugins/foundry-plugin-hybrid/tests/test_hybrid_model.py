@@ -106,12 +106,12 @@ def test_example_config_validates_and_trains_the_hybrid_objective():
 
 def expected_parameters(preset: str, vocab: int, tied: bool = False) -> int:
     """The count the design implies: shared embeddings, two stacks of pre-LN blocks, two heads."""
-    p = PRESETS[preset]
-    hidden, inner = p["hidden_size"], p["intermediate_size"]
+    p = PRESETS[preset]()
+    hidden, inner = p.hidden_size, p.intermediate_size
     block = 4 * hidden * hidden + 4 * hidden + 2 * hidden * inner + inner + hidden + 4 * hidden
-    stack = p["num_layers"] * block + 2 * hidden
+    stack = p.num_layers * block + 2 * hidden
     heads = 2 * vocab if tied else 2 * (hidden * vocab + vocab)
-    return (vocab + p["max_length"]) * hidden + 2 * stack + heads
+    return (vocab + p.max_length) * hidden + 2 * stack + heads
 
 
 @pytest.mark.parametrize("preset", ["tiny", "small", "base", "large"])

@@ -14,7 +14,7 @@ from typing import Iterator, Literal, Optional
 
 import attrs
 
-from model_foundry.plugin import option, positive, probability
+from model_foundry.plugin import Presets, option, positive, probability
 
 ModelType = Literal["encoder", "decoder", "encoder_decoder"]
 AttentionType = Literal["softmax", "linear", "causal_linear"]
@@ -171,28 +171,49 @@ class PerformerConfig:
         return ()
 
 
-def _block(
-    d_model: int, num_layers: int, num_heads: int, attention_type: str, nb_features: int | None, dropout: float = 0.1,
-    activation: str = "SWIGLU",
-) -> dict[str, object]:
-    return {
-        "d_model": d_model,
-        "num_layers": num_layers,
-        "num_heads": num_heads,
-        "d_ff": 4,
-        "dropout": dropout,
-        "attention_type": attention_type,
-        "activation": activation,
-        "nb_features": nb_features,
-    }
+PRESETS = Presets()
 
 
-PRESETS: dict[str, dict[str, object]] = {
+def _decoder(d_model: int, num_layers: int, num_heads: int, nb_features: int, dropout: float = 0.1) -> PerformerConfig:
+    block = PerformerBlockConfig(
+        d_model=d_model, num_layers=num_layers, num_heads=num_heads, dropout=dropout, attention_type="causal_linear",
+        activation="SWIGLU", nb_features=nb_features,
+    )
+    return PerformerConfig(model_type="decoder", decoder=block)
+
+
+def _as_encoder(decoder: PerformerConfig) -> PerformerConfig:
+    """The encoder of a decoder preset's sizes: bidirectional FAVOR+ and GEGLU."""
+    block = attrs.evolve(decoder.decoder, attention_type="linear", activation="GEGLU")
+    return PerformerConfig(model_type="encoder", encoder=block)
+
+
+@PRESETS.register("tiny")
+def tiny() -> PerformerConfig:
     # For tests: two layers, a few features, no dropout so that outputs are deterministic.
-    "tiny": {"model_type": "decoder", "decoder": _block(32, 2, 4, "causal_linear", 16, dropout=0.0)},
-    "small": {"model_type": "decoder", "decoder": _block(256, 4, 4, "causal_linear", 128)},
-    "base": {"model_type": "decoder", "decoder": _block(512, 12, 8, "causal_linear", 256)},
-    "large": {"model_type": "decoder", "decoder": _block(1024, 24, 16, "causal_linear", 256)},
-    "tiny-encoder": {"model_type": "encoder", "encoder": _block(32, 2, 4, "linear", 16, dropout=0.0, activation="GEGLU")},
-    "base-encoder": {"model_type": "encoder", "encoder": _block(512, 12, 8, "linear", 256, activation="GEGLU")},
-}
+    return _decoder(32, 2, 4, 16, dropout=0.0)
+
+
+@PRESETS.register("small")
+def small() -> PerformerConfig:
+    return _decoder(256, 4, 4, 128)
+
+
+@PRESETS.register("base")
+def base() -> PerformerConfig:
+    return _decoder(512, 12, 8, 256)
+
+
+@PRESETS.register("large")
+def large() -> PerformerConfig:
+    return _decoder(1024, 24, 16, 256)
+
+
+@PRESETS.register("tiny-encoder")
+def tiny_encoder() -> PerformerConfig:
+    return _as_encoder(tiny())
+
+
+@PRESETS.register("base-encoder")
+def base_encoder() -> PerformerConfig:
+    return _as_encoder(base())

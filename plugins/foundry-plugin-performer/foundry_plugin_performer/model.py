@@ -331,9 +331,6 @@ class PerformerModel(LanguageModel):
             "states; set model.vocab_size (or a tokenizer) for a token-level model"
         )
 
-    def resize_token_embeddings(self, new_num_tokens: int) -> nn.Module:
-        return self.get_input_embeddings()
-
 
 class PerformerEncoder(PerformerModel):
     """The guide's encoder: ``encoder(input_embeddings, mask=None)`` -> hidden states, same shape."""
@@ -423,6 +420,7 @@ class PerformerTokenModel(PerformerModel):
 
     role: str = ""
     causal: bool = False
+    vocabulary_layers = ("embeddings", "lm_head")
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
@@ -450,21 +448,8 @@ class PerformerTokenModel(PerformerModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings
 
-    def resize_token_embeddings(self, new_num_tokens: int) -> nn.Module:
-        old = self.embeddings
-        keep = min(old.num_embeddings, new_num_tokens)
-        embeddings = nn.Embedding(new_num_tokens, old.embedding_dim, device=old.weight.device, dtype=old.weight.dtype)
-        init_weights(embeddings)
-        old_head = self.lm_head
-        head = nn.Linear(old.embedding_dim, new_num_tokens, bias=False, device=old.weight.device, dtype=old.weight.dtype)
-        init_weights(head)
-        with torch.no_grad():
-            embeddings.weight[:keep] = old.weight[:keep]
-            head.weight[:keep] = old_head.weight[:keep]
-        self.embeddings, self.lm_head = embeddings, head
-        self.tie_weights()
-        self.config = self.config.evolve(vocab_size=new_num_tokens)
-        return embeddings
+    def init_vocabulary_layer(self, layer: nn.Module) -> None:
+        init_weights(layer)
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
@@ -492,7 +477,10 @@ class PerformerForCausalLM(PerformerTokenModel):
 
     role = "decoder"
     causal = True
-    supports_generation = True
+
+    @property
+    def supports_generation(self) -> bool:
+        return True
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return causal_lm_loss(logits, labels)

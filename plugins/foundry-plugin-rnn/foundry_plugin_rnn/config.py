@@ -13,7 +13,7 @@ from typing import ClassVar, Literal
 
 import attrs
 
-from model_foundry.plugin import option, positive, probability
+from model_foundry.plugin import Presets, option, positive, probability
 
 CellType = Literal["rnn", "lstm", "gru"]
 
@@ -103,16 +103,29 @@ class RNNConfig(RecurrentLMConfig):
     rnn: ElmanBlock = option(factory=ElmanBlock, doc="the recurrent stack")
 
 
-def _preset(embedding: int, hidden: int, layers: int, dropout: float, tie: bool) -> dict[str, object]:
-    return {
-        "tie_word_embeddings": tie,
-        "rnn": {"embedding_size": embedding, "hidden_size": hidden, "num_layers": layers, "dropout": dropout},
-    }
+def presets_of(config_class: type[RecurrentLMConfig]) -> Presets:
+    """The presets of a recurrent architecture (the same sizes for ``lstm``, ``gru`` and ``rnn``)."""
+    presets = Presets()
 
+    def sized(embedding: int, hidden: int, layers: int, dropout: float, tie: bool) -> RecurrentLMConfig:
+        default = config_class()
+        block = attrs.evolve(default.rnn, embedding_size=embedding, hidden_size=hidden, num_layers=layers, dropout=dropout)
+        return attrs.evolve(default, tie_word_embeddings=tie, rnn=block)
 
-PRESETS: dict[str, dict[str, object]] = {
-    "tiny": _preset(32, 32, 2, 0.0, tie=True),  # for tests: tied, and deep enough for inter-layer dropout
-    "small": _preset(256, 512, 2, 0.1, tie=False),
-    "base": _preset(512, 1024, 3, 0.2, tie=False),
-    "large": _preset(1024, 1536, 4, 0.3, tie=True),  # tied through a 1536 -> 1024 projection
-}
+    @presets.register("tiny")
+    def tiny() -> RecurrentLMConfig:
+        return sized(32, 32, 2, 0.0, tie=True)  # for tests: tied, and deep enough for inter-layer dropout
+
+    @presets.register("small")
+    def small() -> RecurrentLMConfig:
+        return sized(256, 512, 2, 0.1, tie=False)
+
+    @presets.register("base")
+    def base() -> RecurrentLMConfig:
+        return sized(512, 1024, 3, 0.2, tie=False)
+
+    @presets.register("large")
+    def large() -> RecurrentLMConfig:
+        return sized(1024, 1536, 4, 0.3, tie=True)  # tied through a 1536 -> 1024 projection
+
+    return presets

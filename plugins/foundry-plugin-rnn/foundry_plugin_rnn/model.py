@@ -34,6 +34,8 @@ RECURRENT_LAYERS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU,
 class RecurrentLanguageModel(LanguageModel):
     """The model of the ``lstm``, ``gru`` and ``rnn`` architectures."""
 
+    vocabulary_layers = ("embeddings", "lm_head")
+
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         params = config.params
@@ -58,12 +60,13 @@ class RecurrentLanguageModel(LanguageModel):
         else:
             self.projection = nn.Identity()
         self.lm_head = nn.Linear(head_size, params.vocab_size)
-        _init_vocabulary(self.embeddings, self.lm_head)
+        self.init_vocabulary_layer(self.embeddings)
+        self.init_vocabulary_layer(self.lm_head)
         self.tie_weights()
 
     # -- the language-model interface ---------------------------------------------------------
     @property
-    def supports_generation(self) -> bool:  # type: ignore[override]
+    def supports_generation(self) -> bool:
         return not self.config.rnn.bidirectional
 
     @property
@@ -78,22 +81,11 @@ class RecurrentLanguageModel(LanguageModel):
         if self.config.tie_word_embeddings:
             self.lm_head.weight = self.embeddings.weight
 
-    def resize_token_embeddings(self, new_num_tokens: int) -> nn.Embedding:
-        """Grow or shrink the vocabulary, keeping the rows of the tokens that remain (and the tie)."""
-        old_embeddings, old_head = self.embeddings, self.lm_head
-        weight = old_embeddings.weight
-        embeddings = nn.Embedding(new_num_tokens, old_embeddings.embedding_dim, device=weight.device, dtype=weight.dtype)
-        head = nn.Linear(old_head.in_features, new_num_tokens, device=weight.device, dtype=weight.dtype)
-        _init_vocabulary(embeddings, head)
-        kept = min(new_num_tokens, old_embeddings.num_embeddings)
-        with torch.no_grad():
-            embeddings.weight[:kept] = old_embeddings.weight[:kept]
-            head.weight[:kept] = old_head.weight[:kept]
-            head.bias[:kept] = old_head.bias[:kept]
-        self.embeddings, self.lm_head = embeddings, head
-        self.config = self.config.evolve(vocab_size=new_num_tokens)
-        self.tie_weights()
-        return self.embeddings
+    def init_vocabulary_layer(self, layer: nn.Module) -> None:
+        # Small uniform weights, as in the classic LSTM language models (Zaremba et al., 2014).
+        nn.init.uniform_(layer.weight, -0.1, 0.1)
+        if isinstance(layer, nn.Linear):
+            nn.init.zeros_(layer.bias)
 
     def forward(
         self,
@@ -152,13 +144,6 @@ def real_lengths(attention_mask: torch.Tensor) -> torch.Tensor:
             "(set tokenizer.padding_side = 'right')"
         )
     return lengths.clamp(min=1)
-
-
-def _init_vocabulary(embeddings: nn.Embedding, head: nn.Linear) -> None:
-    # Small uniform weights, as in the classic LSTM language models (Zaremba et al., 2014).
-    nn.init.uniform_(embeddings.weight, -0.1, 0.1)
-    nn.init.uniform_(head.weight, -0.1, 0.1)
-    nn.init.zeros_(head.bias)
 
 
 def build(model_config: ModelConfig) -> RecurrentLanguageModel:

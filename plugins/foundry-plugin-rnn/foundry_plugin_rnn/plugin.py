@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from foundry_plugin_rnn.config import PRESETS, GRUConfig, LSTMConfig, RNNConfig
+from foundry_plugin_rnn.config import GRUConfig, LSTMConfig, RNNConfig, presets_of
 from model_foundry.plugin import ArchitectureSchema, Capabilities, ModelBuilder, hookimpl
 
 CONFIGS = {"lstm": LSTMConfig, "gru": GRUConfig, "rnn": RNNConfig}
@@ -22,7 +22,7 @@ def foundry_config_schemas() -> list[ArchitectureSchema]:
             config_class=config_class,
             family="recurrent",
             description=DESCRIPTIONS[name],
-            presets=PRESETS,
+            presets=presets_of(config_class),
             capabilities=capabilities,
         )
         for name, config_class in CONFIGS.items()

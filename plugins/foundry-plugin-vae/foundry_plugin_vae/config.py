@@ -11,7 +11,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from model_foundry.plugin import DecoderConfig, EncoderConfig, non_negative, option, positive
+from model_foundry.plugin import DecoderConfig, EncoderConfig, Presets, non_negative, option, positive
 
 RANK_OF_MODALITY = {"vector": 1, "image": 3}
 
@@ -136,22 +136,45 @@ class VQVAEConfig(LatentVariableConfig):
         return self.encoder.latent_dim // self.code_dim
 
 
-def networks(latent: int, encoder_dims: list[int], shape: list[int] | None = None) -> dict[str, dict[str, object]]:
-    """Preset encoder/decoder blocks: the decoder mirrors the encoder's widths."""
-    shape = shape or [1, 8, 8]
-    return {
-        "encoder": {"input_shape": shape, "latent_dim": latent, "hidden_dims": encoder_dims},
-        "decoder": {"output_shape": shape, "latent_dim": latent, "hidden_dims": encoder_dims[::-1]},
-    }
+def with_networks(config: LatentVariableConfig, latent: int, encoder_dims: tuple[int, ...]) -> LatentVariableConfig:
+    """``config`` with 8x8 image networks (the digits): the decoder mirrors the encoder's widths."""
+    encoder = attrs.evolve(config.encoder, input_shape=(1, 8, 8), latent_dim=latent, hidden_dims=encoder_dims)
+    decoder = attrs.evolve(config.decoder, output_shape=(1, 8, 8), latent_dim=latent, hidden_dims=encoder_dims[::-1])
+    return attrs.evolve(config, encoder=encoder, decoder=decoder)
 
 
-GAUSSIAN_PRESETS = {
-    "tiny": networks(4, [8, 16]),
-    "small": networks(16, [32, 64]),
-    "base": networks(32, [64, 128, 256]),
-}
-VQ_PRESETS = {
-    "tiny": {**networks(8, [8, 16]), "codebook_size": 8, "code_dim": 2, "prior_hidden": 16},
-    "small": {**networks(32, [32, 64]), "codebook_size": 64, "code_dim": 4, "prior_hidden": 128},
-    "base": {**networks(64, [64, 128, 256]), "codebook_size": 256, "code_dim": 8, "prior_hidden": 256},
-}
+def gaussian_presets(config_class: type[GaussianLatentConfig]) -> Presets:
+    """The presets of ``vae``, ``beta_vae`` and ``conditional_vae``."""
+    presets = Presets()
+
+    @presets.register("tiny")
+    def tiny() -> GaussianLatentConfig:
+        return with_networks(config_class(), 4, (8, 16))
+
+    @presets.register("small")
+    def small() -> GaussianLatentConfig:
+        return with_networks(config_class(), 16, (32, 64))
+
+    @presets.register("base")
+    def base() -> GaussianLatentConfig:
+        return with_networks(config_class(), 32, (64, 128, 256))
+
+    return presets
+
+
+VQ_PRESETS = Presets()
+
+
+@VQ_PRESETS.register("tiny")
+def vq_tiny() -> VQVAEConfig:
+    return with_networks(VQVAEConfig(codebook_size=8, code_dim=2, prior_hidden=16), 8, (8, 16))
+
+
+@VQ_PRESETS.register("small")
+def vq_small() -> VQVAEConfig:
+    return with_networks(VQVAEConfig(codebook_size=64, code_dim=4, prior_hidden=128), 32, (32, 64))
+
+
+@VQ_PRESETS.register("base")
+def vq_base() -> VQVAEConfig:
+    return with_networks(VQVAEConfig(codebook_size=256, code_dim=8, prior_hidden=256), 64, (64, 128, 256))

@@ -7,12 +7,12 @@ model is first built.
 from __future__ import annotations
 
 from foundry_plugin_vae.config import (
-    GAUSSIAN_PRESETS,
     VQ_PRESETS,
     BetaVAEConfig,
     ConditionalVAEConfig,
     VAEConfig,
     VQVAEConfig,
+    gaussian_presets,
 )
 from model_foundry.plugin import ArchitectureSchema, Capabilities, ModelBuilder, hookimpl
 
@@ -28,15 +28,16 @@ def _capabilities(conditional: bool = False) -> Capabilities:
 def foundry_config_schemas() -> list[ArchitectureSchema]:
     return [
         ArchitectureSchema(
-            name="vae", config_class=VAEConfig, family="vae", presets=GAUSSIAN_PRESETS, capabilities=_capabilities(),
+            name="vae", config_class=VAEConfig, family="vae", presets=gaussian_presets(VAEConfig), capabilities=_capabilities(),
             description="variational autoencoder: Gaussian latent, MLP or conv networks, ELBO with kl_weight",
         ),
         ArchitectureSchema(
-            name="beta_vae", config_class=BetaVAEConfig, family="vae", presets=GAUSSIAN_PRESETS,
+            name="beta_vae", config_class=BetaVAEConfig, family="vae", presets=gaussian_presets(BetaVAEConfig),
             capabilities=_capabilities(), description="beta-VAE: reconstruction + beta * KL",
         ),
         ArchitectureSchema(
-            name="conditional_vae", config_class=ConditionalVAEConfig, family="vae", presets=GAUSSIAN_PRESETS,
+            name="conditional_vae", config_class=ConditionalVAEConfig, family="vae",
+            presets=gaussian_presets(ConditionalVAEConfig),
             capabilities=_capabilities(conditional=True),
             description="class-conditional VAE: encoder and decoder see the class label (sample conditions)",
         ),

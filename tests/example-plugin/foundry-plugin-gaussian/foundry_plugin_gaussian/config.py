@@ -11,7 +11,7 @@ from typing import Literal, Optional
 
 import attrs
 
-from model_foundry.plugin import option, positive
+from model_foundry.plugin import Presets, option, positive
 
 # The rank of one example of each modality: (D,) vectors, (C, H, W) images.
 RANK_OF_MODALITY = {"vector": 1, "image": 3}
@@ -55,8 +55,19 @@ class GaussianMixtureConfig:
         return math.prod(self.data_shape)
 
 
-PRESETS = {
-    "tiny": {"num_components": 4, "data_shape": [2]},
-    "small": {"num_components": 16, "data_shape": [2]},
-    "base": {"num_components": 64, "data_shape": [2]},
-}
+PRESETS = Presets()
+
+
+@PRESETS.register("tiny")
+def tiny() -> GaussianMixtureConfig:
+    return GaussianMixtureConfig(num_components=4)
+
+
+@PRESETS.register("small")
+def small() -> GaussianMixtureConfig:
+    return attrs.evolve(tiny(), num_components=16)
+
+
+@PRESETS.register("base")
+def base() -> GaussianMixtureConfig:
+    return attrs.evolve(tiny(), num_components=64)
