@@ -140,6 +140,13 @@ class GraphRNNConfig:
     num_layers: int = option(2, doc="layers of the graph-level GRU", validator=positive)
     edge_embedding_size: int = option(8, doc="size of the embedding of one edge bit", validator=positive)
     edge_hidden_size: int = option(16, doc="state size of the edge-level GRU", validator=positive)
+    node_labels: int = option(
+        0, doc="classes of node labels to generate (the data's node_labels: 0..node_labels-1); 0: unlabelled nodes",
+        validator=non_negative,
+    )
+    edge_labels: int = option(
+        0, doc="classes of edge labels to generate (the data's edge_labels); 0: unlabelled edges", validator=non_negative,
+    )
 
     def validate(self) -> Iterator[tuple[str, str]]:
         if self.max_nodes < 2:
@@ -288,6 +295,7 @@ class GraphsDataConfig:
     num_graphs: int = option(200, doc="graphs drawn (training and validation together)", validator=positive)
     min_nodes: int = option(8, doc="fewest nodes of a graph", validator=positive)
     max_nodes: int = option(16, doc="most nodes of a graph; adjacency matrices are padded to this size", validator=positive)
+    node_labels: bool = option(False, doc="label each node with its community, 0 or 1, as node_labels (family community)")
     seed: int = option(0, doc="seed of the graphs and of the train/validation split")
     validation_fraction: float = _validation_fraction()
 
@@ -296,12 +304,15 @@ class GraphsDataConfig:
             yield "min_nodes", f"graphs need at least 2 nodes, got {self.min_nodes}"
         if self.max_nodes < self.min_nodes:
             yield "max_nodes", f"must be >= min_nodes ({self.min_nodes}), got {self.max_nodes}"
+        if self.node_labels and self.family != "community":
+            yield "node_labels", f"only community graphs have node labels (their community); family is {self.family!r}"
 
 
 @attrs.frozen
 class GraphFileDataConfig:
     """``data`` of kind ``graph_file``: graphs from a JSON-lines file, one graph a line:
-    ``{"num_nodes": 5, "edges": [[0, 1], [1, 2]]}`` (undirected, nodes 0..num_nodes-1)."""
+    ``{"num_nodes": 5, "edges": [[0, 1], [1, 2]]}`` (undirected, nodes 0..num_nodes-1); labels
+    optional: ``"node_labels": [0, 2, ...]`` and edges as ``[i, j, label]``."""
 
     path: str = option(doc="the .jsonl file (relative paths start at the working directory)")
     max_nodes: Optional[int] = option(None, doc="pad adjacency matrices to this size (default: the largest graph's)", validator=positive)

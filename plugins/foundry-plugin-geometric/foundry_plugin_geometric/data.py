@@ -187,13 +187,17 @@ def load_mesh_folder(config: MeshFolderDataConfig, context: DataContext) -> Load
 
 
 def synthetic_graph(family: str, rng: np.random.Generator, min_nodes: int, max_nodes: int) -> Any:
-    """One networkx graph of ``family`` with min_nodes..max_nodes nodes, drawn from ``rng``."""
+    """One networkx graph of ``family`` with min_nodes..max_nodes nodes, drawn from ``rng``; a
+    community graph's nodes carry their community as ``label``."""
     import networkx as nx
 
     seed = int(rng.integers(2**31))
     if family == "community":
         size = int(rng.integers(min_nodes, max_nodes + 1))
-        return nx.random_partition_graph([size // 2, size - size // 2], 0.7, 0.05, seed=seed)
+        graph = nx.random_partition_graph([size // 2, size - size // 2], 0.7, 0.05, seed=seed)
+        for community, nodes in enumerate(graph.graph["partition"]):
+            nx.set_node_attributes(graph, dict.fromkeys(nodes, community), "label")
+        return graph
     if family == "grid":
         shapes = [(r, c) for r in range(2, max_nodes + 1) for c in range(r, max_nodes + 1) if min_nodes <= r * c <= max_nodes]
         if not shapes:
@@ -211,63 +215,106 @@ def synthetic_graph(family: str, rng: np.random.Generator, min_nodes: int, max_n
     raise ValueError(f"unknown graph family {family!r}")
 
 
-def padded_adjacency(graphs: list[Any], max_nodes: int, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+def padded_adjacency(
+    graphs: list[Any], max_nodes: int, rng: np.random.Generator | None, *, node_labels: bool = False, edge_labels: bool = False,
+) -> dict[str, np.ndarray]:
     """Adjacency matrices (N, max_nodes, max_nodes) float32 and node masks (N, max_nodes) of graphs,
-    their nodes in a random order (``rng``; networkx's order without one), padding last."""
+    their nodes in a random order (``rng``; networkx's order without one), padding last; with
+    ``node_labels`` / ``edge_labels`` also the nodes' and edges' ``label`` attributes as int64
+    (N, max_nodes) / (N, max_nodes, max_nodes), zero on padding and where there is no edge."""
     import networkx as nx
 
-    adjacency = np.zeros((len(graphs), max_nodes, max_nodes), dtype=np.float32)
-    mask = np.zeros((len(graphs), max_nodes), dtype=bool)
+    count = len(graphs)
+    adjacency = np.zeros((count, max_nodes, max_nodes), dtype=np.float32)
+    mask = np.zeros((count, max_nodes), dtype=bool)
+    node_values = np.zeros((count, max_nodes), dtype=np.int64)
+    edge_values = np.zeros((count, max_nodes, max_nodes), dtype=np.int64)
     for index, graph in enumerate(graphs):
-        matrix = nx.to_numpy_array(graph, dtype=np.float32)
-        count = len(matrix)
-        order = rng.permutation(count) if rng is not None else np.arange(count)
-        adjacency[index, :count, :count] = (matrix[np.ix_(order, order)] > 0) & ~np.eye(count, dtype=bool)
-        mask[index, :count] = True
-    return {"adjacency": adjacency, "node_mask": mask}
+        nodes = list(graph.nodes)
+        size = len(nodes)
+        order = [nodes[i] for i in (rng.permutation(size) if rng is not None else range(size))]
+        matrix = nx.to_numpy_array(graph, nodelist=order, dtype=np.float32)
+        adjacency[index, :size, :size] = (matrix > 0) & ~np.eye(size, dtype=bool)
+        mask[index, :size] = True
+        if node_labels:
+            node_values[index, :size] = [graph.nodes[node]["label"] for node in order]
+        if edge_labels:
+            edge_values[index, :size, :size] = nx.to_numpy_array(graph, nodelist=order, weight="label", nonedge=0)
+    arrays = {"adjacency": adjacency, "node_mask": mask}
+    if node_labels:
+        arrays["node_labels"] = node_values
+    if edge_labels:
+        arrays["edge_labels"] = edge_values
+    return arrays
 
 
 def load_graphs(config: GraphsDataConfig, context: DataContext) -> LoadedData:
     """The loader of dataset kind ``graphs``."""
     rng = np.random.default_rng(config.seed)
     graphs = [synthetic_graph(config.family, rng, config.min_nodes, config.max_nodes) for _ in range(config.num_graphs)]
-    arrays = padded_adjacency(graphs, config.max_nodes, rng)
-    info = {"family": config.family, "max_nodes": config.max_nodes}
+    arrays = padded_adjacency(graphs, config.max_nodes, rng, node_labels=config.node_labels)
+    info = {"family": config.family, "max_nodes": config.max_nodes, **({"num_node_labels": 2} if config.node_labels else {})}
     return split_arrays(arrays, modality="graph", validation_fraction=config.validation_fraction, seed=config.seed, info=info)
 
 
-def read_graph_file(path: str) -> list[Any]:
-    """Graphs of a JSON-lines file (``{"num_nodes": n, "edges": [[i, j], ...]}`` per line); a
-    ConfigError naming the file and line for anything else, empty graphs included."""
+GRAPH_LINE = '{"num_nodes": N, "edges": [[i, j] or [i, j, label], ...], "node_labels": [...] (optional)}'
+
+
+def _graph_record(record: Any, where: str) -> Any:
+    """One line's graph: networkx, with ``label`` attributes where the line gives labels."""
     import networkx as nx
 
+    count = int(record["num_nodes"])
+    if count < 1:
+        raise ConfigError(Problem(f"{where}: an empty graph (num_nodes {count}); every graph needs nodes", "data.path"))
+    edges = [tuple(int(value) for value in edge) for edge in record.get("edges", [])]
+    if any(len(edge) not in (2, 3) for edge in edges):
+        raise ConfigError(Problem(f"{where}: an edge is [i, j] or [i, j, label]", "data.path"))
+    bad = [edge for edge in edges if not (0 <= edge[0] < count and 0 <= edge[1] < count)]
+    if bad:
+        raise ConfigError(Problem(f"{where}: edges {bad[:3]} name nodes outside 0..{count - 1}", "data.path"))
+    graph = nx.Graph()
+    labels = record.get("node_labels")
+    if labels is not None:
+        if len(labels) != count:
+            raise ConfigError(Problem(f"{where}: node_labels has {len(labels)} labels for {count} nodes", "data.path"))
+        graph.add_nodes_from((node, {"label": int(label)}) for node, label in enumerate(labels))
+    graph.add_nodes_from(range(count))
+    for edge in edges:
+        graph.add_edge(edge[0], edge[1], **({"label": edge[2]} if len(edge) == 3 else {}))
+    return graph
+
+
+def read_graph_file(path: str) -> list[Any]:
+    """Graphs of a JSON-lines file (``GRAPH_LINE`` per line); a ConfigError naming the file and
+    line for anything else: empty graphs, labels on some lines or edges only, negative labels."""
     full = os.path.expanduser(path)
     if not os.path.isfile(full):
         raise ConfigError(Problem(f"file not found: {path!r} (relative paths start at {os.getcwd()})", "data.path"))
-    graphs = []
+    graphs, kinds = [], set()
     with open(full, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             where = f"{path}:{number}"
             try:
-                record = json.loads(line)
-                count, edges = int(record["num_nodes"]), [(int(i), int(j)) for i, j in record.get("edges", [])]
+                graph = _graph_record(json.loads(line), where)
             except (ValueError, KeyError, TypeError) as exc:
-                raise ConfigError(Problem(
-                    f'{where}: expected {{"num_nodes": N, "edges": [[i, j], ...]}} ({type(exc).__name__}: {exc})', "data.path",
-                )) from None
-            if count < 1:
-                raise ConfigError(Problem(f"{where}: an empty graph (num_nodes {count}); every graph needs nodes", "data.path"))
-            bad = [edge for edge in edges if not (0 <= edge[0] < count and 0 <= edge[1] < count)]
-            if bad:
-                raise ConfigError(Problem(f"{where}: edges {bad[:3]} name nodes outside 0..{count - 1}", "data.path"))
-            graph = nx.Graph()
-            graph.add_nodes_from(range(count))
-            graph.add_edges_from(edges)
+                raise ConfigError(Problem(f"{where}: expected {GRAPH_LINE} ({type(exc).__name__}: {exc})", "data.path")) from None
+            node_labelled = all("label" in data for _, data in graph.nodes(data=True))
+            edge_labelled = graph.number_of_edges() > 0 and all("label" in data for *_, data in graph.edges(data=True))
+            if any(data.get("label", 0) < 0 for _, data in graph.nodes(data=True)) or any(
+                data.get("label", 0) < 0 for *_, data in graph.edges(data=True)
+            ):
+                raise ConfigError(Problem(f"{where}: labels are 0, 1, 2, ...; got a negative one", "data.path"))
+            if any("label" in data for *_, data in graph.edges(data=True)) and not edge_labelled:
+                raise ConfigError(Problem(f"{where}: some edges have a label and some not; label all or none", "data.path"))
+            kinds.add((node_labelled, edge_labelled or graph.number_of_edges() == 0))
             graphs.append(graph)
     if not graphs:
         raise ConfigError(Problem(f"{path!r} holds no graphs", "data.path"))
+    if len({node for node, _ in kinds}) > 1:
+        raise ConfigError(Problem(f"{path!r}: some graphs have node_labels and some not; label all or none", "data.path"))
     return graphs
 
 
@@ -278,8 +325,16 @@ def load_graph_file(config: GraphFileDataConfig, context: DataContext) -> Loaded
     max_nodes = config.max_nodes or largest
     if largest > max_nodes:
         raise ConfigError(Problem(f"{config.path!r} has a graph of {largest} nodes, more than max_nodes {max_nodes}", "data.max_nodes"))
-    arrays = padded_adjacency(graphs, max_nodes, None)
+    node_labels = all("label" in data for graph in graphs for _, data in graph.nodes(data=True))
+    edge_labels = any("label" in data for graph in graphs for *_, data in graph.edges(data=True))
+    if edge_labels and not all("label" in data for graph in graphs for *_, data in graph.edges(data=True)):
+        raise ConfigError(Problem(f"{config.path!r}: some graphs have edge labels and some not; label all or none", "data.path"))
+    arrays = padded_adjacency(graphs, max_nodes, None, node_labels=node_labels, edge_labels=edge_labels)
+    info: dict[str, Any] = {"max_nodes": max_nodes}
+    if node_labels:
+        info["num_node_labels"] = int(arrays["node_labels"].max()) + 1
+    if edge_labels:
+        info["num_edge_labels"] = int(arrays["edge_labels"].max()) + 1
     return split_arrays(
-        arrays, modality="graph", validation_fraction=config.validation_fraction, seed=config.seed,
-        info={"max_nodes": max_nodes},
+        arrays, modality="graph", validation_fraction=config.validation_fraction, seed=config.seed, info=info,
     )

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from foundry_plugin_geometric.geometry import gaussian_kl
-from foundry_plugin_geometric.layers import prior_draw, refuse_conditions, reparameterize
-from model_foundry.plugin import MLP, FoundryError, FoundryModel, ModelConfig, ModelOutput
+from foundry_plugin_geometric.layers import graph_batch, prior_draw, refuse_conditions, reparameterize
+from model_foundry.plugin import MLP, FoundryModel, ModelConfig, ModelOutput
 
 
 def normalized_adjacency(adjacency: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -73,25 +73,6 @@ class GraphModel(FoundryModel):
         # How many training graphs had each node count 0..max_nodes (the sampler's size distribution).
         self.register_buffer("node_counts", torch.zeros(params.max_nodes + 1, dtype=torch.float64))
 
-    def _checked(self, adjacency: torch.Tensor | None, node_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Adjacency (N, max_nodes, max_nodes) float and mask (N, max_nodes) bool, smaller graphs padded."""
-        limit = self.params.max_nodes
-        if adjacency is None:
-            raise FoundryError(f"{self.architecture} needs a batch with 'adjacency' (N, n, n)")
-        if adjacency.dim() != 3 or adjacency.shape[1] != adjacency.shape[2]:
-            raise FoundryError(f"{self.architecture} takes 'adjacency' of shape (N, n, n), got {list(adjacency.shape)}")
-        size = adjacency.shape[1]
-        if size > limit:
-            raise FoundryError(
-                f"the batch's graphs have up to {size} nodes and the model holds {limit} (model.max_nodes); "
-                f"set model.max_nodes to at least {size}"
-            )
-        mask = torch.ones(adjacency.shape[:2], dtype=torch.bool, device=adjacency.device) if node_mask is None else node_mask.bool()
-        if not bool(mask.any(-1).all()):
-            raise FoundryError("the batch holds an empty graph (a node_mask row without nodes); every graph needs nodes")
-        padding = limit - size
-        return F.pad(adjacency.float(), (0, padding, 0, padding)), F.pad(mask, (0, padding))
-
     def _pairs(self, mask: torch.Tensor) -> torch.Tensor:
         """(N, n, n) bool: the pairs i < j of real nodes."""
         upper = torch.ones(mask.shape[-1], mask.shape[-1], dtype=torch.bool, device=mask.device).triu(1)
@@ -99,9 +80,12 @@ class GraphModel(FoundryModel):
 
     def forward(
         self, adjacency: torch.Tensor | None = None, node_mask: torch.Tensor | None = None,
+        node_labels: torch.Tensor | None = None, edge_labels: torch.Tensor | None = None,
         class_labels: torch.Tensor | None = None,
     ) -> ModelOutput:
-        adjacency, mask = self._checked(adjacency, node_mask)
+        """The negative ELBO of the graphs' structure; node and edge labels, if the data has them,
+        are not modelled (``graph_rnn`` models them)."""
+        adjacency, mask = graph_batch(self.architecture, adjacency, node_mask, self.params.max_nodes)
         if self.training:
             self.node_counts += torch.bincount(mask.sum(-1), minlength=len(self.node_counts)).to(self.node_counts)
         mean, log_variance = self.encoder(adjacency, mask)
@@ -113,7 +97,7 @@ class GraphModel(FoundryModel):
 
     def encode(self, adjacency: torch.Tensor, node_mask: torch.Tensor | None = None, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         """Each node's posterior mean (N, max_nodes, latent_dim); zero for padding."""
-        adjacency, mask = self._checked(adjacency, node_mask)
+        adjacency, mask = graph_batch(self.architecture, adjacency, node_mask, self.params.max_nodes)
         return self.encoder(adjacency, mask)[0] * mask.unsqueeze(-1)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -12,8 +12,15 @@ before it. So
                           + log p(stop_n | S_<n)
 
 and the training loss is its negative per graph (nats), under a fresh random order at every step.
-Sampling runs the same steps with draws in place of the data: adjacency matrices (N, max_nodes,
-max_nodes), symmetric with an empty diagonal, the nodes of each graph first.
+
+Labels are optional (``node_labels``, ``edge_labels``: numbers of classes). With edge labels an
+entry of ``S_t`` is a class (0 no edge, c an edge of type c - 1) drawn from a softmax; with node
+labels, node t's label is drawn from the graph-level state before its edges, and both the
+edge-level GRU and the next step read it: log p(label_t | nodes < t) joins the sum.
+
+Sampling runs the same steps with draws in place of the data: typed adjacency matrices (N,
+max_nodes, max_nodes), symmetric, the nodes of each graph first, 1 + the edge type where there is
+an edge (0/1 for unlabelled graphs) and, with node labels, 1 + each node's label on the diagonal.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from foundry_plugin_geometric.layers import refuse_conditions
+from foundry_plugin_geometric.layers import graph_batch, refuse_conditions
 from model_foundry.plugin import FoundryError, FoundryModel, ModelConfig, ModelOutput
 
 
@@ -70,123 +77,174 @@ class GraphRNNModel(FoundryModel):
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         params = self.params = config.params
-        width = params.max_nodes - 1  # S_t holds the edges to every earlier node
-        self.embed = nn.Linear(width, params.embedding_size)
+        # An edge value is a class: 0 no edge, c an edge of type c - 1 (one type for unlabelled graphs).
+        self.edge_classes = 1 + max(1, params.edge_labels)
+        self.node_classes = params.node_labels
+        step_width = (params.max_nodes - 1) * (self.edge_classes - 1) + self.node_classes
+        self.embed = nn.Linear(step_width, params.embedding_size)
         self.graph_rnn = nn.GRU(params.embedding_size, params.hidden_size, params.num_layers, batch_first=True)
         self.stop = nn.Linear(params.hidden_size, 1)
-        self.edge_start = nn.Linear(params.hidden_size, params.edge_hidden_size)
-        self.edge_embed = nn.Linear(1, params.edge_embedding_size)
+        self.node_label = nn.Linear(params.hidden_size, self.node_classes) if self.node_classes else None
+        self.edge_start = nn.Linear(params.hidden_size + self.node_classes, params.edge_hidden_size)
+        self.edge_embed = nn.Linear(self.edge_classes + 1, params.edge_embedding_size)  # the previous edge's class, or "start"
         self.edge_rnn = nn.GRU(params.edge_embedding_size, params.edge_hidden_size, batch_first=True)
-        self.edge_out = nn.Linear(params.edge_hidden_size, 1)
+        self.edge_out = nn.Linear(params.edge_hidden_size, self.edge_classes)
 
     # --- the two recurrences, teacher-forced -------------------------------------------------
 
-    def node_states(self, sequences: torch.Tensor) -> torch.Tensor:
-        """States (N, n-1, H) for the nodes t = 1 .. n-1: node t's has read the start vector and S_1 .. S_{t-1}."""
-        start = sequences.new_ones(sequences.shape[0], 1, sequences.shape[-1])
-        inputs = torch.cat([start, sequences[:, 1:-1]], dim=1)
-        states, _ = self.graph_rnn(F.relu(self.embed(inputs)))
-        return states
+    def step_features(self, edges: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """What the graph-level GRU reads of node t: its edges to the earlier nodes, one-hot without
+        the "no edge" class (N, n, (n-1)(C-1)), and its label, one-hot (N, n, L)."""
+        parts = [edges[..., 1:].flatten(2)]
+        return torch.cat([*parts, labels], dim=-1) if labels is not None else parts[0]
 
-    def edge_logits(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Logits of S_t[k] (N, n-1, n-1) for t = 1 .. n-1, each given node t's state and S_t[<k]
-        (teacher forcing with ``targets`` = S_1 .. S_{n-1})."""
-        count, steps, width = targets.shape
-        previous = torch.cat([targets.new_ones(count, steps, 1), targets[..., :-1]], dim=-1)
-        inputs = F.relu(self.edge_embed(previous.reshape(count * steps, width, 1)))
-        start = torch.tanh(self.edge_start(states)).reshape(1, count * steps, -1)
-        outputs, _ = self.edge_rnn(inputs, start.contiguous())
-        return self.edge_out(outputs).reshape(count, steps, width)
-
-    def sequence_logits(self, sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """From sequences (N, n, n-1) in node order, for the nodes t = 1 .. n-1: logits (N, n-1) of
-        "node t does not exist" and logits (N, n-1, n-1) of its edges S_t."""
-        states = self.node_states(sequences)
-        return self.stop(states).squeeze(-1), self.edge_logits(states, sequences[:, 1:])
+    def logits(
+        self, edges: torch.Tensor, labels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """Teacher-forced logits from one-hot edges (N, n, n-1, C) and one-hot node labels (N, n, L):
+        for every node t, its label's (N, n, L; None without labels), "node t does not exist"
+        (N, n; asked from t = 1) and its edges' (N, n, n-1, C). Node t's label and existence read
+        the nodes before t; its edge S_t[k] also reads its label and S_t[<k]."""
+        features = self.step_features(edges, labels)
+        start = features.new_ones(features.shape[0], 1, features.shape[-1])
+        states, _ = self.graph_rnn(F.relu(self.embed(torch.cat([start, features[:, :-1]], dim=1))))
+        label_logits = self.node_label(states) if self.node_label is not None else None
+        count, size, width, classes = edges.shape
+        begin = F.one_hot(torch.full((count, size, 1), classes, device=edges.device), classes + 1).to(edges)
+        previous = torch.cat([begin, F.pad(edges[:, :, :-1], (0, 1))], dim=2)
+        inputs = F.relu(self.edge_embed(previous.reshape(count * size, width, classes + 1)))
+        first = torch.cat([states, labels], dim=-1) if labels is not None else states
+        hidden = torch.tanh(self.edge_start(first)).reshape(1, count * size, -1).contiguous()
+        outputs, _ = self.edge_rnn(inputs, hidden)
+        return label_logits, self.stop(states).squeeze(-1), self.edge_out(outputs).reshape(count, size, width, classes)
 
     # --- training ----------------------------------------------------------------------------
 
-    def _checked(self, adjacency: torch.Tensor | None, node_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        limit = self.params.max_nodes
-        if adjacency is None:
-            raise FoundryError(f"{self.architecture} needs a batch with 'adjacency' (N, n, n)")
-        if adjacency.dim() != 3 or adjacency.shape[1] != adjacency.shape[2]:
-            raise FoundryError(f"{self.architecture} takes 'adjacency' of shape (N, n, n), got {list(adjacency.shape)}")
-        if adjacency.shape[1] > limit:
-            raise FoundryError(
-                f"the batch's graphs have up to {adjacency.shape[1]} nodes and the model holds {limit} "
-                f"(model.max_nodes); set model.max_nodes to at least {adjacency.shape[1]}"
-            )
-        mask = torch.ones(adjacency.shape[:2], dtype=torch.bool, device=adjacency.device) if node_mask is None else node_mask.bool()
-        if not bool(mask.any(-1).all()):
-            raise FoundryError("the batch holds an empty graph (a node_mask row without nodes); every graph needs nodes")
-        padding = limit - adjacency.shape[1]
-        return F.pad(adjacency.float(), (0, padding, 0, padding)), F.pad(mask, (0, padding))
+    def _checked(
+        self, adjacency: torch.Tensor | None, node_mask: torch.Tensor | None,
+        node_labels: torch.Tensor | None, edge_labels: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Typed adjacency (0 no edge, c an edge of class c), padded to max_nodes, the node mask and
+        the node labels (None for a model without them)."""
+        adjacency, mask = graph_batch(self.architecture, adjacency, node_mask, self.params.max_nodes)
+        edges = adjacency > 0
+        typed = edges.long()
+        if self.params.edge_labels:
+            typed = typed * (self._labels("edge_labels", edge_labels, self.params.edge_labels, edges) + 1)
+        labels = self._labels("node_labels", node_labels, self.node_classes, mask) if self.node_classes else None
+        return typed, mask, labels
 
-    def ordered(self, adjacency: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Each graph's real nodes relabelled in a random breadth-first order, padding after them."""
+    def _labels(self, key: str, values: torch.Tensor | None, classes: int, where: torch.Tensor) -> torch.Tensor:
+        """``values`` checked against ``classes``, padded like ``where`` and zero outside it."""
+        if values is None:
+            raise FoundryError(
+                f"model.{key} is {classes} but the batch has no {key!r}; use data with {key.replace('_', ' ')} "
+                f"or set model.{key}: 0"
+            )
+        values = F.pad(values.long(), (0, where.shape[-1] - values.shape[-1]) * (values.dim() - 1)) * where
+        if bool((values < 0).any()) or bool((values >= classes).any()):
+            raise FoundryError(f"the batch has {key} {values.min().item()}..{values.max().item()}; model.{key} is {classes} (labels 0..{classes - 1})")
+        return values
+
+    def order(self, adjacency: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(N, max_nodes) a random breadth-first order of each graph's real nodes, padding after them."""
         seed = int(torch.randint(0, 2**31 - 1, ()).item())  # from torch's generator: resumable
         rng = np.random.default_rng(seed)
-        matrices = adjacency.detach().cpu().numpy()
-        sizes = mask.sum(-1).tolist()
+        matrices = (adjacency > 0).cpu().numpy()
         permutations = []
-        for matrix, size in zip(matrices, sizes, strict=True):
+        for matrix, size in zip(matrices, mask.sum(-1).tolist(), strict=True):
             order = breadth_first_order(matrix, int(size), rng)
             permutations.append(np.concatenate([order, np.arange(size, matrix.shape[0])]))
-        index = torch.as_tensor(np.stack(permutations), device=adjacency.device)
-        rows = adjacency.gather(1, index.unsqueeze(-1).expand_as(adjacency))
-        return rows.gather(2, index.unsqueeze(1).expand_as(adjacency))
+        return torch.as_tensor(np.stack(permutations), device=adjacency.device)
 
-    def negative_log_likelihood(self, ordered: torch.Tensor, sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per graph: the nats of its edges and of its node count, under the order of ``ordered``."""
-        sequences = adjacency_to_sequences(ordered)
-        stop_logits, edge_logits = self.sequence_logits(sequences)
-        t = torch.arange(1, self.params.max_nodes, device=ordered.device).unsqueeze(0)  # the nodes 1 .. n-1
-        exists = (t < sizes.unsqueeze(1)).float()
-        asked = (t <= sizes.unsqueeze(1)).float()  # the real nodes, and the first missing one (the stop)
-        stop_nll = (F.binary_cross_entropy_with_logits(stop_logits, 1 - exists, reduction="none") * asked).sum(-1)
-        earlier = (torch.arange(self.params.max_nodes - 1, device=ordered.device).unsqueeze(0) < t.T).float()  # k < t
-        pairs = exists.unsqueeze(-1) * earlier.unsqueeze(0)
-        edge_nll = (F.binary_cross_entropy_with_logits(edge_logits, sequences[:, 1:], reduction="none") * pairs).sum((-1, -2))
-        return edge_nll, stop_nll
+    def negative_log_likelihood(
+        self, typed: torch.Tensor, sizes: torch.Tensor, labels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per graph: the nats of its edges, of its node count and of its node labels, in the node
+        order of ``typed`` (N, n, n) and ``labels`` (N, n)."""
+        limit = self.params.max_nodes
+        sequences = adjacency_to_sequences(typed)
+        one_hot_labels = F.one_hot(labels, self.node_classes).float() if labels is not None else None
+        label_logits, stop_logits, edge_logits = self.logits(F.one_hot(sequences, self.edge_classes).float(), one_hot_labels)
+        t = torch.arange(limit, device=typed.device).unsqueeze(0)
+        exists = t < sizes.unsqueeze(1)
+        asked = (t <= sizes.unsqueeze(1)) & (t >= 1)  # nodes 1 .. n-1, and the first missing one (the stop)
+        stop_nll = (F.binary_cross_entropy_with_logits(stop_logits, (~exists).float(), reduction="none") * asked).sum(-1)
+        earlier = torch.arange(limit - 1, device=typed.device).unsqueeze(0) < t.T  # (n, n-1): k < t
+        pairs = exists.unsqueeze(-1) & earlier
+        edge_nll = F.cross_entropy(edge_logits.flatten(0, 2), sequences.flatten(), reduction="none").view_as(sequences)
+        edge_nll = (edge_nll * pairs).sum((-1, -2))
+        label_nll = torch.zeros_like(edge_nll)
+        if labels is not None:
+            label_nll = (F.cross_entropy(label_logits.flatten(0, 1), labels.flatten(), reduction="none").view_as(labels) * exists).sum(-1)
+        return edge_nll, stop_nll, label_nll
 
     def forward(
         self, adjacency: torch.Tensor | None = None, node_mask: torch.Tensor | None = None,
+        node_labels: torch.Tensor | None = None, edge_labels: torch.Tensor | None = None,
         class_labels: torch.Tensor | None = None,
     ) -> ModelOutput:
-        adjacency, mask = self._checked(adjacency, node_mask)
-        edge_nll, stop_nll = self.negative_log_likelihood(self.ordered(adjacency, mask), mask.sum(-1))
-        return ModelOutput(loss=(edge_nll + stop_nll).mean(), edge_loss=edge_nll.mean(), size_loss=stop_nll.mean())
+        typed, mask, labels = self._checked(adjacency, node_mask, node_labels, edge_labels)
+        index = self.order(typed, mask)
+        typed = typed.gather(1, index.unsqueeze(-1).expand_as(typed)).gather(2, index.unsqueeze(1).expand_as(typed))
+        if labels is not None:
+            labels = labels.gather(1, index)
+        edge_nll, stop_nll, label_nll = self.negative_log_likelihood(typed, mask.sum(-1), labels)
+        losses = {"edge_loss": edge_nll.mean(), "size_loss": stop_nll.mean()}
+        if labels is not None:
+            losses["label_loss"] = label_nll.mean()
+        return ModelOutput(loss=(edge_nll + stop_nll + label_nll).mean(), **losses)
 
     # --- sampling ----------------------------------------------------------------------------
 
     @torch.no_grad()
     def sample(self, num_samples: int, *, generator: torch.Generator | None = None, conditions: torch.Tensor | None = None) -> torch.Tensor:
-        """``num_samples`` adjacency matrices (N, max_nodes, max_nodes): 0/1, symmetric, empty diagonal."""
+        """``num_samples`` graphs as typed adjacency matrices (N, max_nodes, max_nodes), the nodes of
+        each graph first: symmetric, 0 where there is no edge, 1 + the edge's type where there is
+        one (1 for unlabelled edges); the diagonal holds 1 + each node's label for a model with
+        node labels (so it also tells the node count), and is empty otherwise."""
         refuse_conditions(self.architecture, conditions)
         limit, device = self.params.max_nodes, self.embed.weight.device
         where = generator.device if generator is not None else device
 
-        def bernoulli(logits: torch.Tensor) -> torch.Tensor:
-            return (torch.rand(logits.shape, generator=generator, device=where) < torch.sigmoid(logits).to(where)).float().to(device)
+        def draw(logits: torch.Tensor) -> torch.Tensor:
+            probabilities = torch.softmax(logits.float(), dim=-1).to(where)
+            return torch.multinomial(probabilities, 1, generator=generator).squeeze(-1).to(device)
 
-        sequences = torch.zeros(num_samples, limit, limit - 1, device=device)
+        sequences = torch.zeros(num_samples, limit, limit - 1, dtype=torch.long, device=device)
+        labels = torch.zeros(num_samples, limit, dtype=torch.long, device=device)
+        sizes = torch.ones(num_samples, dtype=torch.long, device=device)
         alive = torch.ones(num_samples, dtype=torch.bool, device=device)
-        previous = torch.ones(num_samples, 1, limit - 1, device=device)
+        features = torch.ones(num_samples, 1, self.embed.in_features, device=device)
         hidden = None
-        for t in range(1, limit):
-            state, hidden = self.graph_rnn(F.relu(self.embed(previous)), hidden)
-            alive &= bernoulli(self.stop(state[:, 0]).squeeze(-1)) == 0
-            edge_hidden = torch.tanh(self.edge_start(state[:, 0])).unsqueeze(0).contiguous()
-            edge = torch.ones(num_samples, 1, 1, device=device)
+        for t in range(limit):
+            state, hidden = self.graph_rnn(F.relu(self.embed(features)), hidden)
+            state = state[:, 0]
+            if t >= 1:
+                stop = torch.rand(num_samples, generator=generator, device=where) < torch.sigmoid(self.stop(state)).squeeze(-1).to(where)
+                alive &= ~stop.to(device)
+                sizes += alive.long()
+            label = None
+            if self.node_label is not None:
+                labels[:, t] = draw(self.node_label(state)) * alive
+                label = F.one_hot(labels[:, t], self.node_classes).float()
+            edge_hidden = torch.tanh(self.edge_start(torch.cat([state, label], -1) if label is not None else state))
+            edge_hidden = edge_hidden.unsqueeze(0).contiguous()
+            previous = torch.full((num_samples, 1), self.edge_classes, device=device)
             for k in range(t):
-                output, edge_hidden = self.edge_rnn(F.relu(self.edge_embed(edge)), edge_hidden)
-                edge = bernoulli(self.edge_out(output)).reshape(num_samples, 1, 1)
-                sequences[:, t, k] = edge.flatten() * alive
-            previous = sequences[:, t : t + 1]
-            if not bool(alive.any()):
+                output, edge_hidden = self.edge_rnn(F.relu(self.edge_embed(F.one_hot(previous, self.edge_classes + 1).float())), edge_hidden)
+                value = draw(self.edge_out(output[:, 0]))
+                sequences[:, t, k] = value * alive
+                previous = value.unsqueeze(-1)
+            if t >= 1 and not bool(alive.any()):
                 break
-        return sequences_to_adjacency(sequences)
+            step_labels = label.unsqueeze(1) if label is not None else None
+            features = self.step_features(F.one_hot(sequences[:, t : t + 1], self.edge_classes).float(), step_labels)
+        typed = sequences_to_adjacency(sequences).float()
+        if self.node_label is not None:
+            real = torch.arange(limit, device=device) < sizes.unsqueeze(-1)
+            typed = typed + torch.diag_embed(((labels + 1) * real).float())
+        return typed
 
 
 def build(config: ModelConfig) -> GraphRNNModel:

@@ -41,6 +41,30 @@ def refuse_conditions(architecture: str, conditions: torch.Tensor | None) -> Non
         raise FoundryError(f"this {architecture} is unconditional; sample without conditions (--condition)")
 
 
+def graph_batch(
+    architecture: str, adjacency: torch.Tensor | None, node_mask: torch.Tensor | None, max_nodes: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``adjacency`` checked to be (N, n, n) with n <= ``max_nodes`` and no empty graph: as float
+    (N, max_nodes, max_nodes) with the node mask (N, max_nodes), smaller graphs padded."""
+    import torch.nn.functional as F
+
+    if adjacency is None:
+        raise FoundryError(f"{architecture} needs a batch with 'adjacency' (N, n, n)")
+    if adjacency.dim() != 3 or adjacency.shape[1] != adjacency.shape[2]:
+        raise FoundryError(f"{architecture} takes 'adjacency' of shape (N, n, n), got {list(adjacency.shape)}")
+    size = adjacency.shape[1]
+    if size > max_nodes:
+        raise FoundryError(
+            f"the batch's graphs have up to {size} nodes and the model holds {max_nodes} (model.max_nodes); "
+            f"set model.max_nodes to at least {size}"
+        )
+    mask = torch.ones(adjacency.shape[:2], dtype=torch.bool, device=adjacency.device) if node_mask is None else node_mask.bool()
+    if not bool(mask.any(-1).all()):
+        raise FoundryError("the batch holds an empty graph (a node_mask row without nodes); every graph needs nodes")
+    padding = max_nodes - size
+    return F.pad(adjacency.float(), (0, padding, 0, padding)), F.pad(mask, (0, padding))
+
+
 def point_batch(architecture: str, key: str, points: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
     """``points`` checked to be (N, P, 3) with a matching (N, P) mask, as float32."""
     if points is None:

@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from foundry_plugin_geometric.data import padded_adjacency
 from foundry_plugin_geometric.geometry import chamfer_distance, clustering_coefficients, degrees
+from foundry_plugin_geometric.modalities import sample_graphs
 from model_foundry.plugin import draw_samples
 
 CLUSTERING_BINS = 20
@@ -124,29 +126,60 @@ def erdos_renyi_like(adjacency: np.ndarray, mask: np.ndarray, rng: np.random.Gen
 
 
 def graph_sample_quality(model: Any, dataset: Any, context: Any) -> dict[str, float]:
-    """Degree and clustering MMD of samples and of the Erdős–Rényi baseline against held-out graphs."""
+    """Degree and clustering MMD of samples and of the Erdős–Rényi baseline against held-out graphs;
+    for a model that makes labels, the total variation of its label frequencies against theirs."""
     if dataset is None or len(dataset) < 2:
         return {}
     batch = dataset.batch(range(min(len(dataset), context.num_samples)))
     references = batch["adjacency"].float().numpy()
     mask = batch["node_mask"].numpy().astype(bool) if "node_mask" in batch else np.ones(references.shape[:2], dtype=bool)
-    samples = draw_samples(model, context, len(references)).cpu().numpy()
-    sample_mask = (np.arange(samples.shape[1]) < _sizes(samples)[:, None])
+    records = sample_graphs(draw_samples(model, context, len(references)).cpu().numpy())
+    labels = _label_scores(getattr(model, "params", None), records, batch, references, mask)
+    size = max(references.shape[1], *(record["num_nodes"] for record in records))
+    samples = padded_adjacency([_networkx(record) for record in records], size, None)
+    extra = size - references.shape[1]
+    references, mask = np.pad(references, ((0, 0), (0, extra), (0, extra))), np.pad(mask, ((0, 0), (0, extra)))
     baseline = erdos_renyi_like(references, mask, np.random.default_rng(context.seed))
     reference_degrees, reference_clustering = graph_statistics(references, mask)
-    sample_degrees, sample_clustering = graph_statistics(samples, sample_mask)
+    sample_degrees, sample_clustering = graph_statistics(samples["adjacency"], samples["node_mask"])
     baseline_degrees, baseline_clustering = graph_statistics(baseline, mask)
     return {
         "degree_mmd": histogram_mmd(sample_degrees, reference_degrees),
         "clustering_mmd": histogram_mmd(sample_clustering, reference_clustering),
         "degree_mmd_er": histogram_mmd(baseline_degrees, reference_degrees),
         "clustering_mmd_er": histogram_mmd(baseline_clustering, reference_clustering),
+        **labels,
     }
 
 
-def _sizes(samples: np.ndarray) -> np.ndarray:
-    """The node count of each sampled graph: a sampler puts its nodes first, so one past the last
-    node with an edge (a trailing isolated node of a sample cannot be told from padding)."""
-    touched = samples.any(-1)
-    last = np.where(touched.any(1), samples.shape[1] - np.argmax(touched[:, ::-1], axis=1), 0)
-    return last
+def _label_scores(
+    params: Any, records: list[dict[str, Any]], batch: dict, references: np.ndarray, mask: np.ndarray,
+) -> dict[str, float]:
+    """``node_label_tv`` / ``edge_label_tv`` where the held-out graphs have labels and the model makes them."""
+    scores = {}
+    if "node_labels" in batch and getattr(params, "node_labels", 0):
+        generated = np.concatenate([record["node_labels"] for record in records])
+        scores["node_label_tv"] = label_total_variation(generated, batch["node_labels"].numpy()[mask])
+    if "edge_labels" in batch and getattr(params, "edge_labels", 0):
+        # a batch of samples whose edges are all of type 0 is written without edge labels
+        generated = np.asarray([edge[2] if len(edge) == 3 else 0 for record in records for edge in record["edges"]], dtype=np.int64)
+        upper = np.triu(references > 0, 1)
+        scores["edge_label_tv"] = label_total_variation(generated, batch["edge_labels"].numpy()[upper])
+    return scores
+
+
+def label_total_variation(generated: np.ndarray, references: np.ndarray) -> float:
+    """Total variation distance between the label frequencies of samples and of held-out graphs
+    (0: the same frequencies, 1: no label in common)."""
+    classes = int(max(generated.max(initial=0), references.max(initial=0))) + 1
+    first = np.bincount(generated, minlength=classes) / max(len(generated), 1)
+    second = np.bincount(references, minlength=classes) / max(len(references), 1)
+    return float(0.5 * np.abs(first - second).sum())
+
+
+def _networkx(record: dict[str, Any]) -> Any:
+    import networkx as nx
+
+    graph = nx.empty_graph(record["num_nodes"])
+    graph.add_edges_from((edge[0], edge[1]) for edge in record["edges"])
+    return graph

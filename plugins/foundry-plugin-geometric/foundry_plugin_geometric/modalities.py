@@ -6,9 +6,12 @@ modality   batch key         one example               samples written as
 voxel      ``voxels``        (1, D, D, D) occupancy    a PNG of the occupied cells of the first few
 mesh       ``surface_points`` (P, 3) points on the     one ``.obj`` per sample: (V, 3) vertices of the
                              target surface            icosphere template (V = 10*4^s + 2), its faces
-graph      ``adjacency``     (n, n) 0/1, symmetric,    a PNG grid of the adjacency matrices
-                             empty diagonal; with
-                             ``node_mask`` (n,)
+graph      ``adjacency``     (n, n) 0/1, symmetric,    a PNG grid of the adjacency matrices and
+                             empty diagonal; with      the graphs as JSON lines (the format of
+                             ``node_mask`` (n,),       kind ``graph_file``); samples are typed:
+                             optional ``node_labels``  1 + edge type off the diagonal, 1 + node
+                             (n,), ``edge_labels``     label on it (labelled models only)
+                             (n, n)
 =========  ================  ========================  ==============================================
 
 Every writer also saves the raw batch as ``<stem>.npy``. The collators are the modalities'
@@ -99,24 +102,53 @@ def write_meshes(samples: Any, path_stem: str, **info: Any) -> list[str]:
 # --- graph -----------------------------------------------------------------------------------
 
 
+def sample_graphs(samples: np.ndarray) -> list[dict[str, Any]]:
+    """Typed adjacency samples (N, n, n) as graph-file records (the format kind ``graph_file``
+    reads): 1 + an edge's type off the diagonal (1 for an unlabelled edge), and, for a model with
+    node labels, 1 + each node's label on the diagonal, which then also gives the node count;
+    without labels a graph ends at its last node with an edge."""
+    records = []
+    for matrix in np.rint(samples).astype(np.int64):
+        labels = np.diagonal(matrix)
+        typed = matrix * (1 - np.eye(len(matrix), dtype=np.int64))
+        touched = np.flatnonzero(typed.any(-1))
+        size = int((labels > 0).sum()) if labels.any() else int(touched[-1] + 1) if len(touched) else 1
+        rows, columns = np.nonzero(np.triu(typed[:size, :size], 1))
+        edge_labelled = bool((typed > 1).any())
+        record: dict[str, Any] = {"num_nodes": size, "edges": [
+            [int(i), int(j), int(typed[i, j] - 1)] if edge_labelled else [int(i), int(j)] for i, j in zip(rows, columns, strict=True)
+        ]}
+        if labels.any():
+            record["node_labels"] = (labels[:size] - 1).tolist()
+        records.append(record)
+    return records
+
+
 def write_graphs(samples: Any, path_stem: str, **info: Any) -> list[str]:
-    """Graph samples ``(N, n, n)`` adjacency matrices: a PNG grid of them (edges white) and the ``.npy``."""
+    """Graph samples ``(N, n, n)``, typed adjacency matrices: a PNG grid of them (edges white), the
+    graphs as JSON lines (``<stem>.jsonl``, readable as data by kind ``graph_file``) and the ``.npy``."""
+    import json
+
     from PIL import Image
 
     adjacency = as_array(samples)
     _batch_of(adjacency, 3, "(N, n, n)", "graph")
     if adjacency.shape[1] != adjacency.shape[2]:
         raise ValueError(f"graph samples must be square adjacency matrices (N, n, n), got {tuple(adjacency.shape)}")
-    grid = image_grid((adjacency[:, None] > 0.5).astype(np.float32) * 2 - 1)
-    path = f"{path_stem}.png"
+    edges = (adjacency > 0.5) & ~np.eye(adjacency.shape[1], dtype=bool)
+    grid = image_grid(edges[:, None].astype(np.float32) * 2 - 1)
+    path, lines = f"{path_stem}.png", f"{path_stem}.jsonl"
     with staged(path) as staging:
         Image.fromarray(grid[:, :, 0]).save(staging, format="PNG")
-    return [path, write_npy(adjacency, path_stem)]
+    with staged(lines) as staging, open(staging, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(record) + "\n" for record in sample_graphs(adjacency))
+    return [path, lines, write_npy(adjacency, path_stem)]
 
 
 def collate_graphs() -> Callable[[dict], dict]:
     """The graph collator's factory: adjacency made symmetric 0/1 with an empty diagonal, edges of
-    padding nodes removed; ``node_mask`` (all nodes) added where the data has none."""
+    padding nodes removed; ``node_mask`` (all nodes) added where the data has none; labels, where
+    the data has them, zero on padding nodes and where there is no edge."""
 
     def collate(batch: dict) -> dict:
         import torch
@@ -127,6 +159,11 @@ def collate_graphs() -> Callable[[dict], dict]:
         mask = batch.get("node_mask")
         mask = torch.ones(adjacency.shape[:2], dtype=torch.bool) if mask is None else mask.bool()
         adjacency = adjacency * (mask.unsqueeze(-1) & mask.unsqueeze(-2)).float()
-        return {**batch, "adjacency": adjacency, "node_mask": mask}
+        labels = {}
+        if "node_labels" in batch:
+            labels["node_labels"] = batch["node_labels"].long() * mask
+        if "edge_labels" in batch:
+            labels["edge_labels"] = batch["edge_labels"].long() * adjacency.long()
+        return {**batch, "adjacency": adjacency, "node_mask": mask, **labels}
 
     return collate

@@ -69,8 +69,9 @@ def test_collators_make_valid_data():
 def test_writers(tmp_path):
     paths = write_voxels(torch.ones(2, 1, 4, 4, 4), str(tmp_path / "grids"))
     assert [p.rsplit(".", 1)[1] for p in paths] == ["png", "npy"] and np.load(paths[1]).shape == (2, 1, 4, 4, 4)
-    paths = write_graphs(torch.eye(5).flip(0).expand(3, 5, 5), str(tmp_path / "graphs"))
-    assert [p.rsplit(".", 1)[1] for p in paths] == ["png", "npy"]
+    path_graph = torch.diag(torch.ones(4), 1) + torch.diag(torch.ones(4), -1)
+    paths = write_graphs(path_graph.expand(3, 5, 5), str(tmp_path / "graphs"))
+    assert [p.rsplit(".", 1)[1] for p in paths] == ["png", "jsonl", "npy"]
     with pytest.raises(ValueError, match=r"square adjacency matrices"):
         write_graphs(torch.zeros(2, 3, 4), str(tmp_path / "bad"))
 

@@ -7,7 +7,7 @@ Each run trains ``configs/<architecture>.yaml`` and measures on the run's own va
   *training* shapes against the held-out ones (what a perfect sampler reaches);
 - mesh: the mean Chamfer distance from the decoded posterior mean of each held-out target to
   its surface points, beside the icosphere template's own distance to them;
-- graph: degree and clustering MMD of samples against held-out graphs, beside Erdős–Rényi graphs
+- graph, graph_rnn: degree and clustering MMD of samples against held-out graphs, beside Erdős–Rényi graphs
   of the same sizes and density (``foundry eval``).
 """
 
@@ -89,15 +89,24 @@ def measure_mesh(bench: Any) -> dict[str, Any]:
     }
 
 
-def measure_graph(bench: Any) -> dict[str, Any]:
-    run = bench.train("configs/graph.yaml")
+def _graph_run(bench: Any, architecture: str) -> dict[str, Any]:
+    run = bench.train(f"configs/{architecture}.yaml")
     metrics = bench.evaluate(run)
     return {
         "parameters": run.parameters, "CPU minutes": round(run.cpu_minutes, 1),
         "degree MMD": f"{metrics['degree_mmd']:.4f} (Erdős–Rényi {metrics['degree_mmd_er']:.4f})",
         "clustering MMD": f"{metrics['clustering_mmd']:.4f} (Erdős–Rényi {metrics['clustering_mmd_er']:.4f})",
-        "samples": bench.sample_picture(run, "graph", num_samples=16),
+        "samples": bench.sample_picture(run, architecture, num_samples=16),
     }
 
 
-RUNS = {"point_cloud": measure_point_cloud, "voxel": measure_voxel, "mesh": measure_mesh, "graph": measure_graph}
+def measure_graph(bench: Any) -> dict[str, Any]:
+    return _graph_run(bench, "graph")
+
+
+def measure_graph_rnn(bench: Any) -> dict[str, Any]:
+    return _graph_run(bench, "graph_rnn")
+
+
+RUNS = {"point_cloud": measure_point_cloud, "voxel": measure_voxel, "mesh": measure_mesh, "graph": measure_graph,
+        "graph_rnn": measure_graph_rnn}
