@@ -47,7 +47,7 @@ from model_foundry.records import ArchitectureSchema, Capabilities, ModelBuilder
 from model_foundry.testing import isolated_registry  # noqa: E402
 from model_foundry.text.data import obtain_tokenizer  # noqa: E402
 from model_foundry.training import train  # noqa: E402
-from model_foundry.training.loop import BlockOrder, adamw_groups, collate, lr_multiplier  # noqa: E402
+from model_foundry.training.loop import BlockOrder, adamw_groups, collate, lr_scheduler  # noqa: E402
 from model_foundry.training.reporting import read_metrics  # noqa: E402
 
 GOALS = {"gpt2": 0.03, "mlp": 0.05, "two-optimizer": 0.05}
@@ -135,7 +135,7 @@ def raw_step_seconds(config, tokenizer, dataset, steps: int, warmup: int,
                                 betas=(training.adam_beta1, training.adam_beta2))
         for name, params in groups.items()
     }
-    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lr_multiplier(training)) for o in optimizers.values()]
+    schedulers = [lr_scheduler(o, training) for o in optimizers.values()]
     order = BlockOrder(len(dataset), training.batch_size, training.seed, 0, 1)
     collator = make_collator(training, config.model, config.data.params, "text" if tokenizer else "image", tokenizer,
                              torch.Generator())

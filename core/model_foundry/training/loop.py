@@ -10,7 +10,6 @@ for text. See docs/training.md for the outputs and the resume guarantees.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import re
 import signal
@@ -237,20 +236,22 @@ def adamw_groups(parameters: Iterable[torch.nn.Parameter], weight_decay: float) 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def lr_multiplier(training: TrainingConfig) -> Callable[[int], float]:
-    """Linear warmup to the peak, then cosine/linear decay to ``min_lr_ratio`` (or constant)."""
-    warmup, total, floor = training.warmup_steps, training.max_steps, training.min_lr_ratio
+def lr_scheduler(optimizer: torch.optim.Optimizer, training: TrainingConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """transformers' schedule for ``training.lr_scheduler`` (see docs/training.md, "The learning rate").
 
-    def multiplier(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if training.lr_scheduler == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        shape = 0.5 * (1 + math.cos(math.pi * progress)) if training.lr_scheduler == "cosine" else 1 - progress
-        return floor + (1 - floor) * shape
+    ``cosine`` and ``linear``: warmup-stable-decay with no stable phase, the warmup rising from
+    ``min_lr_ratio`` of the peak and the decay falling back to it at ``max_steps``; ``constant``:
+    a warmup from 0, then the peak. A warmup longer than the run never completes.
+    """
+    from transformers import get_constant_schedule_with_warmup, get_wsd_schedule
 
-    return multiplier
+    warmup, total = training.warmup_steps, training.max_steps
+    if training.lr_scheduler == "constant":
+        return get_constant_schedule_with_warmup(optimizer, warmup)
+    return get_wsd_schedule(
+        optimizer, num_warmup_steps=warmup, num_stable_steps=0, num_decay_steps=max(0, total - warmup),
+        decay_type=training.lr_scheduler, min_lr_ratio=training.min_lr_ratio,
+    )
 
 
 def build_optimizers(model: torch.nn.Module, training: TrainingConfig) -> dict[str, torch.optim.AdamW]:
@@ -536,9 +537,7 @@ class _Run:
     def _restore(self, model: Any, optimizers: dict[str, Any], candidates: list[str]) -> dict[str, Any]:
         """The schedulers, the model and optimizers through ``accelerator.prepare``, and a
         checkpoint's weights and states when resuming; returns the checkpoint's run state ({} afresh)."""
-        self.schedulers = {
-            name: torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(self.training)) for name, optimizer in optimizers.items()
-        }
+        self.schedulers = {name: lr_scheduler(optimizer, self.training) for name, optimizer in optimizers.items()}
         self.step, self.resumed_from, state = 0, None, {}
         if candidates:
             # The newest checkpoint whose weights and state fit, an unreadable one skipped with a warning.
