@@ -51,9 +51,14 @@ class TrainingConfig:
         factory=dict, doc="per parameter group (of models that name groups): learning_rate, weight_decay, adam_beta1, adam_beta2",
     )
     max_grad_norm: Optional[float] = option(1.0, doc="gradient clipping norm; null disables", validator=[positive, finite])
-    warmup_steps: int = option(100, doc="linear warmup steps", validator=non_negative)
+    warmup_steps: int = option(
+        100, doc="linear warmup steps (may exceed max_steps: the warmup then never completes)", validator=non_negative,
+    )
     lr_scheduler: Literal["cosine", "linear", "constant"] = option("cosine", doc="decay after warmup")
-    min_lr_ratio: float = option(0.1, doc="final learning rate as a share of the peak", validator=unit_interval)
+    min_lr_ratio: float = option(
+        0.1, doc="the learning rate's floor as a share of the peak: cosine and linear warm up from it and decay to it",
+        validator=unit_interval,
+    )
     eval_every: int = option(200, doc="evaluate every N steps (0 disables)", validator=non_negative)
     eval_batches: Optional[int] = option(None, doc="validation batches per evaluation (null: all)", validator=positive)
     eval_samples: int = option(
