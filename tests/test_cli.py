@@ -96,6 +96,7 @@ def test_list_info_schema(env):
     assert unknown.returncode == 2 and "did you mean 'toy'?" in unknown.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,modality", [("mygru", "text"), ("myvae", "image")])
 def test_new_plugin_template_is_a_working_plugin(env, tmp_path, name, modality):
     result = foundry(env, "new-plugin", name, "--dir", str(tmp_path), "--modality", modality)

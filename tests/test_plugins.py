@@ -157,6 +157,7 @@ def test_listing_imports_no_torch_in_a_fresh_process(tmp_path):
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 
 
+@pytest.mark.slow
 def test_foundry_plugins_reports_a_broken_third_party_plugin(tmp_path):
     write_distribution(tmp_path, "foundry-plugin-broken", "0.0.1", {"tp_broken2": "import not_a_module\n"},
                        {"broken": "tp_broken2"})

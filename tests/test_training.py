@@ -345,6 +345,7 @@ def run_env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+@pytest.mark.slow
 def test_a_run_killed_with_sigkill_resumes_with_exactly_the_uninterrupted_losses(tmp_path):
     config_path = write_config(tmp_path, architecture="gpt2", model=GPT2, tokenizer_type="bpe",
                                training={"max_steps": 300, "log_every": 1, "eval_every": 50, "save_every": 25,
@@ -382,6 +383,7 @@ save_model(result.model, os.path.join(sys.argv[2], f"rank{rank}.safetensors"))
 """
 
 
+@pytest.mark.slow
 def test_two_process_ddp_ends_with_equal_weights(tmp_path):
     from safetensors.torch import load_file
 
