@@ -65,7 +65,6 @@ def orthogonal_gaussian_projection(
     return (directions * norms[:, None]).to(device=device, dtype=dtype)
 
 
-
 class FavorAttention(nn.Module):
     """FAVOR+ attention over per-head queries, keys and values of shape (batch, heads, n, dim_head).
 

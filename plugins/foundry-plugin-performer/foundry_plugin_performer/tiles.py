@@ -628,7 +628,6 @@ def _prefix_summaries_backward(
     return grad_chunks.view(g, chunks, *shape), grad_carried.view(g, *shape)
 
 
-
 def tiled_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, projection: torch.Tensor, *,
     eps: float, causal: bool, chunk_size: int, key_padding_mask: torch.Tensor | None = None,
