@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import attrs
 
-from model_foundry.hookspecs import hookimpl
+from model_foundry.plugin import hookimpl
 from model_foundry.records import ArchitectureSchema, Capabilities, CheckpointConverter, Exporter, ModelBuilder
 
 # What the objective of a transformers head says about it: its loss, whether it generates, and
