@@ -83,7 +83,9 @@ class GraphRNNModel(FoundryModel):
         step_width = (params.max_nodes - 1) * (self.edge_classes - 1) + self.node_classes
         self.embed = nn.Linear(step_width, params.embedding_size)
         self.graph_rnn = nn.GRU(params.embedding_size, params.hidden_size, params.num_layers, batch_first=True)
-        self.stop = nn.Linear(params.hidden_size, 1)
+        # The stop head also reads the node's index (one-hot), so a size distribution need not be
+        # counted out by the GRU.
+        self.stop = nn.Linear(params.hidden_size + params.max_nodes, 1)
         self.node_label = nn.Linear(params.hidden_size, self.node_classes) if self.node_classes else None
         self.edge_start = nn.Linear(params.hidden_size + self.node_classes, params.edge_hidden_size)
         self.edge_embed = nn.Linear(self.edge_classes + 1, params.edge_embedding_size)  # the previous edge's class, or "start"
@@ -116,7 +118,12 @@ class GraphRNNModel(FoundryModel):
         first = torch.cat([states, labels], dim=-1) if labels is not None else states
         hidden = torch.tanh(self.edge_start(first)).reshape(1, count * size, -1).contiguous()
         outputs, _ = self.edge_rnn(inputs, hidden)
-        return label_logits, self.stop(states).squeeze(-1), self.edge_out(outputs).reshape(count, size, width, classes)
+        return label_logits, self.stop_logits(states), self.edge_out(outputs).reshape(count, size, width, classes)
+
+    def stop_logits(self, states: torch.Tensor) -> torch.Tensor:
+        """(N, n) logits of "node t does not exist" from the states (N, n, H) of nodes 0 .. n-1."""
+        positions = torch.eye(self.params.max_nodes, device=states.device)[: states.shape[1]].expand(states.shape[0], -1, -1)
+        return self.stop(torch.cat([states, positions.to(states)], dim=-1)).squeeze(-1)
 
     # --- training ----------------------------------------------------------------------------
 
@@ -221,7 +228,8 @@ class GraphRNNModel(FoundryModel):
             state, hidden = self.graph_rnn(F.relu(self.embed(features)), hidden)
             state = state[:, 0]
             if t >= 1:
-                stop = torch.rand(num_samples, generator=generator, device=where) < torch.sigmoid(self.stop(state)).squeeze(-1).to(where)
+                stop_logit = self.stop(torch.cat([state, F.one_hot(torch.full((num_samples,), t, device=device), limit).to(state)], -1))
+                stop = torch.rand(num_samples, generator=generator, device=where) < torch.sigmoid(stop_logit).squeeze(-1).to(where)
                 alive &= ~stop.to(device)
                 sizes += alive.long()
             label = None
