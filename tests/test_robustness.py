@@ -370,12 +370,16 @@ def test_new_plugin_scaffold_ignores_build_outputs(tmp_path, capsys):
 
 
 def test_validate_warns_when_the_builder_cannot_run_on_the_meta_device(tmp_path, capsys, monkeypatch):
-    from foundry_plugin_gpt2 import model as gpt2_model
+    import attrs
+
+    from model_foundry.records import ModelBuilder
+    from model_foundry.registry import get_registry
 
     def refuse(config):
         raise NotImplementedError("no meta tensors here")
 
-    monkeypatch.setattr(gpt2_model, "build", refuse)
+    architectures = get_registry().architectures
+    monkeypatch.setitem(architectures, "gpt2", [attrs.evolve(entry, builder=ModelBuilder("gpt2", refuse)) for entry in architectures["gpt2"]])
     code, out = validate(capsys, gpt2_config(tmp_path))
     assert code == 0 and "OK" in out, out
     assert "warning: the model could not be built on the meta device, so its size was not checked " \
