@@ -36,9 +36,11 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from model_foundry.training import train
+    from model_foundry.training.allocator import keep_freed_memory
     from model_foundry.training.reporting import LOSS_CURVE_FILE, METRICS_FILE, format_number
     from model_foundry.training.rundir import resume_command
 
+    keep_freed_memory()  # this process is the run's: its steps reuse the memory the step before freed
     config = load_config(args.config, args.overrides)
     result = train(config, resume=args.resume, overrides=tuple(args.overrides), overwrite=args.overwrite)
     if result.interrupted:
