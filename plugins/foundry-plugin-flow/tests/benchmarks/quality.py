@@ -1,8 +1,8 @@
 """Quality runs of the flow plugin, for ``tests/benchmarks/generative_quality.py``.
 
-- ``realnvp``: configs/flow-realnvp.yaml on the digits; bits/dim on the validation split (a
-  dequantisation bound) and the digits score of 1000 samples by ``foundry eval``; sampling and
-  density (log_prob) CPU time per image.
+- ``realnvp``, ``glow``: configs/flow-realnvp.yaml and configs/flow-glow.yaml on the digits;
+  bits/dim on the validation split (a dequantisation bound) and the digits score of 1000 samples
+  by ``foundry eval``; sampling and density (log_prob) CPU time per image.
 - ``maf-moons``, ``maf-8gaussians``, ``nsf-moons``, ``nsf-8gaussians``: configs/flow-maf.yaml and
   configs/flow-nsf.yaml on each toy set; the held-out log-likelihood (nats per point, the negative
   validation loss) and a heat map of the learned density beside the samples.
@@ -48,9 +48,9 @@ def _validation(checkpoint: Path) -> tuple[Any, dict[str, torch.Tensor]]:
     return opened.model.eval(), data.validation.batch(range(len(data.validation)))
 
 
-def measure_realnvp(bench: Any) -> dict[str, Any]:
+def _image_run(bench: Any, flow_type: str) -> dict[str, Any]:
     torch.set_num_threads(1)
-    run = bench.train("configs/flow-realnvp.yaml", "training.eval_every=0")
+    run = bench.train(f"configs/flow-{flow_type}.yaml", "training.eval_every=0")
     metrics = bench.evaluate(run)
     model, validation = _validation(run.checkpoint)
     images = validation["pixel_values"]
@@ -62,8 +62,16 @@ def measure_realnvp(bench: Any) -> dict[str, Any]:
         "bits/dim": metrics["bits_per_dim"], "score": metrics["digits_score"], "Fréchet": metrics["digits_fid"],
         "sampling ms/image": 1000 * sampling / TIMED_IMAGES,
         "log_prob ms/image": 1000 * density / len(images),
-        "samples": bench.sample_picture(run, "flow-realnvp"),
+        "samples": bench.sample_picture(run, f"flow-{flow_type}"),
     }
+
+
+def measure_realnvp(bench: Any) -> dict[str, Any]:
+    return _image_run(bench, "realnvp")
+
+
+def measure_glow(bench: Any) -> dict[str, Any]:
+    return _image_run(bench, "glow")
 
 
 def _density_map(model: Any, points: torch.Tensor, path: Path, title: str) -> None:
@@ -175,6 +183,7 @@ def measure_step_overhead(bench: Any) -> dict[str, Any]:
 
 RUNS = {
     "realnvp": measure_realnvp,
+    "glow": measure_glow,
     "maf-moons": measure_maf_moons,
     "maf-8gaussians": measure_maf_8gaussians,
     "nsf-moons": measure_nsf_moons,
