@@ -7,8 +7,8 @@
 - ``diffusion-guided``: configs/diffusion.yaml (class-conditional, guidance 3); the share of
   samples the digits classifier assigns the requested class, with and without guidance.
 - ``diffusers-overhead``: a training step and DDPM/DDIM sampling of the same UNet through this
-  plugin and through diffusers' own training step and DDPMPipeline/DDIMPipeline (fastest of
-  several repeats, CPU time, one thread); the memory of a training step of the ``base`` preset.
+  plugin and through diffusers' own training step and DDPMPipeline/DDIMPipeline (the median
+  ratio of 5 rounds, each timing ours and diffusers' back to back; CPU time, one thread); the memory of a training step of the ``base`` preset.
 - ``score_diffusion``: configs/score_diffusion.yaml, annealed Langevin samples.
 
 Every time is process CPU time on one thread (the machine is shared).
@@ -17,6 +17,7 @@ Every time is process CPU time on one thread (the machine is shared).
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import torch
 
 FAMILY = "Diffusion"
 ROOT = Path(__file__).resolve().parents[4]
+ROUNDS = 5  # interleaved timing rounds in diffusers-overhead
 SAMPLES = 100  # per sampler in ddpm-samplers (1000 DDPM steps cost ~1.3 CPU s per sample)
 
 
@@ -129,9 +131,16 @@ def measure_guided(bench: Any) -> dict[str, Any]:
     }
 
 
-def _fastest(function: Any, repeats: int) -> float:
-    function()  # warm-up
-    return min(_timed(function)[1] for _ in range(repeats))
+def _interleaved_ratio(ours: Any, reference: Any, rounds: int) -> tuple[float, float]:
+    """Median over ``rounds`` of ours' CPU time / the reference's, the two timed back to back in each
+    round (so a busy spell of the shared machine falls on both); and ours' median time."""
+    ours(), reference()  # warm-up
+    ratios, times = [], []
+    for _ in range(rounds):
+        mine, theirs = _timed(ours)[1], _timed(reference)[1]
+        ratios.append(mine / theirs)
+        times.append(mine)
+    return statistics.median(ratios), statistics.median(times)
 
 
 def measure_overhead(bench: Any) -> dict[str, Any]:
@@ -161,29 +170,31 @@ def measure_overhead(bench: Any) -> dict[str, Any]:
         F.mse_loss(prediction.float(), noise.float()).backward()
         optimizer.step()
 
-    model.eval()
     count, steps = 64, 50
     ddpm = DDPMPipeline(unet=unet, scheduler=scheduler)
     ddim = DDIMPipeline(unet=unet, scheduler=scheduler)
     ddpm.set_progress_bar_config(disable=True)
     ddim.set_progress_bar_config(disable=True)
-    timings = {
-        "train ours": _fastest(ours_step, 5), "train diffusers": _fastest(diffusers_step, 5),
-        "DDPM ours": _fastest(lambda: model.sample(count, generator=torch.Generator().manual_seed(0),
-                                                   sampler="ddpm", steps=steps), 2),
-        "DDPM diffusers": _fastest(lambda: ddpm(batch_size=count, generator=torch.Generator().manual_seed(0),
-                                                num_inference_steps=steps, output_type="np"), 2),
-        "DDIM ours": _fastest(lambda: model.sample(count, generator=torch.Generator().manual_seed(0),
-                                                   sampler="ddim", steps=50), 2),
-        "DDIM diffusers": _fastest(lambda: ddim(batch_size=count, generator=torch.Generator().manual_seed(0),
-                                                num_inference_steps=50, output_type="np"), 2),
-    }
+
+    def ours_sampler(sampler: str) -> Any:
+        return lambda: model.sample(count, generator=torch.Generator().manual_seed(0), sampler=sampler, steps=steps)
+
+    def pipeline(which: Any) -> Any:
+        return lambda: which(batch_size=count, generator=torch.Generator().manual_seed(0),
+                             num_inference_steps=steps, output_type="np")
+
+    model.train()
+    train_ratio, train_time = _interleaved_ratio(ours_step, diffusers_step, ROUNDS)
+    model.eval()
+    ddpm_ratio, _ = _interleaved_ratio(ours_sampler("ddpm"), pipeline(ddpm), ROUNDS)
+    ddim_ratio, _ = _interleaved_ratio(ours_sampler("ddim"), pipeline(ddim), ROUNDS)
     return {
         "parameters": model.num_parameters(),
-        "train step ms (batch 128)": 1000 * timings["train ours"],
-        "train step vs diffusers": timings["train ours"] / timings["train diffusers"],
-        f"DDPM {steps} steps vs DDPMPipeline": timings["DDPM ours"] / timings["DDPM diffusers"],
-        "DDIM 50 steps vs DDIMPipeline": timings["DDIM ours"] / timings["DDIM diffusers"],
+        "train step ms (batch 128)": 1000 * train_time,
+        "train step vs diffusers": train_ratio,
+        f"DDPM {steps} steps vs DDPMPipeline": ddpm_ratio,
+        f"DDIM {steps} steps vs DDIMPipeline": ddim_ratio,
+        "timing rounds (median ratio)": ROUNDS,
         "base preset training-step memory MB (batch 128)": training_step_memory("base", 128) / 2**20,
     }
 
