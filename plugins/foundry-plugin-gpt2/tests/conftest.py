@@ -1,21 +1,16 @@
-"""Fixtures for the GPT-2 plugin's tests: a small trained tokenizer and the tiny preset."""
+"""Fixtures for the GPT-2 plugin's tests: a small trained BPE tokenizer (the core's pytest plugin trains it) and
+the tiny preset."""
 
 from __future__ import annotations
 
 import pytest
 
-from model_foundry import train_tokenizer
 from model_foundry.config import load_model_config
-from model_foundry.text.config import TokenizerConfig
-
-TEXT = "the cat sat on the mat.\nthe dog ate the bone.\na bird sang in the tree.\n" * 20
 
 
 @pytest.fixture(scope="session")
-def tokenizer(tmp_path_factory):
-    path = tmp_path_factory.mktemp("text") / "train.txt"
-    path.write_text(TEXT, encoding="utf-8")
-    return train_tokenizer(TokenizerConfig(tokenizer_type="bpe", vocab_size=300, min_frequency=1), [path])
+def tokenizer(foundry_tokenizer):
+    return foundry_tokenizer("bpe")
 
 
 @pytest.fixture
