@@ -8,6 +8,12 @@ import pytest
 from model_foundry.testing import isolated_registry
 
 
+def pytest_configure(config):
+    """The ``slow`` marker, known wherever the core is installed, so a plugin's tests run on their own
+    (without the repository's pytest settings) mark their long tests without a warning."""
+    config.addinivalue_line("markers", "slow: a test over ~10 s; -m 'not slow' skips it")
+
+
 @pytest.fixture
 def foundry_registry():
     """Call with plugin objects to get an isolated registry installed for the rest of the test."""
