@@ -72,7 +72,8 @@ def test_embeddings_and_resize_survive_save_load(tiny_config, tmp_path):
     assert torch.equal(loaded(ids).logits, model.eval()(ids).logits)
 
 
-def test_checkpoint_layout_with_tokenizer(tiny_config, tokenizer, tmp_path):
+def test_checkpoint_layout_with_tokenizer(tiny_config, foundry_tokenizer, tmp_path):
+    tokenizer = foundry_tokenizer("bpe")
     model = model_foundry.create_model(tiny_config)
     model_foundry.save(model, tmp_path / "ckpt", tokenizer=tokenizer, metrics={"loss": 1.5})
     files = set(os.listdir(tmp_path / "ckpt"))
