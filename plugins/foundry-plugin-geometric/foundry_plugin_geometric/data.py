@@ -260,7 +260,7 @@ def load_graphs(config: GraphsDataConfig, context: DataContext) -> LoadedData:
 GRAPH_LINE = '{"num_nodes": N, "edges": [[i, j] or [i, j, label], ...], "node_labels": [...] (optional)}'
 
 
-def _graph_record(record: Any, where: str) -> Any:
+def graph_of_record(record: Any, where: str) -> Any:
     """One line's graph: networkx, with ``label`` attributes where the line gives labels."""
     import networkx as nx
 
@@ -298,7 +298,7 @@ def read_graph_file(path: str) -> list[Any]:
                 continue
             where = f"{path}:{number}"
             try:
-                graph = _graph_record(json.loads(line), where)
+                graph = graph_of_record(json.loads(line), where)
             except (ValueError, KeyError, TypeError) as exc:
                 raise ConfigError(Problem(f"{where}: expected {GRAPH_LINE} ({type(exc).__name__}: {exc})", "data.path")) from None
             node_labelled = all("label" in data for _, data in graph.nodes(data=True))

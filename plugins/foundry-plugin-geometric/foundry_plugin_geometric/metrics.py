@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from foundry_plugin_geometric.data import padded_adjacency
+from foundry_plugin_geometric.data import graph_of_record, padded_adjacency
 from foundry_plugin_geometric.geometry import chamfer_distance, clustering_coefficients, degrees
 from foundry_plugin_geometric.modalities import sample_graphs
 from model_foundry.plugin import draw_samples
@@ -136,7 +136,7 @@ def graph_sample_quality(model: Any, dataset: Any, context: Any) -> dict[str, fl
     records = sample_graphs(draw_samples(model, context, len(references)).cpu().numpy())
     labels = _label_scores(getattr(model, "params", None), records, batch, references, mask)
     size = max(references.shape[1], *(record["num_nodes"] for record in records))
-    samples = padded_adjacency([_networkx(record) for record in records], size, None)
+    samples = padded_adjacency([graph_of_record(record, "a sample") for record in records], size, None)
     extra = size - references.shape[1]
     references, mask = np.pad(references, ((0, 0), (0, extra), (0, extra))), np.pad(mask, ((0, 0), (0, extra)))
     baseline = erdos_renyi_like(references, mask, np.random.default_rng(context.seed))
@@ -176,10 +176,3 @@ def label_total_variation(generated: np.ndarray, references: np.ndarray) -> floa
     second = np.bincount(references, minlength=classes) / max(len(references), 1)
     return float(0.5 * np.abs(first - second).sum())
 
-
-def _networkx(record: dict[str, Any]) -> Any:
-    import networkx as nx
-
-    graph = nx.empty_graph(record["num_nodes"])
-    graph.add_edges_from((edge[0], edge[1]) for edge in record["edges"])
-    return graph
