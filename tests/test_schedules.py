@@ -1,5 +1,5 @@
-"""Learning-rate schedules (transformers' own) as training applies them, a warmup longer than the
-run, and the quickstart shortened from the command line."""
+"""Learning-rate schedules as training applies them (equal to transformers' at every step), a warmup
+longer than the run, and the quickstart shortened from the command line."""
 
 from __future__ import annotations
 
@@ -15,13 +15,17 @@ from model_foundry.testing import isolated_registry
 PEAK = 0.02
 
 
-def applied_rates(steps: int, **training) -> list[float]:
-    """The learning rate each of ``steps`` optimizer steps uses, scheduled as training schedules it."""
+def torch_optimizer():
     import torch
 
+    return torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=PEAK)
+
+
+def applied_rates(steps: int, **training) -> list[float]:
+    """The learning rate each of ``steps`` optimizer steps uses, scheduled as training schedules it."""
     from model_foundry.training.loop import lr_scheduler
 
-    optimizer = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=PEAK)
+    optimizer = torch_optimizer()
     scheduler = lr_scheduler(optimizer, TrainingConfig(learning_rate=PEAK, **training))
     rates = []
     for _ in range(steps):
@@ -40,6 +44,27 @@ def applied_rates(steps: int, **training) -> list[float]:
 def test_each_schedule_warms_up_then_decays_to_the_floor(schedule, expected):
     rates = applied_rates(6, lr_scheduler=schedule, warmup_steps=2, max_steps=6, min_lr_ratio=0.1)
     assert rates == pytest.approx(expected, abs=1e-7)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
+@pytest.mark.parametrize(("warmup", "total", "floor"), [(0, 50, 0.0), (7, 50, 0.1), (10, 10, 0.05), (30, 12, 0.2)])
+def test_each_schedule_equals_transformers_at_every_step(schedule, warmup, total, floor):
+    import transformers
+
+    reference = torch_optimizer()
+    if schedule == "constant":
+        expected = transformers.get_constant_schedule_with_warmup(reference, warmup)
+    else:
+        expected = transformers.get_wsd_schedule(reference, num_warmup_steps=warmup, num_stable_steps=0,
+                                                 num_decay_steps=max(0, total - warmup), decay_type=schedule,
+                                                 min_lr_ratio=floor)
+    ours = applied_rates(total + 5, lr_scheduler=schedule, warmup_steps=warmup, max_steps=total, min_lr_ratio=floor)
+    theirs = []
+    for _ in range(total + 5):
+        theirs.append(reference.param_groups[0]["lr"])
+        reference.step()
+        expected.step()
+    assert ours == theirs  # exactly: the same arithmetic
 
 
 def test_a_warmup_longer_than_the_run_never_completes():

@@ -218,3 +218,35 @@ def test_a_cached_run_does_not_import_transformers_and_reads_the_ids_a_serial_ru
     serial = load_text_data(data, tokenizer, str(tmp_path / "serial"))
     assert serial.cache_hits == 0
     assert serial.train.tokens.tolist() == first["train"] and serial.validation.tokens.tolist() == first["validation"]
+
+
+TRAIN = textwrap.dedent("""
+    import json, sys
+    from model_foundry import cli
+    code = cli.main(["train", *sys.argv[1:]])
+    print(json.dumps({"code": code, "transformers": "transformers" in sys.modules}))
+""")
+
+
+@pytest.mark.slow  # two fresh training processes
+def test_a_cached_text_run_of_a_model_without_transformers_trains_without_importing_it(tmp_path):
+    """The LSTM needs no transformers and neither does its cached data, nor the learning-rate schedule."""
+    (tmp_path / "text.txt").write_text(corpus(), encoding="utf-8")
+    config = tmp_path / "lstm.yaml"
+    config.write_text(textwrap.dedent(f"""
+        model: {{architecture: lstm, preset: tiny}}
+        tokenizer: {{tokenizer_type: char, vocab_size: 128, min_frequency: 1}}
+        data: {{train_files: [{tmp_path / 'text.txt'}], validation_fraction: 0.2, block_size: 16,
+               cache_dir: {tmp_path / 'cache'}}}
+        training: {{objective: causal_lm, max_steps: 2, batch_size: 2, warmup_steps: 1, lr_scheduler: cosine,
+                   eval_every: 0, save_every: 0}}
+    """))
+
+    def run(name: str) -> dict:
+        done = subprocess.run([sys.executable, "-c", TRAIN, str(config), "--set", f"training.output_dir={tmp_path / name}"],
+                              capture_output=True, text=True, check=True, cwd=tmp_path)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    first, second = run("first"), run("second")
+    assert first["code"] == 0 and first["transformers"]  # it trained the character tokenizer
+    assert second == {"code": 0, "transformers": False}

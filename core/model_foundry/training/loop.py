@@ -10,6 +10,8 @@ for text. See docs/training.md for the outputs and the resume guarantees.
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
 import os
 import re
 import signal
@@ -237,21 +239,34 @@ def adamw_groups(parameters: Iterable[torch.nn.Parameter], weight_decay: float) 
 
 
 def lr_scheduler(optimizer: torch.optim.Optimizer, training: TrainingConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    """transformers' schedule for ``training.lr_scheduler`` (see docs/training.md, "The learning rate").
+    """The schedule ``training.lr_scheduler`` names (see docs/training.md, "The learning rate").
 
-    ``cosine`` and ``linear``: warmup-stable-decay with no stable phase, the warmup rising from
-    ``min_lr_ratio`` of the peak and the decay falling back to it at ``max_steps``; ``constant``:
-    a warmup from 0, then the peak. A warmup longer than the run never completes.
+    ``cosine`` and ``linear``: a warmup rising from ``min_lr_ratio`` of the peak, then a decay
+    falling back to it at ``max_steps``; ``constant``: a warmup from 0, then the peak. A warmup
+    longer than the run never completes. The factors are those of transformers'
+    ``get_wsd_schedule`` (no stable phase) and ``get_constant_schedule_with_warmup``, equal at
+    every step (tests/test_schedules.py); written here because importing
+    ``transformers.optimization`` costs every run whose model and data need no transformers
+    about 0.8 s of CPU at start-up.
     """
-    from transformers import get_constant_schedule_with_warmup, get_wsd_schedule
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
+        learning_rate_factor, kind=training.lr_scheduler, warmup=training.warmup_steps,
+        decay=max(0, training.max_steps - training.warmup_steps), floor=training.min_lr_ratio,
+    ))
 
-    warmup, total = training.warmup_steps, training.max_steps
-    if training.lr_scheduler == "constant":
-        return get_constant_schedule_with_warmup(optimizer, warmup)
-    return get_wsd_schedule(
-        optimizer, num_warmup_steps=warmup, num_stable_steps=0, num_decay_steps=max(0, total - warmup),
-        decay_type=training.lr_scheduler, min_lr_ratio=training.min_lr_ratio,
-    )
+
+def learning_rate_factor(step: int, *, kind: str, warmup: int, decay: int, floor: float) -> float:
+    """The multiple of the peak learning rate that optimizer step ``step`` (from 0) uses."""
+    if step < warmup:
+        rise = step / max(1, warmup)
+        return rise if kind == "constant" else floor + (1 - floor) * rise
+    if kind == "constant":
+        return 1.0
+    if step >= warmup + decay:
+        return floor
+    progress = (step - warmup) / max(1, decay)
+    shape = 1 - progress if kind == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
+    return floor + (1 - floor) * shape
 
 
 def build_optimizers(model: torch.nn.Module, training: TrainingConfig) -> dict[str, torch.optim.AdamW]:
