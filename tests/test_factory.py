@@ -68,6 +68,22 @@ def test_an_architecture_name_with_a_preset_and_overrides(registry):
         model_foundry.create_model(GaussianToyConfig(), preset="tiny")
 
 
+def test_an_architecture_name_that_is_not_installed_is_an_unknown_architecture(registry, tmp_path, monkeypatch):
+    for call in (lambda: model_foundry.create_model("gaussian_tiy"), lambda: model_foundry.create_model("gpt2", preset="tiny")):
+        with pytest.raises(ConfigError) as raised:
+            call()
+        message = str(raised.value)
+        assert message.startswith("unknown architecture") and "installed: gaussian_toy, toy" in message
+    assert "did you mean 'gaussian_toy'" in str(pytest.raises(ConfigError, model_foundry.create_model, "gaussian_tiy").value)
+    # paths stay paths: a missing file is a missing file, and a file wins over a name
+    for path in ("configs/gpt2.yaml", "gpt2.yml", "./gpt2"):
+        with pytest.raises(ConfigError, match="config file not found"):
+            model_foundry.create_model(path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "toy").write_text("model:\n  architecture: gaussian_toy\n  shape: [1, 2]\n")
+    assert model_foundry.create_model("toy").architecture == "gaussian_toy"
+
+
 # --- modalities --------------------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Iterable, Mapping
 
 import attrs
@@ -119,6 +120,23 @@ def _own_modality(model_config: ModelConfig) -> tuple[bool, str | None]:
     return has_field, model_config.params.modality if has_field else None
 
 
+# What a string must look like to be taken for an architecture's name when no architecture has it:
+# no path separator, no suffix (so "configs/gpt2.yaml" and "gpt2.yml" stay paths).
+ARCHITECTURE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def names_architecture(config: Any, registry: Registry) -> bool:
+    """Whether ``config`` (a create_model argument) is an architecture's name rather than a config file.
+
+    An installed architecture's name is one unless a file of that name exists; an unknown
+    name-like string is one too, so that it fails as an unknown architecture (with what is
+    installed) and not as a missing file.
+    """
+    if not isinstance(config, str) or os.path.exists(config):
+        return False
+    return config in registry.architectures or ARCHITECTURE_NAME.fullmatch(config) is not None
+
+
 def create_model(
     config: Any,
     *,
@@ -139,7 +157,9 @@ def create_model(
     without allocating weights (for size summaries).
     """
     registry = registry or get_registry()
-    if isinstance(config, str) and config in registry.architectures and not os.path.exists(config):
+    if names_architecture(config, registry):
+        if isinstance(found := find_architecture(config, registry), str):
+            raise ConfigError(Problem(found))
         config = {"architecture": config, **({"preset": preset} if preset is not None else {}), **overrides}
     elif preset is not None or overrides:
         raise TypeError("create_model() takes a preset and field overrides only with an architecture name")
@@ -188,7 +208,7 @@ def create_model_with_extensions(
     from model_foundry.extensions import build_extensions, default_extensions
 
     registry = registry or get_registry()
-    if isinstance(config, (str, os.PathLike)) and not (isinstance(config, str) and config in registry.architectures):
+    if isinstance(config, (str, os.PathLike)) and not names_architecture(config, registry):
         config = load_config(config, sections=("model", "tokenizer", "extensions"), registry=registry)
     if extensions_config is None and isinstance(config, FoundryConfig):
         extensions_config = config.extensions
