@@ -88,6 +88,20 @@ def test_broken_plugin_is_isolated(site):
     assert rows["foundry-plugin-widget"]["contributes"]["architectures"] == ["widget"]
 
 
+def test_a_misspelt_hook_implementation_is_reported_not_silently_ignored(site):
+    good(site, "foundry-plugin-widget", "widget", "tp_widget")
+    misspelt = GOOD_PLUGIN.format(arch="typo", dist="foundry-plugin-typo", module="tp_typo")
+    misspelt = misspelt.replace("def foundry_config_schemas", "def foundry_config_schema")
+    write_distribution(site, "foundry-plugin-typo", "0.3.0", {"tp_typo": misspelt}, {"typo": "tp_typo"})
+    names = [a["name"] for a in model_foundry.list_architectures()]
+    assert "widget" in names and "typo" not in names
+    error = {e["distribution"]: e for e in model_foundry.plugin_errors()}["foundry-plugin-typo"]
+    assert error["stage"] == "register" and error["version"] == "0.3.0"
+    assert "@hookimpl foundry_config_schema is no Model Foundry hook; did you mean 'foundry_config_schemas'?" in error["error"]
+    # nothing of it stays registered: its correctly spelt builder hook does not answer either
+    assert {r["distribution"]: r["status"] for r in model_foundry.list_plugins()}["foundry-plugin-typo"] == "error"
+
+
 def test_a_plugin_made_for_another_plugin_api_is_reported_and_not_imported(site):
     good(site, "foundry-plugin-widget", "widget", "tp_widget")
     write_distribution(site, "foundry-plugin-future", "2.0.0", {"tp_future": "raise RuntimeError('imported')\n"},

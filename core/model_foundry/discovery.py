@@ -32,7 +32,7 @@ import pluggy
 from packaging.utils import canonicalize_name
 
 from model_foundry import hookspecs
-from model_foundry.errors import did_you_mean
+from model_foundry.errors import FoundryError, did_you_mean
 from model_foundry.records import ModelBuilder
 from model_foundry.registry import Architecture, PluginError, PluginInfo, Registry, get_registry
 
@@ -171,13 +171,30 @@ def register(manager: pluggy.PluginManager, registry: Registry, plugin: object, 
     """Register one plugin object (a module or any object with hook implementations)."""
     try:
         manager.register(plugin, name=f"{info.distribution}:{info.name}")
-    except Exception as exc:  # e.g. a hook implementation that matches no spec
+        _refuse_unknown_hooks(manager, plugin)
+    except Exception as exc:  # a hook implementation whose arguments or name match no spec
         trace(f"{info.distribution}:{info.name}: not registered: {type(exc).__name__}: {exc}")
         if strict():
             raise
         registry.errors.append(_error(info, "register", exc))
         return
     registry.plugins.append(info)
+
+
+def _refuse_unknown_hooks(manager: pluggy.PluginManager, plugin: object) -> None:
+    """Unregister ``plugin`` and raise if a hook implementation of it has a name no spec has.
+
+    pluggy registers such an implementation silently (a misspelt ``foundry_config_schema``
+    would contribute nothing, and ``foundry list`` would just not show the architecture).
+    """
+    unknown = sorted(caller.name for caller in manager.get_hookcallers(plugin) or () if not caller.has_spec())
+    if not unknown:
+        return
+    manager.unregister(plugin)
+    hooks = sorted(name for name, caller in vars(manager.hook).items() if caller.has_spec())
+    raise FoundryError("; ".join(
+        f"@hookimpl {name} is no Model Foundry hook{did_you_mean(name, hooks)}" for name in unknown
+    ) + f" (the hooks: {', '.join(hooks)})")
 
 
 def _error(info: PluginInfo, stage: str, exc: BaseException) -> PluginError:
