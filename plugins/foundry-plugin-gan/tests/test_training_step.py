@@ -108,3 +108,20 @@ def test_the_step_reports_the_discriminators_loss_its_penalty_and_the_generators
     assert set(result) == {"loss", "gradient_penalty_loss", "generator_loss"}
     assert all(value.dim() == 0 and not value.requires_grad for value in result.values())
     assert float(result["gradient_penalty_loss"]) > 0
+
+
+def test_under_distributed_data_parallel_the_step_reads_n_critic_from_the_wrapped_model(tmp_path):
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        model, context, recorder = setup(n_critic=2)
+        wrapped = context.model = DistributedDataParallel(model, find_unused_parameters=True)
+        for step in range(1, 5):
+            context.step = step
+            model.zero_grad(set_to_none=True)
+            adversarial_step(wrapped, recorder.batches, context)
+    finally:
+        torch.distributed.destroy_process_group()
+    names = [name for name, *_ in recorder.updates]
+    assert names == ["discriminator", "discriminator", "generator", "discriminator", "discriminator", "generator"]
