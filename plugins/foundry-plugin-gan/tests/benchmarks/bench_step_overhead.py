@@ -7,9 +7,11 @@ checkpoints off); the plain loop is the textbook
 
     opt_D.zero_grad(); D_loss.backward(); opt_D.step(); opt_G.zero_grad(); G_loss.backward(); opt_G.step()
 
-on the same model (its `forward(part=...)`), examples, order, AdamW groups and schedule. The two
-loops alternate and the fastest of `--runs` is compared, as in the core's
-tests/benchmarks/bench_train_overhead.py, whose loops this reuses. Goal: <= 5 % overhead. One thread.
+on the same model (its `forward(part=...)`), examples, order, AdamW groups and schedule, with the
+core's tests/benchmarks/bench_train_overhead.py loops. The two loops alternate, one round each per
+`--runs`; reported are the fastest run of each (as the core's benchmark does) and the median of the
+rounds' paired ratios (`foundry train` / plain loop of the same round), which holds up better when
+other jobs share the machine. Goal: <= 5 % overhead, judged on the median ratio. One thread.
 
     python plugins/foundry-plugin-gan/tests/benchmarks/bench_step_overhead.py [--runs 5] [--architectures gan wgan]
 """
@@ -20,6 +22,7 @@ import argparse
 import importlib.util
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -60,12 +63,10 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    args.steps = {"gan-overhead": args.steps}
     torch.set_num_threads(1)
     bench = core_benchmark()
-    bench.GOALS["gan-overhead"] = GOAL
     scratch = tempfile.mkdtemp(prefix="bench-gan-")
-    met = True
+    rows, met = [], True
     try:
         for architecture in args.architectures:
             path = os.path.join(scratch, f"{architecture}.yaml")
@@ -75,11 +76,26 @@ def main() -> int:
                     "training: {batch_size: 64, learning_rate: 2.0e-4, adam_beta1: 0.5, weight_decay: 0.0, "
                     "max_grad_norm: null, lr_scheduler: constant}\n"
                 )
-            config = load_config(path, bench.timing_overrides(scratch, args.steps["gan-overhead"], args.warmup))
+            config = load_config(path, bench.timing_overrides(scratch, args.steps, args.warmup))
             images = load_data(config.data, DataContext(f"{scratch}/cache")).train
-            print(f"{architecture}: small preset on digits, batch 64, {args.steps['gan-overhead']} steps "
-                  f"({args.warmup} untimed)", flush=True)
-            met &= bench.measure("gan-overhead", config, None, images, plain_adversarial_step, args) <= GOAL
+            print(f"{architecture}: small preset on digits, batch 64, {args.steps} steps ({args.warmup} untimed), "
+                  f"{args.runs} rounds", flush=True)
+            plain, ours = [], []
+            for _ in range(args.runs):
+                plain.append(bench.raw_step_seconds(config, None, images, args.steps, args.warmup, plain_adversarial_step))
+                ours.append(bench.foundry_step_seconds(config, args.warmup))
+            ratio = statistics.median(o / p for o, p in zip(ours, plain, strict=True))
+            met &= ratio - 1 <= GOAL
+            rows.append((architecture, min(plain), min(ours), max(plain), ratio))
+            print(f"[{architecture}] plain loop ms/step: {', '.join(f'{t * 1e3:.3f}' for t in plain)}", flush=True)
+            print(f"[{architecture}] foundry train ms/step: {', '.join(f'{t * 1e3:.3f}' for t in ours)}", flush=True)
+        print("\n| architecture | plain PyTorch loop (fastest) | `foundry train` (fastest) | overhead (fastest) "
+              "| median paired ratio | run spread of the plain loop |\n|---|---|---|---|---|---|")
+        for architecture, plain_best, ours_best, plain_worst, ratio in rows:
+            print(f"| `{architecture}` | {plain_best * 1e3:.3f} ms | {ours_best * 1e3:.3f} ms "
+                  f"| {(ours_best / plain_best - 1) * 100:+.1f} % | {ratio:.3f} "
+                  f"| {plain_best * 1e3:.1f}-{plain_worst * 1e3:.1f} ms |")
+        print(f"goal: median paired ratio <= {1 + GOAL:.2f}")
         return 0 if met else 1
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
