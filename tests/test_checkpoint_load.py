@@ -181,6 +181,53 @@ def test_initialisers_are_skipped_on_meta_tensors_only():
     assert first.weight is second.weight and first.weight.is_meta  # one parameter registered twice: one replacement
 
 
+def test_spectral_norm_is_set_up_on_meta_without_running_its_power_iteration():
+    with bounded_build(None, "test", parameters_on_meta=True):
+        layer = torch.nn.utils.parametrizations.spectral_norm(torch.nn.Linear(3, 4))
+        real = torch.tensor([3.0, 4.0])
+        normalized = torch.nn.functional.normalize(real, dim=0)
+        halves = torch.ones(2, 3, device="meta") / torch.ones(3, device="meta")
+        matrix, vector = torch.ones(4, 3, device="meta"), torch.ones(3, device="meta")
+        shapes = [torch.mv(matrix, vector).shape, torch.vdot(vector, vector).shape,
+                  torch.nn.functional.normalize(matrix, dim=0).shape]
+    spectral = layer.parametrizations.weight[0]
+    assert spectral._u.shape == (4,) and spectral._v.shape == (3,) and layer.weight.shape == (4, 3)
+    assert layer.weight.is_meta and spectral._u.is_meta
+    assert torch.allclose(normalized, torch.tensor([0.6, 0.8]))  # real tensors are still computed
+    assert halves.is_meta and halves.shape == (2, 3)  # division broadcasts on meta as it does elsewhere
+    assert shapes == [(4,), (), (4, 3)]
+
+
+LOAD_SPECTRAL = """
+import json, sys, torch, model_foundry
+model = model_foundry.load(sys.argv[1]).eval()
+x = torch.linspace(-2, 2, 8).reshape(4, 2)
+print(json.dumps({"dynamo": "torch._dynamo" in sys.modules, "energy": model.energy(x).tolist(),
+                  "state": {k: v.tolist() for k, v in model.state_dict().items() if k != "replay_buffer"}}))
+"""
+
+
+def test_a_spectrally_normalized_model_loads_exactly_and_without_torch_decompositions(tmp_path):
+    """Loading a deep_ebm (spectral norm on every layer) builds it on meta without torch's Python
+    decompositions, which import torch._dynamo and took ~4 CPU s; what loads is what was saved."""
+    import subprocess
+    import sys
+
+    torch.manual_seed(0)
+    model = model_foundry.create_model("deep_ebm", preset="tiny")
+    model.train()
+    model.energy(torch.randn(16, 2))  # training-mode forwards move the power iteration's u and v
+    model.eval()
+    save(model, tmp_path / "checkpoint")
+    done = subprocess.run([sys.executable, "-c", LOAD_SPECTRAL, str(tmp_path / "checkpoint")], capture_output=True,
+                          text=True, check=True)
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert loaded["dynamo"] is False
+    x = torch.linspace(-2, 2, 8).reshape(4, 2)
+    assert loaded["energy"] == model.energy(x).tolist()
+    assert loaded["state"] == {k: v.tolist() for k, v in model.state_dict().items() if k != "replay_buffer"}
+
+
 @attrs.frozen
 class OtherMixedConfig(MixedConfig):
     """The same architecture name from another distribution."""
