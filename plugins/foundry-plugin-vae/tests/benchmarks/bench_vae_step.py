@@ -3,8 +3,11 @@ same modules and batches (goal: <= 5 % overhead), and of pythae's VAE on the sam
 
 The two loops are the core's (``tests/benchmarks/bench_train_overhead.py``): the same examples in
 the same order through the same collator, the same AdamW groups, schedule and clipping; the plain
-loop is ``forward; backward; clip; step; zero_grad``. The fastest of ``--runs`` runs is compared
-(other jobs on a shared machine only ever add time). One thread.
+loop is ``forward; backward; clip; step; zero_grad``. The two loops alternate, one round each per
+``--runs``; reported are the fastest run of each (other jobs on a shared machine only ever add
+time) and the median of the rounds' paired ratios (``foundry train`` / plain loop of the same
+round), which holds up better when other jobs share the machine; the goal is judged on the median.
+One thread.
 
 pythae (``pip install pythae``; it is not a dependency of this plugin) trains its ``VAE`` model with
 the encoder and decoder modules of ``configs/vae.yaml`` wrapped in its ``BaseEncoder`` /
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -108,10 +112,13 @@ def main() -> int:
                 raw.append(raw_step_seconds(config, None, images, args.steps, args.warmup, plain_step))
                 ours.append(foundry_step_seconds(config, args.warmup))
             overhead = min(ours) / min(raw) - 1
-            met &= overhead <= GOAL
-            rows.append((architecture, min(raw), min(ours), overhead))
+            ratio = statistics.median(o / r for o, r in zip(ours, raw, strict=True))
+            met &= ratio - 1 <= GOAL
+            rows.append((architecture, min(raw), min(ours), overhead, ratio))
             print(f"[{architecture}] plain loop {min(raw) * 1e3:.3f} ms/step, foundry train {min(ours) * 1e3:.3f} ms/step, "
-                  f"overhead {overhead * 100:+.1f}% (goal <= {GOAL * 100:.0f}%)", flush=True)
+                  f"overhead {overhead * 100:+.1f}% (fastest), median paired ratio {ratio:.3f} (goal <= {1 + GOAL:.2f}); "
+                  f"runs: plain {', '.join(f'{t * 1e3:.1f}' for t in raw)}, foundry {', '.join(f'{t * 1e3:.1f}' for t in ours)} ms",
+                  flush=True)
             if architecture == "vae":
                 pythae = [pythae_step_seconds(config, images, args.steps, args.warmup) for _ in range(args.runs)]
                 if pythae[0] is None:
@@ -119,9 +126,11 @@ def main() -> int:
                 else:
                     print(f"[pythae] VAE on the same networks, plain loop: {min(pythae) * 1e3:.3f} ms/step "
                           f"({min(pythae) / min(raw):.2f}x the plain loop of ours)", flush=True)
-        print("\n| architecture | plain PyTorch loop | foundry train | overhead |\n|---|---|---|---|")
-        for architecture, raw_best, ours_best, overhead in rows:
-            print(f"| {architecture} | {raw_best * 1e3:.3f} ms | {ours_best * 1e3:.3f} ms | {overhead * 100:+.1f}% |")
+        print("\n| architecture | plain PyTorch loop | foundry train | overhead (fastest) | median paired ratio |\n"
+              "|---|---|---|---|---|")
+        for architecture, raw_best, ours_best, overhead, ratio in rows:
+            print(f"| `{architecture}` | {raw_best * 1e3:.3f} ms | {ours_best * 1e3:.3f} ms | {overhead * 100:+.1f} % "
+                  f"| {ratio:.3f} |")
         return 0 if met else 1
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
