@@ -347,6 +347,20 @@ def test_a_custom_step_drives_one_optimizer_per_parameter_group(tmp_path):
     assert all(r["lr_generator"] == pytest.approx(r["lr_critic"] / 10) for r in logged)
 
 
+def test_an_optimizer_a_custom_step_leaves_for_later_follows_its_schedule_without_a_warning(tmp_path):
+    """The generator's optimizer first steps at step N_CRITIC, its scheduler from step 1: PyTorch's
+    warning about a scheduler stepping first is for a mistake this is not."""
+    import warnings
+
+    from model_foundry.training import train
+
+    config = load_config(write_config(tmp_path, "toy-gan", training={"max_steps": 4, "eval_every": 0, "save_every": 0}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(config)
+    assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]
+
+
 def test_an_unknown_parameter_group_is_located(tmp_path):
     from model_foundry.training import train
 

@@ -516,6 +516,12 @@ class _Run:
             self.accelerator, self.model, self.optimizers, self.schedulers, self.training, self.step + 1, self.extensions,
             self.direct,
         )
+        # What a custom step may leave gradients on (cleared before each step, see optimizer_step).
+        self.trained = [p for o in self.optimizers.values() for group in unwrap_optimizer(o).param_groups for p in group["params"]]
+        # PyTorch warns when a scheduler's first step comes before its optimizer's; a custom step may
+        # leave an optimizer for a later step (a GAN's generator) and it follows the schedule all the
+        # same, so the first step of this process steps the schedulers quietly.
+        self.quiet_schedulers = self.custom
         self.model.train()
 
     # --- set-up ---------------------------------------------------------------------------------
@@ -610,16 +616,18 @@ class _Run:
         training, step = self.training, self.step
         micro = step * training.gradient_accumulation_steps
         batches = [self._micro_batch(micro + i) for i in range(training.gradient_accumulation_steps)]
-        for optimizer in self.optimizers.values() if self.custom else ():
+        if self.custom:
             # Gradients a custom step left behind (a generator's pass through the critic) are in no
             # checkpoint: none may reach the next step, or a resumed run would differ. (The default
-            # step leaves none.)
-            (unwrap_optimizer(optimizer) if self.direct else optimizer).zero_grad(set_to_none=True)
+            # step leaves none.) What zero_grad(set_to_none=True) does, without its per-call cost.
+            for parameter in self.trained:
+                parameter.grad = None
         self.context.step = step + 1
         outcome = self.train_step(self.model, batches, self.context)
         losses = {k: as_logged_loss(v) for k, v in outcome.items() if _is_loss(k)}
         self.watch.observe(step + 1, losses)
-        _step_schedulers(self.schedulers, quiet=self.custom)
+        _step_schedulers(self.schedulers, quiet=self.quiet_schedulers)
+        self.quiet_schedulers = False
         self.step = step = step + 1
         if isinstance(self.unwrapped, FoundryModel):
             self.unwrapped.on_optimizer_step(step)
@@ -754,7 +762,7 @@ class _Run:
 
 def _step_schedulers(schedulers: Mapping[str, Any], quiet: bool) -> None:
     """Step every scheduler; ``quiet``: without PyTorch's warning about an optimizer that has not
-    stepped (one a custom step leaves for a later step, a GAN's generator, follows the schedule all the same)."""
+    stepped yet (it warns on a scheduler's first step only)."""
     with warnings.catch_warnings() if quiet else contextlib.nullcontext():
         if quiet:
             warnings.filterwarnings("ignore", SCHEDULER_BEFORE_OPTIMIZER)
