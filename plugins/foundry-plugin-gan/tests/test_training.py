@@ -86,6 +86,7 @@ def losses_of(run):
     return [{k: v for k, v in r.items() if k not in ("elapsed", "samples_per_sec")} for r in records(run)]
 
 
+@pytest.mark.slow  # three training processes, one killed
 def test_a_wgan_killed_with_sigkill_resumes_with_exactly_the_uninterrupted_losses(tmp_path):
     """Both optimizers' moments, the gradient penalty's and the noise's RNG, the EMA: all restored bit for bit."""
     path = write_config(tmp_path, "wgan", model={"n_critic": 3}, training={
