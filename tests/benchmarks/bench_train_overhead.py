@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -175,11 +176,23 @@ def foundry_step_seconds(config, warmup: int) -> float:
     return (elapsed[last] - elapsed[warmup]) / (last - warmup)
 
 
-def measure(name: str, config, tokenizer, dataset, step, args) -> float:
+def alternating_rounds(config, tokenizer, dataset, steps: int, warmup: int, step, runs: int) -> tuple[list[float], list[float]]:
+    """Seconds per step of the plain loop and of ``foundry train``, one run of each per round, alternating."""
     raw, ours = [], []
-    for _ in range(args.runs):
-        raw.append(raw_step_seconds(config, tokenizer, dataset, args.steps[name], args.warmup, step))
-        ours.append(foundry_step_seconds(config, args.warmup))
+    for _ in range(runs):
+        raw.append(raw_step_seconds(config, tokenizer, dataset, steps, warmup, step))
+        ours.append(foundry_step_seconds(config, warmup))
+    return raw, ours
+
+
+def paired_ratio(ours: list[float], raw: list[float]) -> float:
+    """The median over rounds of ``foundry train`` / plain loop in the same round (steadier than the
+    fastest of each when other jobs share the machine)."""
+    return statistics.median(o / r for o, r in zip(ours, raw, strict=True))
+
+
+def measure(name: str, config, tokenizer, dataset, step, args) -> float:
+    raw, ours = alternating_rounds(config, tokenizer, dataset, args.steps[name], args.warmup, step, args.runs)
     raw_best, ours_best = min(raw), min(ours)
     overhead = ours_best / raw_best - 1
     print(f"[{name}] raw PyTorch loop: {raw_best * 1e3:8.3f} ms/step   (runs: {', '.join(f'{t * 1e3:.3f}' for t in raw)})")

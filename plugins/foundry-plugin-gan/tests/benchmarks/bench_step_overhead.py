@@ -22,7 +22,6 @@ import argparse
 import importlib.util
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -80,11 +79,9 @@ def main() -> int:
             images = load_data(config.data, DataContext(f"{scratch}/cache")).train
             print(f"{architecture}: small preset on digits, batch 64, {args.steps} steps ({args.warmup} untimed), "
                   f"{args.runs} rounds", flush=True)
-            plain, ours = [], []
-            for _ in range(args.runs):
-                plain.append(bench.raw_step_seconds(config, None, images, args.steps, args.warmup, plain_adversarial_step))
-                ours.append(bench.foundry_step_seconds(config, args.warmup))
-            ratio = statistics.median(o / p for o, p in zip(ours, plain, strict=True))
+            plain, ours = bench.alternating_rounds(config, None, images, args.steps, args.warmup, plain_adversarial_step,
+                                                   args.runs)
+            ratio = bench.paired_ratio(ours, plain)
             met &= ratio - 1 <= GOAL
             rows.append((architecture, min(plain), min(ours), max(plain), ratio))
             print(f"[{architecture}] plain loop ms/step: {', '.join(f'{t * 1e3:.3f}' for t in plain)}", flush=True)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -35,7 +34,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "benchmarks"))
 
-from bench_train_overhead import foundry_step_seconds, plain_step, raw_step_seconds, timing_overrides  # noqa: E402
+from bench_train_overhead import (  # noqa: E402
+    alternating_rounds,
+    paired_ratio,
+    plain_step,
+    timing_overrides,
+)
 
 from model_foundry.config import load_config  # noqa: E402
 from model_foundry.datasets import DataContext, load_data  # noqa: E402
@@ -107,12 +111,9 @@ def main() -> int:
             path = os.path.join(ROOT, "configs", f"{architecture}.yaml")
             config = load_config(path, timing_overrides(scratch, args.steps, args.warmup))
             images = load_data(config.data, DataContext(f"{scratch}/cache")).train
-            raw, ours = [], []
-            for _ in range(args.runs):
-                raw.append(raw_step_seconds(config, None, images, args.steps, args.warmup, plain_step))
-                ours.append(foundry_step_seconds(config, args.warmup))
+            raw, ours = alternating_rounds(config, None, images, args.steps, args.warmup, plain_step, args.runs)
             overhead = min(ours) / min(raw) - 1
-            ratio = statistics.median(o / r for o, r in zip(ours, raw, strict=True))
+            ratio = paired_ratio(ours, raw)
             met &= ratio - 1 <= GOAL
             rows.append((architecture, min(raw), min(ours), overhead, ratio))
             print(f"[{architecture}] plain loop {min(raw) * 1e3:.3f} ms/step, foundry train {min(ours) * 1e3:.3f} ms/step, "
