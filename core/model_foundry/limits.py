@@ -55,11 +55,8 @@ def build_seconds() -> float:
 # In-place initialisers: on the meta device they only write values, which meta tensors do not have.
 _INITIALISERS = ("normal_", "uniform_", "fill_", "zero_", "erfinv_", "mul_", "add_", "sub_", "div_", "clamp_",
                  "copy_", "exponential_", "random_", "bernoulli_", "log_normal_", "cauchy_", "geometric_")
-# Functions torch runs on meta tensors through slow Python decompositions (the first importing torch._dynamo:
-# about 2 CPU s), each with the meta result it has for positional arguments whose first is a meta tensor (None:
-# run the function): torch's spectral norm runs mv and normalize 32 times per layer as it is set up, then vdot
-# and div for its first weight / sigma.
 def _divided(numerator: Any, denominator: Any = None, *_: Any) -> Any:
+    """The meta result of a floating-point division (broadcast shape), or None: run the division."""
     import torch
 
     if denominator is None or not numerator.is_floating_point():
@@ -67,6 +64,10 @@ def _divided(numerator: Any, denominator: Any = None, *_: Any) -> Any:
     return numerator.new_empty(torch.broadcast_shapes(numerator.shape, getattr(denominator, "shape", ())))
 
 
+# Functions torch runs on meta tensors through slow Python decompositions (the first importing torch._dynamo:
+# about 2 CPU s), each with the meta result it has for positional arguments whose first is a meta tensor (None:
+# run the function): torch's spectral norm runs mv and normalize 32 times per layer as it is set up, then vdot
+# and div for its first weight / sigma.
 _META_RESULTS: dict[str, Callable[..., Any]] = {
     "normalize": lambda tensor, *_: tensor,
     "mv": lambda matrix, *_: matrix.new_empty(matrix.shape[:-1]),
