@@ -10,10 +10,19 @@ Both loops train the same module on the same examples in the same order, through
 collator, with the same AdamW groups, schedule and gradient clipping; the raw loop is the
 textbook ``forward; backward; clip; step; zero_grad`` (per optimizer). The foundry loop runs
 in-process through :func:`model_foundry.training.train` (Accelerate, metrics, progress lines,
-interrupt handling included; evaluation and intermediate checkpoints off). Per-step time is
-measured after ``--warmup`` steps; runs alternate and the fastest of ``--runs`` is compared (on
-a shared machine other jobs only ever add time, so the minimum is the least noisy estimate). One
-thread.
+interrupt handling included; evaluation and intermediate checkpoints off). One thread.
+
+Timing. The two loops run in one process, step by step in turns: ``foundry train`` runs, and
+after each of its steps the plain loop (a generator) takes one step. Each step is timed: the plain
+loop's from fetching its batch to its scheduler's step; ``foundry train``'s from the end of the
+plain loop's previous step to the end of its own (its logging, checks and step). A loop's time per
+step is the mean over the steps after the first ``--warmup`` of each run, pooled over ``--runs``
+runs; the overhead is the ratio of the two. Taking turns step by step matters on this shared
+machine: it runs the same loop, on the same batches, in phases seconds long whose speeds differ by
+up to 1.6x (other tenants), so loops timed one after the other, even alternating, mostly compare
+the phases they met; turns of one step meet the same phases. (Turns between two threads would
+not do: the same plain loop ran 1-3 % slower in the main thread than in a second one, by their
+memory arenas.)
 
     python tests/benchmarks/bench_train_overhead.py [--case all|gpt2|mlp|two-optimizer] [--runs 5]
 """
@@ -27,7 +36,8 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+from unittest import mock
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -48,8 +58,7 @@ from model_foundry.records import ArchitectureSchema, Capabilities, ModelBuilder
 from model_foundry.testing import isolated_registry  # noqa: E402
 from model_foundry.text.data import obtain_tokenizer  # noqa: E402
 from model_foundry.training import train  # noqa: E402
-from model_foundry.training.loop import BlockOrder, adamw_groups, collate, lr_scheduler  # noqa: E402
-from model_foundry.training.reporting import read_metrics  # noqa: E402
+from model_foundry.training.loop import BlockOrder, _Run, adamw_groups, collate, lr_scheduler  # noqa: E402
 
 GOALS = {"gpt2": 0.03, "mlp": 0.05, "two-optimizer": 0.05}
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "configs", "quickstart.yaml")
@@ -123,9 +132,10 @@ class BenchPlugin:
 # --- the two loops ------------------------------------------------------------------------------
 
 
-def raw_step_seconds(config, tokenizer, dataset, steps: int, warmup: int,
-                     step: Callable[[Any, dict[str, torch.Tensor], dict[str, Any]], None]) -> float:
-    """A plain PyTorch loop over the same examples, collator, optimizers and schedule as foundry's."""
+def plain_loop(config, tokenizer, dataset, steps: int,
+               step: Callable[[Any, dict[str, torch.Tensor], dict[str, Any]], None]) -> Iterator[float]:
+    """A plain PyTorch loop over the same examples, collator, optimizers and schedule as foundry's,
+    yielding the seconds of each step."""
     training = config.training
     torch.manual_seed(training.seed)
     model = create_model(config.model.evolve(vocab_size=len(tokenizer)) if tokenizer else config.model)
@@ -142,12 +152,11 @@ def raw_step_seconds(config, tokenizer, dataset, steps: int, warmup: int,
                              torch.Generator())
     device = torch.device("cpu")
     for number in range(steps):
-        if number == warmup:
-            started = time.perf_counter()
+        started = time.perf_counter()
         step(model, collate(collator, dataset, order.indices(number), device), optimizers)
         for scheduler in schedulers:
             scheduler.step()
-    return (time.perf_counter() - started) / (steps - warmup)
+        yield time.perf_counter() - started
 
 
 def plain_step(model, batch, optimizers, max_grad_norm=1.0):
@@ -167,41 +176,65 @@ def plain_gan_step(model, batch, optimizers, max_grad_norm=1.0):
         optimizer.zero_grad(set_to_none=True)
 
 
-def foundry_step_seconds(config, warmup: int) -> float:
-    run = tempfile.mkdtemp(prefix="run-", dir=os.path.dirname(config.training.output_dir))
-    config = attrs.evolve(config, training=attrs.evolve(config.training, output_dir=run))
-    train(config)
-    elapsed = {r["step"]: r["elapsed"] for r in read_metrics(os.path.join(config.training.output_dir, "metrics.jsonl"))}
-    last = config.training.max_steps
-    return (elapsed[last] - elapsed[warmup]) / (last - warmup)
+def interleaved_run(config, tokenizer, dataset, steps: int, warmup: int, step) -> tuple[list[float], list[float]]:
+    """The seconds of each step after the first ``warmup`` of the plain loop and of ``foundry train``
+    (in-process, on ``config``), run in turns of one step (see the module's docstring)."""
+    plain = plain_loop(config, tokenizer, dataset, steps, step)
+    plain_times: list[float] = []
+    foundry_times: list[float] = []
+    resumed = None
+    optimizer_step = _Run.optimizer_step
+
+    def in_turns(run) -> None:
+        nonlocal resumed
+        optimizer_step(run)
+        ended = time.perf_counter()
+        if resumed is not None:
+            foundry_times.append(ended - resumed)
+        plain_times.append(next(plain))
+        resumed = time.perf_counter()
+
+    output_dir = tempfile.mkdtemp(prefix="run-", dir=os.path.dirname(config.training.output_dir))
+    config = attrs.evolve(config, training=attrs.evolve(config.training, output_dir=output_dir))
+    with mock.patch.object(_Run, "optimizer_step", in_turns):
+        train(config)
+    # foundry's step n (from 1) is foundry_times[n - 2]: its first has no previous step to start from.
+    return plain_times[warmup:], foundry_times[warmup - 1:]
 
 
-def alternating_rounds(config, tokenizer, dataset, steps: int, warmup: int, step, runs: int) -> tuple[list[float], list[float]]:
-    """Seconds per step of the plain loop and of ``foundry train``, one run of each per round, alternating."""
-    raw, ours = [], []
-    for _ in range(runs):
-        raw.append(raw_step_seconds(config, tokenizer, dataset, steps, warmup, step))
-        ours.append(foundry_step_seconds(config, warmup))
-    return raw, ours
+def interleaved_runs(config, tokenizer, dataset, steps: int, warmup: int, step, runs: int) -> tuple[list[float], list[float]]:
+    """:func:`interleaved_run` ``runs`` times, the step times pooled; the per-run ratios are printed."""
+    plain, ours = [], []
+    for number in range(runs):
+        run_plain, run_ours = interleaved_run(config, tokenizer, dataset, steps, warmup, step)
+        print(f"  run {number + 1}: plain {mean_ms(run_plain)}, foundry train {mean_ms(run_ours)}, "
+              f"ratio {overhead_ratio(run_ours, run_plain):.3f}", flush=True)
+        plain += run_plain
+        ours += run_ours
+    return plain, ours
 
 
-def paired_ratio(ours: list[float], raw: list[float]) -> float:
-    """The median over rounds of ``foundry train`` / plain loop in the same round (steadier than the
-    fastest of each when other jobs share the machine)."""
-    return statistics.median(o / r for o, r in zip(ours, raw, strict=True))
+def overhead_ratio(ours: list[float], plain: list[float]) -> float:
+    """``foundry train``'s mean time per step over the plain loop's."""
+    return statistics.fmean(ours) / statistics.fmean(plain)
+
+
+def mean_ms(times: list[float]) -> str:
+    return f"{statistics.fmean(times) * 1e3:.3f} ms/step"
 
 
 def measure(name: str, config, tokenizer, dataset, step, args) -> float:
-    raw, ours = alternating_rounds(config, tokenizer, dataset, args.steps[name], args.warmup, step, args.runs)
-    raw_best, ours_best = min(raw), min(ours)
-    overhead = ours_best / raw_best - 1
-    print(f"[{name}] raw PyTorch loop: {raw_best * 1e3:8.3f} ms/step   (runs: {', '.join(f'{t * 1e3:.3f}' for t in raw)})")
-    print(f"[{name}] foundry train:    {ours_best * 1e3:8.3f} ms/step   (runs: {', '.join(f'{t * 1e3:.3f}' for t in ours)})")
+    plain, ours = interleaved_runs(config, tokenizer, dataset, args.steps[name], args.warmup, step, args.runs)
+    overhead = overhead_ratio(ours, plain) - 1
+    print(f"[{name}] raw PyTorch loop: {mean_ms(plain)}")
+    print(f"[{name}] foundry train:    {mean_ms(ours)}")
     print(f"[{name}] overhead: {overhead * 100:+.1f}% (goal <= {GOALS[name] * 100:.0f}%)", flush=True)
     return overhead
 
 
 def timing_overrides(scratch: str, steps: int, warmup: int) -> list[str]:
+    """A timing run's settings: ``steps`` steps, the first ``warmup`` untimed (and warming up the learning
+    rate), a log line every ``warmup`` steps, no evaluation, no checkpoint."""
     return [
         f"training.output_dir={scratch}/run", f"training.max_steps={steps}", f"training.warmup_steps={warmup}",
         f"training.log_every={warmup}", "training.eval_every=0", "training.save_every=0",
