@@ -55,6 +55,19 @@ def train_into(config_path, run, *args):
     return cli.main(["train", config_path, "--set", f"training.output_dir={run}", *args])
 
 
+def open_files_under(directory):
+    """The files under ``directory`` this process has open (Linux's /proc)."""
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd")
+    targets = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:  # the descriptor listdir itself used, closed by now
+            continue
+    return [target for target in targets if target.startswith(f"{directory}{os.sep}")]
+
+
 def files_of(directory):
     return {str(p.relative_to(directory)): (p.stat().st_mtime_ns, p.read_bytes()) for p in directory.rglob("*") if p.is_file()}
 
@@ -354,6 +367,12 @@ def test_a_non_finite_loss_stops_the_run_at_its_step_and_keeps_the_last_checkpoi
     assert f"the last good checkpoint is {run / 'checkpoint-4'}" in err
     assert sorted(os.listdir(run)) == ["checkpoint-4", "metrics.jsonl"]  # no final/
     assert losses_of(run) == expected[:5]
+    # In-process, the run's metrics file is closed although the error (and the run it holds) lives on.
+    from model_foundry.training import train
+
+    with pytest.raises(FoundryError, match="not a finite number since step 6") as caught:
+        train(load_config(config_path, [f"training.output_dir={tmp_path / 'in-process'}"]))
+    assert caught.traceback and open_files_under(tmp_path / "in-process") == []
     # A learning rate that makes the weights overflow, caught the same way.
     monkeypatch.undo()
     diverging = tmp_path / "diverging"

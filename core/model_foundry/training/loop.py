@@ -459,21 +459,25 @@ def _train(config: FoundryConfig, candidates: list[str]) -> TrainResult:
     from, newest first (none: start afresh)."""
     run = _Run(config, candidates)
     training, interrupted = run.training, False
-    with _InterruptFlag() as interrupt:
-        while run.step < training.max_steps:
-            run.optimizer_step()
-            last = run.step == training.max_steps
-            if run.step % training.log_every == 0 or last:
-                run.log()
-            if training.eval_every and (run.step % training.eval_every == 0 or last):
-                run.evaluate()
-            interrupt.raised = run.on_any_process(interrupt.raised)
-            if interrupt.raised or last or (training.save_every and run.step % training.save_every == 0):
-                run.save_checkpoint()
-            if interrupt.raised:
-                interrupted = True
-                break
-    return run.finish(interrupted)
+    try:
+        with _InterruptFlag() as interrupt:
+            while run.step < training.max_steps:
+                run.optimizer_step()
+                last = run.step == training.max_steps
+                if run.step % training.log_every == 0 or last:
+                    run.log()
+                if training.eval_every and (run.step % training.eval_every == 0 or last):
+                    run.evaluate()
+                interrupt.raised = run.on_any_process(interrupt.raised)
+                if interrupt.raised or last or (training.save_every and run.step % training.save_every == 0):
+                    run.save_checkpoint()
+                if interrupt.raised:
+                    interrupted = True
+                    break
+        return run.finish(interrupted)
+    finally:
+        if run.metrics is not None:
+            run.metrics.close()
 
 
 class _Run:
@@ -649,7 +653,7 @@ class _Run:
         self.watch.check()
         accelerator, window = self.accelerator, self.window
         means = {
-            key: accelerator.reduce(torch.as_tensor(total, device=accelerator.device) / window.counts[key], "mean").item()
+            key: self._mean_over_processes(torch.as_tensor(total, device=accelerator.device) / window.counts[key])
             for key, total in sorted(window.sums.items(), key=lambda item: item[0] != "loss")
         }
         rates = {f"lr_{name}": s.get_last_lr()[0] for name, s in self.schedulers.items()} if len(self.schedulers) > 1 else {}
@@ -746,6 +750,12 @@ class _Run:
 
     def _sampling(self) -> Any:
         return sampling_weights(self.extensions, self.unwrapped)
+
+    def _mean_over_processes(self, value: torch.Tensor) -> float:
+        """A scalar tensor's mean over the processes (Accelerate's reduce, about 60 µs, only when there are several)."""
+        if self.world > 1:
+            value = self.accelerator.reduce(value, "mean")
+        return value.item()
 
     def _sum_over_processes(self, total: float, weight: float) -> tuple[float, float]:
         device = self.accelerator.device
