@@ -7,7 +7,8 @@
 Each plugin keeps its runs in ``plugins/<plugin>/tests/benchmarks/quality.py``: a ``FAMILY`` (the
 heading of its table) and ``RUNS``, a dict from run name to ``measure(bench) -> row`` (column name ->
 value). A measure function trains with ``bench.train`` (``foundry train`` in a subprocess, one thread)
-and measures with ``bench.evaluate`` / ``bench.sample_picture`` or in Python. Results are merged into
+and measures with ``bench.evaluate`` / ``bench.sample_picture``, or in Python on ``bench.load``'s
+checkpoint and data. Results are merged into
 ``docs/benchmarks/generative.json`` (a rerun replaces only its own rows) and the page
 ``docs/generative-benchmarks.md`` is written again from all of them. Runs take minutes each: this
 script is not part of ``make bench`` or the test suite (``make quality`` runs it).
@@ -122,6 +123,25 @@ class Bench:
             else:
                 links.append(self.link(file))
         return " ".join(links)
+
+    def data(self, config_file: str | Path, model_config: Any = None) -> Any:
+        """The data of a config's run (``load_data``'s splits), from that run's cache as ``foundry train`` left it."""
+        from model_foundry.config import load_config
+        from model_foundry.datasets import DataContext, load_data
+        from model_foundry.training.rundir import data_cache_dir
+
+        config = load_config(config_file, sections=("data", "training"))
+        cache = data_cache_dir(config.data, os.path.abspath(config.training.output_dir))
+        return load_data(config.data, DataContext(cache, config.training.seed, None, model_config))
+
+    def load(self, checkpoint: Path) -> tuple[Any, Any]:
+        """A checkpoint opened as ``foundry eval`` opens it (``.model``, in eval mode; ``.config_file``;
+        what ``sampling_weights_of`` takes) and its run's data."""
+        from model_foundry.commands._checkpoint import open_checkpoint
+
+        opened = open_checkpoint(str(checkpoint))
+        opened.model.eval()
+        return opened, self.data(opened.config_file, opened.model.config)
 
     def media(self, filename: str) -> Path:
         """A path in the page's media folder, for files a measure function writes itself (heat maps, ...)."""

@@ -21,7 +21,6 @@ Every time is process CPU time on one thread (the machine is shared).
 from __future__ import annotations
 
 import math
-import os
 import statistics
 import time
 from pathlib import Path
@@ -43,24 +42,9 @@ def _cpu_seconds(function: Any) -> tuple[Any, float]:
     return result, time.process_time() - start
 
 
-def _splits(config_file: str | Path, model_config: Any = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """The training and validation splits of a config's data section, each as one batch."""
-    from model_foundry.config import load_config
-    from model_foundry.datasets import DataContext, load_data
-    from model_foundry.training.rundir import data_cache_dir
-
-    config = load_config(config_file, sections=("data", "training"))
-    cache = data_cache_dir(config.data, os.path.abspath(config.training.output_dir))
-    data = load_data(config.data, DataContext(cache, config.training.seed, None, model_config))
-    return (data.train.batch(range(len(data.train))), data.validation.batch(range(len(data.validation))))
-
-
-def _loaded(checkpoint: Path) -> tuple[Any, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    from model_foundry.commands._checkpoint import open_checkpoint
-
-    opened = open_checkpoint(str(checkpoint))
-    train, validation = _splits(opened.config_file, opened.model.config)
-    return opened.model.eval(), train, validation
+def _splits(data: Any) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The training and validation splits of a run's data, each as one batch."""
+    return data.train.batch(range(len(data.train))), data.validation.batch(range(len(data.validation)))
 
 
 def _measure_digits_model(bench: Any, config: str) -> dict[str, Any]:
@@ -84,19 +68,19 @@ def measure_transformer(bench: Any) -> dict[str, Any]:
 # --- the digits' reference models ----------------------------------------------------------------
 
 
-def _digit_codes() -> tuple[torch.Tensor, torch.Tensor]:
+def _digit_codes(bench: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, 64) integer levels of the training and validation digits of configs/pixelcnn.yaml's split."""
     root = Path(__file__).resolve().parents[4]
-    train, validation = _splits(root / "configs" / "pixelcnn.yaml")
+    train, validation = _splits(bench.data(root / "configs" / "pixelcnn.yaml"))
     return tuple(torch.round((split["pixel_values"].flatten(1) + 1) * (DIGITS_LEVELS - 1) / 2).long()
                  for split in (train, validation))
 
 
-def _score(codes: torch.Tensor) -> tuple[float, float]:
+def _score(bench: Any, codes: torch.Tensor) -> tuple[float, float]:
     """The digits score and Fréchet distance of sampled codes (N, 64) against the validation digits."""
     from model_foundry.metrics import class_probability_score, digits_features, frechet_distance
 
-    _, validation = _digit_codes()
+    _, validation = _digit_codes(bench)
 
     def images(c: torch.Tensor) -> torch.Tensor:
         return (c.float() * 2 / (DIGITS_LEVELS - 1) - 1).view(-1, 1, 8, 8)
@@ -108,12 +92,12 @@ def _score(codes: torch.Tensor) -> tuple[float, float]:
 
 def measure_independent_pixels(bench: Any) -> dict[str, Any]:
     torch.set_num_threads(1)
-    train, validation = _digit_codes()
+    train, validation = _digit_codes(bench)
     (counts, cpu) = _cpu_seconds(lambda: torch.nn.functional.one_hot(train, DIGITS_LEVELS).sum(0).double() + 1)
     log_p = (counts / counts.sum(-1, keepdim=True)).log()  # (64, levels)
     bits = float(-log_p.gather(1, validation.T).mean() / math.log(2))
     samples = torch.multinomial(log_p.exp(), SCORED_SAMPLES, replacement=True, generator=torch.Generator().manual_seed(0)).T
-    score, frechet = _score(samples)
+    score, frechet = _score(bench, samples)
     return {"parameters": 64 * (DIGITS_LEVELS - 1), "CPU minutes": cpu / 60, "bits/dim": bits, "score": score,
             "Fréchet": frechet}
 
@@ -137,7 +121,7 @@ class LinearAutoregressive(torch.nn.Module):
 
 def measure_linear_autoregressive(bench: Any) -> dict[str, Any]:
     torch.set_num_threads(1)
-    train, validation = _digit_codes()
+    train, validation = _digit_codes(bench)
     torch.manual_seed(0)
     model = LinearAutoregressive()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
@@ -156,7 +140,7 @@ def measure_linear_autoregressive(bench: Any) -> dict[str, Any]:
         samples = torch.zeros(SCORED_SAMPLES, 64, dtype=torch.long)
         for d in range(64):
             samples[:, d] = torch.multinomial(model.logits(samples)[:, d].softmax(-1), 1, generator=generator)[:, 0]
-    score, frechet = _score(samples)
+    score, frechet = _score(bench, samples)
     return {"parameters": 64 * 63 // 2 * DIGITS_LEVELS + 64 * DIGITS_LEVELS, "CPU minutes": cpu / 60,
             "bits/dim": bits, "score": score, "Fréchet": frechet}
 
@@ -189,7 +173,8 @@ def linear_predictor_bits(train: torch.Tensor, validation: torch.Tensor, mu_law:
 def measure_wavenet(bench: Any) -> dict[str, Any]:
     torch.set_num_threads(1)
     run = bench.train("configs/wavenet.yaml", "training.eval_every=0")
-    model, train, validation = _loaded(run.checkpoint)
+    opened, data = bench.load(run.checkpoint)
+    model, (train, validation) = opened.model, _splits(data)
     clips, labels = validation["input_values"], validation["class_labels"]
     with torch.no_grad():
         bits = float(-model.log_pmf(input_values=clips, class_labels=labels).double().mean() / clips.shape[1] / math.log(2))

@@ -16,7 +16,6 @@ Every time is process CPU time on one thread (the machine is shared).
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from pathlib import Path
@@ -30,20 +29,7 @@ ROUNDS = 5  # interleaved timing rounds in diffusers-overhead
 SAMPLES = 100  # per sampler in ddpm-samplers (1000 DDPM steps cost ~1.3 CPU s per sample)
 
 
-def _opened(checkpoint: Path) -> Any:
-    from model_foundry.commands._checkpoint import open_checkpoint
-
-    return open_checkpoint(str(checkpoint))
-
-
-def _validation_images(opened: Any) -> torch.Tensor:
-    from model_foundry.config import load_config
-    from model_foundry.datasets import DataContext, load_data
-    from model_foundry.training.rundir import data_cache_dir
-
-    config = load_config(opened.config_file, sections=("data", "training"))
-    cache = data_cache_dir(config.data, os.path.abspath(config.training.output_dir))
-    data = load_data(config.data, DataContext(cache, config.training.seed, None, opened.model.config))
+def _validation_images(data: Any) -> torch.Tensor:
     return data.validation.batch(range(len(data.validation)))["pixel_values"].float()
 
 
@@ -86,8 +72,8 @@ def measure_ddpm_samplers(bench: Any) -> dict[str, Any]:
     from model_foundry.commands.sample import sampling_weights_of
 
     torch.set_num_threads(1)
-    opened = _opened(ROOT / "runs" / "quality" / "ddpm" / "final")
-    real, model = _validation_images(opened), opened.model.eval()
+    opened, data = bench.load(ROOT / "runs" / "quality" / "ddpm" / "final")
+    real, model = _validation_images(data), opened.model
     row: dict[str, Any] = {"parameters": model.num_parameters(), "samples drawn": SAMPLES}
     results = {}
     with sampling_weights_of(opened, None):
@@ -111,8 +97,8 @@ def measure_guided(bench: Any) -> dict[str, Any]:
     torch.set_num_threads(1)
     run = bench.train("configs/diffusion.yaml", "training.eval_every=0")
     metrics = bench.evaluate(run)
-    opened = _opened(run.checkpoint)
-    model = opened.model.eval()
+    opened, _ = bench.load(run.checkpoint)
+    model = opened.model
     requested = torch.arange(10).repeat_interleave(50)
     agreement = {}
     with sampling_weights_of(opened, None):

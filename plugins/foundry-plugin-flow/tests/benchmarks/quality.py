@@ -32,27 +32,17 @@ def _cpu_seconds(function: Any) -> tuple[Any, float]:
     return result, time.process_time() - start
 
 
-def _validation(checkpoint: Path) -> tuple[Any, dict[str, torch.Tensor]]:
-    """The loaded checkpoint and its data's validation split, as one batch."""
-    import os
-
-    from model_foundry.commands._checkpoint import open_checkpoint
-    from model_foundry.config import load_config
-    from model_foundry.datasets import DataContext, load_data
-    from model_foundry.training.rundir import data_cache_dir
-
-    opened = open_checkpoint(str(checkpoint))
-    config = load_config(opened.config_file, sections=("data", "training"))
-    cache = data_cache_dir(config.data, os.path.abspath(config.training.output_dir))
-    data = load_data(config.data, DataContext(cache, config.training.seed, None, opened.model.config))
-    return opened.model.eval(), data.validation.batch(range(len(data.validation)))
+def _validation(bench: Any, checkpoint: Path) -> tuple[Any, dict[str, torch.Tensor]]:
+    """The loaded checkpoint's model and its data's validation split, as one batch."""
+    opened, data = bench.load(checkpoint)
+    return opened.model, data.validation.batch(range(len(data.validation)))
 
 
 def _image_run(bench: Any, flow_type: str) -> dict[str, Any]:
     torch.set_num_threads(1)
     run = bench.train(f"configs/flow-{flow_type}.yaml", "training.eval_every=0")
     metrics = bench.evaluate(run)
-    model, validation = _validation(run.checkpoint)
+    model, validation = _validation(bench, run.checkpoint)
     images = validation["pixel_values"]
     with torch.no_grad():
         _, sampling = _cpu_seconds(lambda: model.sample(TIMED_IMAGES, generator=torch.Generator().manual_seed(0)))
@@ -101,7 +91,7 @@ def _vector_run(bench: Any, flow_type: str, dataset: str) -> dict[str, Any]:
     name = f"{flow_type}-{dataset}"
     run = bench.train(f"configs/flow-{flow_type}.yaml", f"data.name={dataset}", "training.eval_every=0")
     metrics = bench.evaluate(run)
-    model, validation = _validation(run.checkpoint)
+    model, validation = _validation(bench, run.checkpoint)
     heat_map = bench.media(f"flow-{name}-density.png")
     log_likelihood = -metrics["eval_loss"]
     _density_map(model, validation["vectors"], heat_map, f"{name}: held-out log-likelihood {log_likelihood:.3f}")

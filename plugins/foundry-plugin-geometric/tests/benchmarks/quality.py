@@ -13,26 +13,11 @@ Each run trains ``configs/<architecture>.yaml`` and measures on the run's own va
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
 
 FAMILY = "Geometric"
-
-
-def _splits(checkpoint: Path) -> tuple[Any, Any]:
-    """The loaded model (eval mode) and its data."""
-    from model_foundry.commands._checkpoint import open_checkpoint
-    from model_foundry.config import load_config
-    from model_foundry.datasets import DataContext, load_data
-    from model_foundry.training.rundir import data_cache_dir
-
-    opened = open_checkpoint(str(checkpoint))
-    config = load_config(opened.config_file, sections=("data", "training"))
-    cache = data_cache_dir(config.data, os.path.abspath(config.training.output_dir))
-    return opened.model.eval(), load_data(config.data, DataContext(cache, config.training.seed, None, opened.model.config))
 
 
 def training_shapes_scores(data: Any, key: str) -> dict[str, float]:
@@ -48,7 +33,7 @@ def training_shapes_scores(data: Any, key: str) -> dict[str, float]:
 def _shape_run(bench: Any, architecture: str, key: str, suffix: str) -> dict[str, Any]:
     run = bench.train(f"configs/{architecture}.yaml")
     metrics = bench.evaluate(run)
-    _, data = _splits(run.checkpoint)
+    _, data = bench.load(run.checkpoint)
     ideal = training_shapes_scores(data, key)
     return {
         "parameters": run.parameters, "CPU minutes": round(run.cpu_minutes, 1),
@@ -79,7 +64,8 @@ def mesh_reconstruction(model: Any, targets: torch.Tensor) -> tuple[float, float
 
 def measure_mesh(bench: Any) -> dict[str, Any]:
     run = bench.train("configs/mesh.yaml")
-    model, data = _splits(run.checkpoint)
+    opened, data = bench.load(run.checkpoint)
+    model = opened.model
     targets = data.validation.batch(range(len(data.validation)))["surface_points"].float()
     reconstructed, template = mesh_reconstruction(model, targets)
     return {

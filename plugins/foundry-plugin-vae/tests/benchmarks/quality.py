@@ -12,28 +12,12 @@ class it was asked for, over 100 samples of each digit.
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
 
 FAMILY = "VAE"
 PER_CLASS = 100
-
-
-def _splits(checkpoint: Path) -> tuple[Any, Any, Any]:
-    """The loaded model (eval mode) and its data's training and validation splits."""
-    from model_foundry.commands._checkpoint import open_checkpoint
-    from model_foundry.config import load_config
-    from model_foundry.datasets import DataContext, load_data
-    from model_foundry.training.rundir import data_cache_dir
-
-    opened = open_checkpoint(str(checkpoint))
-    config = load_config(opened.config_file, sections=("data", "training"))
-    cache = data_cache_dir(config.data, os.path.abspath(config.training.output_dir))
-    data = load_data(config.data, DataContext(cache, config.training.seed, None, opened.model.config))
-    return opened.model.eval(), data, config
 
 
 def independent_pixel_bits_per_dim(train: torch.Tensor, validation: torch.Tensor, levels: int) -> float:
@@ -58,7 +42,8 @@ def _measure(bench: Any, architecture: str, conditional: bool = False) -> dict[s
 def measure_run(bench: Any, run: Any, architecture: str, conditional: bool = False) -> dict[str, Any]:
     """The row of a trained run (``bench.train``'s result)."""
     metrics = bench.evaluate(run, "--num-samples", "1000")
-    model, data, _ = _splits(run.checkpoint)
+    opened, data = bench.load(run.checkpoint)
+    model = opened.model
     key = "pixel_values"
     train = data.train.batch(range(len(data.train)))[key]
     validation = data.validation.batch(range(len(data.validation)))[key]
