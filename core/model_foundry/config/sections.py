@@ -32,8 +32,25 @@ FOREIGN_SECTIONS = {
 }
 
 
+class _TypedFields:
+    """A section whose ``params`` (an attrs config) holds its typed fields: they read as attributes
+    of the section itself, and :meth:`evolve` changes them."""
+
+    __slots__ = ()
+    params: Any
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.params, name)
+
+    def evolve(self, **changes: Any) -> Any:
+        """A copy with some of the fields of ``params`` changed (validators run again)."""
+        return attrs.evolve(self, params=attrs.evolve(self.params, **changes))
+
+
 @attrs.frozen
-class ModelConfig:
+class ModelConfig(_TypedFields):
     """The ``model`` section: an architecture name and that architecture's typed fields.
 
     The fields of ``params`` (the architecture's attrs config) read as attributes of this
@@ -44,22 +61,13 @@ class ModelConfig:
     params: Any
     preset: str | None = None
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.params, name)
-
-    def evolve(self, **changes: Any) -> "ModelConfig":
-        """A copy with some of the architecture's fields changed (validators run again)."""
-        return attrs.evolve(self, params=attrs.evolve(self.params, **changes))
-
     def to_dict(self) -> dict[str, Any]:
         """Plain data for YAML/JSON: the resolved fields, no preset (they are already applied)."""
         return {"architecture": self.architecture, **unstructure(self.params)}
 
 
 @attrs.frozen
-class DataSection:
+class DataSection(_TypedFields):
     """The ``data`` section: a dataset ``kind`` and that kind's typed fields.
 
     The fields of ``params`` (the kind's attrs config) read as attributes of this object too:
@@ -68,15 +76,6 @@ class DataSection:
 
     kind: str
     params: Any
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.params, name)
-
-    def evolve(self, **changes: Any) -> "DataSection":
-        """A copy with some of the kind's fields changed (validators run again)."""
-        return attrs.evolve(self, params=attrs.evolve(self.params, **changes))
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **unstructure(self.params)}
