@@ -223,6 +223,13 @@ def mean_ms(times: list[float]) -> str:
     return f"{statistics.fmean(times) * 1e3:.3f} ms/step"
 
 
+def overhead_table(rows: list[tuple[str, list[float], list[float]]]) -> str:
+    """A markdown table of ``(name, plain step times, foundry train step times)`` rows."""
+    lines = ["| architecture | plain PyTorch loop | `foundry train` | ratio |", "|---|---|---|---|"]
+    lines += [f"| {name} | {mean_ms(plain)} | {mean_ms(ours)} | {overhead_ratio(ours, plain):.3f} |" for name, plain, ours in rows]
+    return "\n".join(lines)
+
+
 def measure(name: str, config, tokenizer, dataset, step, args) -> float:
     plain, ours = interleaved_runs(config, tokenizer, dataset, args.steps[name], args.warmup, step, args.runs)
     overhead = overhead_ratio(ours, plain) - 1

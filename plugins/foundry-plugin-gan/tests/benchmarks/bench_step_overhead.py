@@ -19,7 +19,6 @@ ratio of the two. One thread.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import shutil
 import sys
@@ -30,20 +29,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[4]
+sys.path.insert(0, str(ROOT / "tests" / "benchmarks"))
+
+from bench_train_overhead import interleaved_runs, mean_ms, overhead_ratio, overhead_table, timing_overrides  # noqa: E402
+
 from model_foundry.config import load_config  # noqa: E402
 from model_foundry.datasets import DataContext, load_data  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[4]
 GOAL = 0.05
-
-
-def core_benchmark():
-    """The core's overhead benchmark module (its raw loop and its foundry timing), loaded from its file."""
-    path = ROOT / "tests" / "benchmarks" / "bench_train_overhead.py"
-    spec = importlib.util.spec_from_file_location("bench_train_overhead", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def plain_adversarial_step(model, batch, optimizers):
@@ -63,7 +57,6 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    bench = core_benchmark()
     scratch = tempfile.mkdtemp(prefix="bench-gan-")
     rows, met = [], True
     try:
@@ -75,21 +68,18 @@ def main() -> int:
                     "training: {batch_size: 64, learning_rate: 2.0e-4, adam_beta1: 0.5, weight_decay: 0.0, "
                     "max_grad_norm: null, lr_scheduler: constant}\n"
                 )
-            config = load_config(path, bench.timing_overrides(scratch, args.steps, args.warmup))
+            config = load_config(path, timing_overrides(scratch, args.steps, args.warmup))
             images = load_data(config.data, DataContext(f"{scratch}/cache")).train
             print(f"{architecture}: small preset on digits, batch 64, {args.runs} runs of {args.steps} steps "
                   f"({args.warmup} untimed)", flush=True)
-            plain, ours = bench.interleaved_runs(config, None, images, args.steps, args.warmup, plain_adversarial_step,
+            plain, ours = interleaved_runs(config, None, images, args.steps, args.warmup, plain_adversarial_step,
                                                  args.runs)
-            ratio = bench.overhead_ratio(ours, plain)
+            ratio = overhead_ratio(ours, plain)
             met &= ratio - 1 <= GOAL
-            rows.append((architecture, plain, ours))
-            print(f"[{architecture}] plain loop {bench.mean_ms(plain)}, foundry train {bench.mean_ms(ours)}, "
+            rows.append((f"`{architecture}`", plain, ours))
+            print(f"[{architecture}] plain loop {mean_ms(plain)}, foundry train {mean_ms(ours)}, "
                   f"ratio {ratio:.3f}", flush=True)
-        print("\n| architecture | plain PyTorch loop | `foundry train` | ratio |\n|---|---|---|---|")
-        for architecture, plain, ours in rows:
-            print(f"| `{architecture}` | {bench.mean_ms(plain)} | {bench.mean_ms(ours)} "
-                  f"| {bench.overhead_ratio(ours, plain):.3f} |")
+        print(f"\n{overhead_table(rows)}")
         print(f"goal: ratio <= {1 + GOAL:.2f}")
         return 0 if met else 1
     finally:

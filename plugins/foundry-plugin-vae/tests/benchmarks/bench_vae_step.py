@@ -33,7 +33,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "benchmarks"))
 
-from bench_train_overhead import interleaved_runs, mean_ms, overhead_ratio, plain_step, timing_overrides  # noqa: E402
+from bench_train_overhead import (  # noqa: E402
+    interleaved_runs,
+    mean_ms,
+    overhead_ratio,
+    overhead_table,
+    plain_step,
+    timing_overrides,
+)
 
 from model_foundry.config import load_config  # noqa: E402
 from model_foundry.datasets import DataContext, load_data  # noqa: E402
@@ -114,9 +121,7 @@ def main() -> int:
                 rows.append(("`vae` against pythae's `VAE` step in the plain loop", plain, ours))
                 print(f"[pythae] plain loop with pythae's VAE step {mean_ms(plain)}, foundry train of vae {mean_ms(ours)}",
                       flush=True)
-        print("\n| architecture | plain PyTorch loop | foundry train | ratio |\n|---|---|---|---|")
-        for name, plain, ours in rows:
-            print(f"| {name} | {mean_ms(plain)} | {mean_ms(ours)} | {overhead_ratio(ours, plain):.3f} |")
+        print(f"\n{overhead_table(rows)}")
         return 0 if met else 1
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
