@@ -340,3 +340,39 @@ def test_gradient_penalty_needs_continuous_inputs(registry):
     (regularization,) = build_extensions({"regularization": {"gradient_penalty": 1.0}}, model).values()
     with pytest.raises(FoundryError, match="needs continuous inputs"):
         regularization.transform_batch({"pixel_values": torch.zeros(2, 1, 2, 2, dtype=torch.long)}, None)
+
+
+# --- EMA of normalization statistics -------------------------------------------------------------
+
+
+def test_ema_averages_batch_norm_running_statistics_and_swaps_them_in_for_sampling(registry):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2, bias=False))
+    (ema,) = build_extensions({"ema": {"decay": 0.5}}, model).values()
+    assert set(ema.statistics) == {"1.running_mean", "1.running_var"}
+    initial = {name: tensor.clone() for name, tensor in ema.statistics.items()}
+    model.train()
+    model(torch.randn(16, 3) + 2.0)  # batch norm moves its running statistics
+    live = {name: tensor.clone() for name, tensor in ema.statistics.items()}
+    assert not torch.equal(live["1.running_mean"], initial["1.running_mean"])
+    ema.on_optimizer_step(model, 1)
+    with sampling_weights({"ema": ema}, model):
+        for name, tensor in model.state_dict().items():
+            if name in live:
+                torch.testing.assert_close(tensor, 0.5 * initial[name] + 0.5 * live[name])
+    assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in live.items())
+    assert "shadow.1.running_var" in ema.state_dict() and "shadow.1.num_batches_tracked" not in ema.state_dict()
+
+
+def test_an_ema_state_without_running_statistics_loads_with_the_models_own(registry):
+    """Checkpoints from before the statistics were averaged: their running statistics stand in."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    (ema,) = build_extensions({"ema": {"decay": 0.5}}, model).values()
+    with torch.no_grad():
+        model[1].running_mean.fill_(7.0)
+    old = {key: value.clone() + 1 for key, value in ema.state_dict().items() if "running" not in key}
+    ema.load_state_dict(old)
+    assert torch.equal(ema.shadow["1.running_mean"], torch.full((4,), 7.0))
+    assert torch.equal(ema.shadow["0.weight"], old["shadow.0.weight"])
+    with pytest.raises(FoundryError, match="missing: shadow.0.bias"):
+        ema.load_state_dict({key: value for key, value in old.items() if key != "shadow.0.bias"})

@@ -213,18 +213,34 @@ class EMAConfig:
             yield "min_decay", f"must be <= decay ({self.decay}), got {self.min_decay}"
 
 
+def running_statistics(model: Any) -> dict[str, Any]:
+    """The running means and variances of the model's normalization layers that track them (batch
+    norm, instance norm with ``track_running_stats``), by their names in ``model.state_dict()``."""
+    found = {}
+    for prefix, module in model.named_modules():
+        if getattr(module, "track_running_stats", False) and getattr(module, "running_mean", None) is not None:
+            for name in ("running_mean", "running_var"):
+                found[f"{prefix}.{name}" if prefix else name] = getattr(module, name)
+    return found
+
+
 class ExponentialMovingAverage(Extension):
-    """An average of the model's floating-point parameters, swapped in while the model samples.
+    """An average of the model's floating-point parameters and of its normalization layers' running
+    statistics, swapped in while the model samples.
 
     After optimizer step ``s``, with ``t = (s - update_after_step) / update_every`` updates so
     far, ``avg = d_t * avg + (1 - d_t) * weights``; ``d_t`` is ``decay``, or the warmup ramp.
+    The running statistics are averaged alike (as timm's ``ModelEmaV2`` does): a batch-norm layer
+    in eval mode normalizes with them, and the live model's statistics belong to the live weights.
     """
 
     def __init__(self, model: Any, config: EMAConfig):
         self.config = config
         # named_parameters() yields a tied parameter once, so the average holds it once too.
-        self.parameters = {name: p for name, p in model.named_parameters() if p.is_floating_point()}
-        self.shadow = {name: p.detach().clone() for name, p in self.parameters.items()}
+        self.averaged = {name: p for name, p in model.named_parameters() if p.is_floating_point()}
+        self.statistics = running_statistics(model)
+        self.averaged.update(self.statistics)
+        self.shadow = {name: p.detach().clone() for name, p in self.averaged.items()}
 
     def decay_at(self, update: int) -> float:
         """The decay of the ``update``-th update (1-based)."""
@@ -235,10 +251,10 @@ class ExponentialMovingAverage(Extension):
         return max(config.min_decay, min(config.decay, ramp))
 
     def _pairs(self) -> tuple[list["torch.Tensor"], list["torch.Tensor"]]:
-        for name, parameter in self.parameters.items():
-            if self.shadow[name].device != parameter.device:  # training moved the model after build
-                self.shadow[name] = self.shadow[name].to(parameter.device)
-        return list(self.shadow.values()), [p.detach() for p in self.parameters.values()]
+        for name, tensor in self.averaged.items():
+            if self.shadow[name].device != tensor.device:  # training moved the model after build
+                self.shadow[name] = self.shadow[name].to(tensor.device)
+        return list(self.shadow.values()), [t.detach() for t in self.averaged.values()]
 
     def on_optimizer_step(self, model: Any, step: int) -> None:
         import torch
@@ -272,7 +288,10 @@ class ExponentialMovingAverage(Extension):
 
     def load_state_dict(self, state: Mapping[str, "torch.Tensor"]) -> None:
         expected = self.state_dict()
-        missing = sorted(set(expected) - set(state))
+        # Checkpoints written before the running statistics were averaged hold none: the model's
+        # own (restored from the same checkpoint) stand in, as they did when that run sampled.
+        optional = {f"shadow.{name}" for name in self.statistics}
+        missing = sorted(set(expected) - set(state) - optional)
         unexpected = sorted(set(state) - set(expected))
         wrong = sorted(k for k in set(expected) & set(state) if state[k].shape != expected[k].shape)
         if missing or unexpected or wrong:
@@ -284,7 +303,7 @@ class ExponentialMovingAverage(Extension):
 
         with torch.no_grad():
             for name, tensor in self.shadow.items():
-                tensor.copy_(state[f"shadow.{name}"])
+                tensor.copy_(state.get(f"shadow.{name}", self.averaged[name]))
 
 
 @attrs.frozen
