@@ -87,7 +87,9 @@ class Environment:
 def dist(tmp_path_factory):
     dist = tmp_path_factory.mktemp("dist")
     packages = " ".join([".", *(f"plugins/{name}" for name in PLUGINS)])
-    run(["make", "-s", "dist", f"DIST={dist}", f"DIST_PACKAGES={packages}", f"VENV={sys.prefix}"], cwd=ROOT)
+    # -o: this environment is set up already; a pyproject edited since must not reinstall it mid-run.
+    run(["make", "-s", "-o", f"{sys.prefix}/.foundry-installed", "dist", f"DIST={dist}", f"DIST_PACKAGES={packages}",
+         f"VENV={sys.prefix}"], cwd=ROOT)
     return dist
 
 
