@@ -382,6 +382,30 @@ def test_a_non_finite_loss_stops_the_run_at_its_step_and_keeps_the_last_checkpoi
     assert all(math.isfinite(value) for r in records(diverging) for key, value in r.items() if key.endswith("loss"))
 
 
+def test_the_loss_watch_names_the_first_step_with_a_value_that_is_not_finite(tmp_path):
+    import torch
+
+    from model_foundry.training.rundir import LossWatch
+
+    def first_bad(*steps):
+        watch = LossWatch(str(tmp_path), 0.1, None, "cpu")
+        for step, losses in steps:
+            watch.observe(step, {key: torch.tensor(value) for key, value in losses.items()})
+        with pytest.raises(FoundryError, match="not a finite number since step") as caught:
+            watch.check()
+        return int(str(caught.value).split("since step ")[1].split(":")[0])
+
+    nan, inf = float("nan"), float("inf")
+    assert first_bad((1, {"loss": 1.0}), (2, {"loss": 2.0, "kl_loss": inf}), (3, {"loss": nan})) == 2
+    assert first_bad((4, {"loss": [1.0, 2.0]}), (5, {"loss": 1.0, "kl_loss": [0.5, nan]}), (6, {"loss": -inf})) == 5
+    watch = LossWatch(str(tmp_path), 0.1, None, "cpu")
+    watch.observe(1, {"loss": torch.tensor(1.0)})
+    watch.check()  # finite: nothing raised, and the steps checked are forgotten
+    watch.observe(2, {"loss": torch.tensor(nan)})
+    with pytest.raises(FoundryError, match="since step 2"):
+        watch.check()
+
+
 def test_non_finite_optimizer_settings_are_config_errors(tmp_path):
     config_path = write_config(tmp_path, training={"optimizers": {"generator": {"learning_rate": 12345.0}}})
     with open(config_path, encoding="utf-8") as handle:

@@ -462,11 +462,14 @@ class LossWatch:
 
     def _first_non_finite(self) -> int:
         if not self._first and self._pending:
-            values = [(step, value.reshape(-1)) for step, losses in self._pending for value in losses.values()]
+            values = [value for _, losses in self._pending for value in losses.values()]
             if values:
-                bad = ~torch.cat([value for _, value in values]).isfinite()
+                # Scalars (the usual losses) are stacked at once: a reshape each cost more than the check.
+                scalars = all(value.dim() == 0 for value in values)
+                bad = ~(torch.stack(values) if scalars else torch.cat([value.reshape(-1) for value in values])).isfinite()
                 if bool(bad.any()):
-                    steps = [step for step, value in values for _ in range(value.numel())]
+                    steps = [step for step, losses in self._pending for value in losses.values()
+                             for _ in range(value.numel())]
                     self._first = steps[int(bad.nonzero()[0, 0])]
         self._pending.clear()
         return self._first
