@@ -97,6 +97,25 @@ def test_deep_ebm_weights_are_spectrally_normalized():
     assert not any(hasattr(m, "parametrizations") for m in plain.network.modules())
 
 
+def test_a_chain_computes_each_spectrally_normalized_weight_once_and_samples_the_same(monkeypatch):
+    """The weights are fixed along an SGLD chain: W / sigma is computed once per chain, not at every step."""
+    import contextlib
+
+    from torch.nn.utils import parametrize
+
+    model = build("deep_ebm", energy_network={"hidden_dims": [16], "blocks_per_stage": 1}, mcmc={"n_steps": 7})
+    normalized = [m.parametrizations.weight[0] for m in model.network.modules() if hasattr(m, "parametrizations")]
+    spectral, computed = type(normalized[0]), []
+    forward = spectral.forward
+    monkeypatch.setattr(spectral, "forward", lambda self, weight: computed.append(self) or forward(self, weight))
+    samples = model.sample(5, generator=torch.Generator().manual_seed(0))
+    assert len(computed) == len(normalized)
+    computed.clear()
+    monkeypatch.setattr(parametrize, "cached", contextlib.nullcontext)  # every step computes them again
+    assert torch.equal(model.sample(5, generator=torch.Generator().manual_seed(0)), samples)
+    assert len(computed) == 7 * len(normalized)
+
+
 def test_deep_ebm_on_images_is_convolutional_unless_kind_mlp():
     images = torch.rand(3, 1, 8, 8) * 2 - 1
     for kind in (None, "mlp"):
