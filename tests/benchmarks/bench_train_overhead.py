@@ -21,8 +21,8 @@ runs; the overhead is the ratio of the two. Taking turns step by step matters on
 machine: it runs the same loop, on the same batches, in phases seconds long whose speeds differ by
 up to 1.6x (other tenants), so loops timed one after the other, even alternating, mostly compare
 the phases they met; turns of one step meet the same phases. (Turns between two threads would
-not do: the same plain loop ran 1-3 % slower in the main thread than in a second one, by their
-memory arenas.)
+not do: the same plain loop ran 1-3 % slower in the main thread than in a second one; with
+MALLOC_ARENA_MAX=1 the gap shrank to about 1 %, so the threads' memory arenas are the likely cause.)
 
     python tests/benchmarks/bench_train_overhead.py [--case all|gpt2|mlp|two-optimizer] [--runs 5]
 """
